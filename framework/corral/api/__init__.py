@@ -1,0 +1,1 @@
+"""The gRPC job API: servicers and generated stubs."""

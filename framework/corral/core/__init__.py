@@ -1,0 +1,1 @@
+"""Pure scheduling decisions: no I/O, no clocks, no global randomness."""

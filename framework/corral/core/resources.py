@@ -1,0 +1,76 @@
+"""The Resources value type: scalar amounts a task needs or an offer holds.
+
+Mesos scalars carry three decimals of precision, so amounts are rounded to 1/1000 on
+construction and arithmetic never drifts. Ports are not scalars; they live on ``Offer``
+and ``TaskTemplate`` as counts and ranges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+_SCALE = 1000
+
+
+def _q(x: float) -> float:
+    """Quantise to Mesos' three decimals."""
+    return round(round(float(x) * _SCALE) / _SCALE, 3)
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """Amounts of cpus, mem (MiB), disk (MiB) and gpus."""
+
+    cpus: float = 0.0
+    mem: float = 0.0
+    disk: float = 0.0
+    gpus: float = 0.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            object.__setattr__(self, f.name, _q(getattr(self, f.name)))
+
+    def __add__(self, other: Resources) -> Resources:
+        return Resources(
+            self.cpus + other.cpus, self.mem + other.mem,
+            self.disk + other.disk, self.gpus + other.gpus,
+        )
+
+    def __sub__(self, other: Resources) -> Resources:
+        return Resources(
+            self.cpus - other.cpus, self.mem - other.mem,
+            self.disk - other.disk, self.gpus - other.gpus,
+        )
+
+    def scale(self, k: float) -> Resources:
+        return Resources(self.cpus * k, self.mem * k, self.disk * k, self.gpus * k)
+
+    def fits(self, other: Resources) -> bool:
+        """True if ``self`` fits inside ``other``."""
+        return (
+            self.cpus <= other.cpus and self.mem <= other.mem
+            and self.disk <= other.disk and self.gpus <= other.gpus
+        )
+
+    def is_empty(self) -> bool:
+        return self.cpus <= 0 and self.mem <= 0 and self.disk <= 0 and self.gpus <= 0
+
+    def nonnegative(self) -> bool:
+        return self.cpus >= 0 and self.mem >= 0 and self.disk >= 0 and self.gpus >= 0
+
+    def dominant_share(self, total: Resources) -> float:
+        """The largest fraction of ``total`` this takes in any dimension (DRF)."""
+        share = 0.0
+        for mine, whole in (
+            (self.cpus, total.cpus), (self.mem, total.mem),
+            (self.disk, total.disk), (self.gpus, total.gpus),
+        ):
+            if whole > 0:
+                share = max(share, mine / whole)
+        return share
+
+    def as_dict(self) -> dict[str, float]:
+        return {"cpus": self.cpus, "mem": self.mem, "disk": self.disk, "gpus": self.gpus}
+
+
+ZERO = Resources()

@@ -1,0 +1,230 @@
+"""Parse and validate a job spec from plain data (YAML, JSON, or a proto as a dict).
+
+Validation collects every problem, each naming the offending field by its dotted path
+(``workers.max``), so a user fixes a spec in one pass. Unknown keys are errors too: a
+misspelt ``chekpoint`` silently ignored would lose a user's work.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from corral.core.model import (
+    NAME_RE,
+    Constraints,
+    JobSpec,
+    RestartPolicy,
+    TaskTemplate,
+    Tier,
+    WorkerPool,
+)
+from corral.core.resources import Resources
+
+CHECKPOINT_SCHEMES = ("file", "s3", "gs", "memory")
+ENV_RE = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+@dataclass(frozen=True)
+class FieldError:
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+class SpecError(ValueError):
+    """A job spec is invalid; ``errors`` names each bad field."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(str(e) for e in errors))
+
+
+class _Checker:
+    def __init__(self) -> None:
+        self.errors: list[FieldError] = []
+
+    def err(self, path: str, msg: str) -> None:
+        self.errors.append(FieldError(path, msg))
+
+    def mapping(self, data: Any, path: str, allowed: set[str]) -> Mapping[str, Any]:
+        if data is None:
+            return {}
+        if not isinstance(data, Mapping):
+            self.err(path or "spec", "must be a mapping")
+            return {}
+        for k in data:
+            if k not in allowed:
+                where = f"{path}.{k}" if path else str(k)
+                self.err(where, f"unknown field (expected one of: {', '.join(sorted(allowed))})")
+        return data
+
+    def name(self, data: Mapping[str, Any], key: str, path: str) -> str:
+        v = data.get(key)
+        if v is None:
+            self.err(path, "is required")
+            return ""
+        if not isinstance(v, str) or not NAME_RE.match(v):
+            self.err(path, "must be 1-63 characters of a-z, 0-9, '-' or '_', starting alphanumeric")
+            return ""
+        return v
+
+    def number(
+        self, data: Mapping[str, Any], key: str, path: str, default: float,
+        lo: float = 0.0, hi: float = float("inf"), integer: bool = False,
+    ) -> float:
+        v = data.get(key, default)
+        if v is None:
+            v = default
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            self.err(path, f"must be a number, got {type(v).__name__}")
+            return default
+        if integer and int(v) != v:
+            self.err(path, "must be a whole number")
+            return default
+        if not lo <= v <= hi:
+            self.err(path, f"must be between {lo:g} and {hi:g}, got {v:g}")
+            return default
+        return int(v) if integer else float(v)
+
+    def string_map(self, data: Any, path: str) -> tuple[tuple[str, str], ...]:
+        if data is None:
+            return ()
+        if not isinstance(data, Mapping):
+            self.err(path, "must be a mapping of strings")
+            return ()
+        out = []
+        for k, v in data.items():
+            bad_value = not isinstance(v, str | int | float) or isinstance(v, bool)
+            if not isinstance(k, str) or bad_value:
+                self.err(f"{path}.{k}", "keys and values must be strings")
+                continue
+            out.append((k, str(v)))
+        return tuple(sorted(out))
+
+
+_TASK_KEYS = {"command", "cpus", "mem", "disk", "gpus", "ports", "env", "image"}
+
+
+def _task(c: _Checker, data: Any, path: str, extra: set[str] = frozenset()) -> TaskTemplate:
+    d = c.mapping(data, path, _TASK_KEYS | extra)
+    if data is None:
+        c.err(path, "is required")
+    cmd = d.get("command")
+    if not isinstance(cmd, str) or not cmd.strip():
+        c.err(f"{path}.command", "is required and must be a non-empty string")
+        cmd = ""
+    res = Resources(
+        cpus=c.number(d, "cpus", f"{path}.cpus", 1.0, lo=0.01, hi=1024),
+        mem=c.number(d, "mem", f"{path}.mem", 256.0, lo=16, hi=4 * 1024 * 1024),
+        disk=c.number(d, "disk", f"{path}.disk", 0.0, hi=64 * 1024 * 1024),
+        gpus=c.number(d, "gpus", f"{path}.gpus", 0.0, hi=64, integer=True),
+    )
+    env = c.string_map(d.get("env"), f"{path}.env")
+    for k, _ in env:
+        if not re.match(ENV_RE, k):
+            c.err(f"{path}.env.{k}", "is not a valid environment variable name")
+        elif k.startswith(("CORRAL_", "MESOS_")):
+            c.err(f"{path}.env.{k}", "CORRAL_ and MESOS_ variables are set by Corral")
+    image = d.get("image")
+    if image is not None and (not isinstance(image, str) or not image):
+        c.err(f"{path}.image", "must be a non-empty string")
+        image = None
+    ports = int(c.number(d, "ports", f"{path}.ports", 0, hi=16, integer=True))
+    return TaskTemplate(command=cmd, resources=res, ports=ports, env=env, image=image)
+
+
+def parse_job_spec(data: Any) -> JobSpec:
+    """Build a ``JobSpec`` from plain data or raise ``SpecError`` naming every bad field."""
+    c = _Checker()
+    top = c.mapping(
+        data, "",
+        {"role", "environment", "name", "tier", "priority", "master", "workers",
+         "checkpoint", "constraints", "kill_grace_seconds", "restart",
+         "deadline_seconds", "labels"},
+    )
+    role = c.name(top, "role", "role")
+    env = c.name(top, "environment", "environment") if "environment" in top else "default"
+    name = c.name(top, "name", "name")
+    tier_raw = top.get("tier", "preferred")
+    try:
+        tier = Tier(tier_raw)
+    except ValueError:
+        c.err("tier", f"must be one of preferred, preemptible, revocable; got {tier_raw!r}")
+        tier = Tier.PREFERRED
+    priority = int(c.number(top, "priority", "priority", 0, lo=-1000, hi=1000, integer=True))
+
+    master = _task(c, top.get("master"), "master")
+    wd = top.get("workers")
+    worker_t = _task(c, wd, "workers", {"min", "max", "initial"})
+    wmap = wd if isinstance(wd, Mapping) else {}
+    wmin = int(c.number(wmap, "min", "workers.min", 0, hi=10000, integer=True))
+    wmax = int(c.number(wmap, "max", "workers.max", max(wmin, 1), hi=10000, integer=True))
+    winit = int(c.number(wmap, "initial", "workers.initial", wmin, hi=10000, integer=True))
+    if wmin > wmax:
+        c.err("workers.min", f"must not exceed workers.max ({wmin} > {wmax})")
+    elif not wmin <= winit <= wmax:
+        c.err("workers.initial", f"must be within workers.min..workers.max ({wmin}..{wmax})")
+
+    ck = c.mapping(top.get("checkpoint"), "checkpoint", {"uri", "interval_seconds"})
+    uri = ck.get("uri")
+    if uri is not None:
+        if not isinstance(uri, str) or "://" not in uri:
+            c.err("checkpoint.uri", "must be a URI such as file:///data/ckpt or s3://bucket/path")
+            uri = None
+        elif uri.split("://", 1)[0] not in CHECKPOINT_SCHEMES:
+            c.err("checkpoint.uri", f"scheme must be one of {', '.join(CHECKPOINT_SCHEMES)}")
+            uri = None
+    interval = c.number(
+        ck, "interval_seconds", "checkpoint.interval_seconds", 30.0, lo=0.1, hi=86400
+    )
+
+    cons = c.mapping(
+        top.get("constraints"), "constraints", {"max_per_host", "attributes", "spread_over"}
+    )
+    mph = cons.get("max_per_host")
+    if mph is not None:
+        mph = int(c.number(cons, "max_per_host", "constraints.max_per_host", 1, lo=1, hi=10000,
+                           integer=True))
+    spread = cons.get("spread_over")
+    if spread is not None and (not isinstance(spread, str) or not spread):
+        c.err("constraints.spread_over", "must be an attribute name")
+        spread = None
+    constraints = Constraints(
+        max_per_host=mph,
+        attributes=c.string_map(cons.get("attributes"), "constraints.attributes"),
+        spread_over=spread,
+    )
+
+    rs = c.mapping(top.get("restart"), "restart", {"max_failures", "backoff_seconds",
+                                                   "backoff_max_seconds"})
+    restart = RestartPolicy(
+        max_failures=int(c.number(rs, "max_failures", "restart.max_failures", 3, hi=1000,
+                                  integer=True)),
+        backoff_seconds=c.number(rs, "backoff_seconds", "restart.backoff_seconds", 2.0, hi=3600),
+        backoff_max_seconds=c.number(rs, "backoff_max_seconds", "restart.backoff_max_seconds",
+                                     60.0, hi=86400),
+    )
+    deadline = top.get("deadline_seconds")
+    if deadline is not None:
+        deadline = c.number(top, "deadline_seconds", "deadline_seconds", 0, lo=1, hi=365 * 86400)
+    grace = c.number(top, "kill_grace_seconds", "kill_grace_seconds", 10.0, hi=3600)
+    labels = c.string_map(top.get("labels"), "labels")
+
+    if tier is Tier.REVOCABLE and master.resources.gpus > 0:
+        c.err("master.gpus", "revocable jobs cannot request GPUs")
+
+    if c.errors:
+        raise SpecError(c.errors)
+    return JobSpec(
+        role=role, environment=env, name=name, tier=tier, priority=priority,
+        master=master,
+        workers=WorkerPool(template=worker_t, min=wmin, max=wmax, initial=winit),
+        checkpoint_uri=uri, checkpoint_interval_seconds=interval,
+        constraints=constraints, kill_grace_seconds=grace, restart=restart,
+        deadline_seconds=deadline, labels=labels,
+    )

@@ -1,0 +1,1 @@
+"""localmesos: a single-machine Mesos master and agents following the v1 HTTP APIs."""

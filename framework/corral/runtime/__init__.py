@@ -1,0 +1,1 @@
+"""The asyncio shell: feeds events to the pure core and carries out its effects."""

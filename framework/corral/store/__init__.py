@@ -1,0 +1,1 @@
+"""Durable state and leader election in ZooKeeper."""
