@@ -1,0 +1,112 @@
+"""Read-only snapshots of jobs and tasks, as the API and CLI show them.
+
+The core derives these from its state; the gRPC servicer translates them to proto and the
+CLI prints them. ``JobBackend`` is the interface the API calls: the runtime implements it
+on the leader (and a follower answers UNAVAILABLE with the leader's address).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+from corral.core.model import JobSpec
+
+
+class JobState(StrEnum):
+    PENDING = "PENDING"      # accepted, master not yet running
+    RUNNING = "RUNNING"      # master running
+    FINISHED = "FINISHED"    # master exited 0
+    FAILED = "FAILED"        # gave up: restart limit, invalid command, ...
+    KILLED = "KILLED"        # a user killed it
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.FINISHED, JobState.FAILED, JobState.KILLED)
+
+
+@dataclass(frozen=True)
+class TaskView:
+    """One slot of a job (master or worker N) and its current attempt."""
+
+    slot: str                    # "master" or "worker-3"
+    task_id: str | None          # None while nothing is launched for the slot
+    state: str                   # Mesos TaskState name, or "PENDING"
+    agent_id: str | None = None
+    hostname: str | None = None
+    reason: str | None = None    # last Mesos reason or Corral's own
+    message: str | None = None
+    pending_reason: str | None = None  # why it is not placed yet (feasibility veto)
+    attempt: int = 0
+    revocable: bool = False
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What the job reported through the SDK."""
+
+    done: int = 0
+    total: int = 0
+    backlog: int = 0
+    rerun: int = 0
+
+
+@dataclass(frozen=True)
+class JobView:
+    key: str
+    spec: JobSpec
+    state: JobState
+    desired_workers: int
+    tasks: tuple[TaskView, ...] = ()
+    progress: Progress = field(default_factory=Progress)
+    submitted_at: float = 0.0
+    finished_at: float | None = None
+    message: str = ""
+    target_reason: str = ""      # why desired_workers is what it is (load, share, ...)
+    request_id: str = ""
+    version: int = 0             # bumps on every change; watch streams use it
+
+
+class NotFound(LookupError):
+    """No job has that key."""
+
+
+class Conflict(RuntimeError):
+    """The request contradicts the job's state (e.g. scaling a finished job)."""
+
+
+class AlreadyExists(Conflict):
+    """A different request already created a job with that key."""
+
+
+class NotLeader(RuntimeError):
+    """This replica does not lead; ``leader`` is the address of the one that does."""
+
+    def __init__(self, leader: str | None) -> None:
+        self.leader = leader
+        super().__init__(f"not the leader (leader: {leader or 'unknown'})")
+
+
+class JobBackend(Protocol):
+    """What the gRPC API needs from the scheduler. Every method may raise NotLeader."""
+
+    async def submit(self, spec: JobSpec, request_id: str) -> JobView:
+        """Create the job. The same request id again returns the same job (idempotent);
+        another request for an existing live key raises AlreadyExists."""
+        ...
+
+    async def get(self, key: str) -> JobView: ...
+
+    async def list(self, role: str | None = None) -> list[JobView]: ...
+
+    async def kill(self, key: str) -> JobView: ...
+
+    async def scale(self, key: str, workers: int) -> JobView:
+        """Set the desired worker count; must lie within the spec's min..max."""
+        ...
+
+    def watch(self, key: str) -> AsyncIterator[JobView]:
+        """Yield the job's view now and after every change, ending after a terminal state."""
+        ...
