@@ -228,3 +228,51 @@ def parse_job_spec(data: Any) -> JobSpec:
         constraints=constraints, kill_grace_seconds=grace, restart=restart,
         deadline_seconds=deadline, labels=labels,
     )
+
+
+def _task_to_dict(t: TaskTemplate) -> dict[str, Any]:
+    d: dict[str, Any] = {"command": t.command, **t.resources.as_dict(), "ports": t.ports}
+    if t.env:
+        d["env"] = dict(t.env)
+    if t.image:
+        d["image"] = t.image
+    return d
+
+
+def spec_to_dict(spec: JobSpec) -> dict[str, Any]:
+    """The plain-data form of ``spec``; ``parse_job_spec(spec_to_dict(s)) == s``."""
+    workers = _task_to_dict(spec.workers.template)
+    workers.update(min=spec.workers.min, max=spec.workers.max, initial=spec.workers.initial)
+    d: dict[str, Any] = {
+        "role": spec.role,
+        "environment": spec.environment,
+        "name": spec.name,
+        "tier": spec.tier.value,
+        "priority": spec.priority,
+        "master": _task_to_dict(spec.master),
+        "workers": workers,
+        "checkpoint": {"interval_seconds": spec.checkpoint_interval_seconds},
+        "kill_grace_seconds": spec.kill_grace_seconds,
+        "restart": {
+            "max_failures": spec.restart.max_failures,
+            "backoff_seconds": spec.restart.backoff_seconds,
+            "backoff_max_seconds": spec.restart.backoff_max_seconds,
+        },
+    }
+    if spec.checkpoint_uri:
+        d["checkpoint"]["uri"] = spec.checkpoint_uri
+    c = spec.constraints
+    cons: dict[str, Any] = {}
+    if c.max_per_host is not None:
+        cons["max_per_host"] = c.max_per_host
+    if c.attributes:
+        cons["attributes"] = dict(c.attributes)
+    if c.spread_over:
+        cons["spread_over"] = c.spread_over
+    if cons:
+        d["constraints"] = cons
+    if spec.deadline_seconds is not None:
+        d["deadline_seconds"] = spec.deadline_seconds
+    if spec.labels:
+        d["labels"] = dict(spec.labels)
+    return d
