@@ -1,0 +1,418 @@
+"""The elastic worker policy: one pure function combining load, SLA, fairness and sizing.
+
+``compute_targets`` takes every job's demand, the cluster capacity, the roles' policies,
+the previous ``PolicyState`` and ``now``, and returns a ``Target`` per job (worker count,
+the reason that bound it, its fair share, deadline risk, workers to retire gracefully,
+the size of new workers), the preemptions to perform now, and the next ``PolicyState``.
+
+Steps, each a named function below:
+
+1. ``_desire``: load target (dampened, clamped to min/max) and deadline need per job.
+2. ``_segments``: each role's demand as prioritised segments; deadline needs protected.
+3. ``fairness.allocate``: weighted DRF with quotas, per pool (revocable jobs only use
+   revocable capacity; everything else the non-revocable capacity).
+4. ``_preempt``: if fair allocations cannot be met from free capacity, preempt over-share
+   workers within each victim role's budget and above a minimum share difference.
+5. ``_targets``: final counts, reasons, retirements and deadline risk.
+
+Reasons (``Target.reason``): ``load``, ``deadline``, ``min``, ``max``, ``share``, ``quota``,
+``hold`` (kept above fair share because a preemption was not allowed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from corral.core.fairness import (
+    DEFAULT_ROLE,
+    Candidate,
+    RoleAllocation,
+    RolePolicy,
+    Segment,
+    allocate,
+    choose_victims,
+    to_res,
+    vec,
+)
+from corral.core.model import JobSpec, Tier
+from corral.core.resources import Resources
+from corral.core.rightsizing import RightSizingConfig, rightsize
+from corral.core.scaling import (
+    ScaleMemory,
+    ScalingConfig,
+    WorkerState,
+    choose_retirees,
+    clamp,
+    dampen,
+    load_workers,
+    remember,
+)
+from corral.core.sla import SlaConfig, miss_reason, sla_need
+
+ZERO = Resources()
+
+
+@dataclass(frozen=True, slots=True)
+class JobDemand:
+    """Everything the policy knows about one job at this pass.
+
+    ``workers``: the running workers. ``backlog``/``throughput_per_worker``: as reported
+    by the job (throughput 0 means not measured yet). ``deadline``: absolute time.
+    ``remaining_work``: work left until done (defaults to the backlog).
+    ``measured_per_worker``: peak measured usage per worker, for right-sizing.
+    """
+
+    key: str
+    role: str
+    worker_resources: Resources
+    tier: Tier = Tier.PREFERRED
+    priority: int = 0
+    min_workers: int = 0
+    max_workers: int = 1
+    initial_workers: int = 1
+    master_resources: Resources = ZERO
+    workers: tuple[WorkerState, ...] = ()
+    backlog: float = 0.0
+    throughput_per_worker: float = 0.0
+    deadline: float | None = None
+    remaining_work: float | None = None
+    measured_per_worker: Resources | None = None
+    submitted_at: float = 0.0
+
+    @property
+    def running(self) -> int:
+        return len(self.workers)
+
+    @classmethod
+    def from_spec(cls, spec: JobSpec, submitted_at: float, **observed: object) -> JobDemand:
+        """A demand from a submitted spec plus observed fields (workers, backlog, ...)."""
+        deadline = (submitted_at + spec.deadline_seconds
+                    if spec.deadline_seconds is not None else None)
+        return cls(
+            key=spec.key, role=spec.role, worker_resources=spec.workers.template.resources,
+            tier=spec.tier, priority=spec.priority, min_workers=spec.workers.min,
+            max_workers=spec.workers.max, initial_workers=spec.workers.initial,
+            master_resources=spec.master.resources, deadline=deadline,
+            submitted_at=submitted_at, **observed,  # type: ignore[arg-type]
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    scaling: ScalingConfig = ScalingConfig()
+    sla: SlaConfig = SlaConfig()
+    rightsizing: RightSizingConfig = RightSizingConfig()
+    sla_enabled: bool = True
+    preemption_enabled: bool = True
+    preemption_budget: int = 20  # preemptions per victim role per window
+    preemption_window_s: float = 3600.0
+    min_share_diff: float = 0.05  # weighted dominant share gap before preempting
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyState:
+    """What the policy carries between passes (persisted by the shell if it wishes)."""
+
+    desired: Mapping[str, int] = field(default_factory=dict)
+    memory: Mapping[str, ScaleMemory] = field(default_factory=dict)
+    preemptions: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    job: str
+    workers: int
+    reason: str
+    detail: str
+    fair_share: float  # the job's dominant share of its pool at the target
+    role_share: float  # the role's weighted dominant share of its fair allocation
+    deadline_risk: str | None = None
+    retire: tuple[str, ...] = ()
+    worker_resources: Resources = ZERO  # size for new workers (right-sized)
+
+
+@dataclass(frozen=True, slots=True)
+class Preemption:
+    job: str
+    role: str
+    victims: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyResult:
+    targets: Mapping[str, Target]
+    preemptions: tuple[Preemption, ...]
+    state: PolicyState
+    role_shares: Mapping[str, float]
+
+
+@dataclass(slots=True)
+class _Desire:
+    """Per-job working values of one pass (mutable scratch, never returned)."""
+
+    job: JobDemand
+    load: int  # dampened, clamped load target
+    demand: int  # what the job asks fairness for
+    reason: str
+    detail: str
+    need: int | None = None  # deadline need
+    need_risk: str | None = None
+    base: int = 0
+
+
+def compute_targets(
+    jobs: Sequence[JobDemand], capacity: Resources, roles: Mapping[str, RolePolicy],
+    state: PolicyState, now: float, config: PolicyConfig = PolicyConfig(),
+    revocable_capacity: Resources = ZERO,
+) -> PolicyResult:
+    """One full policy pass. Pure: same inputs, same result."""
+    desires = [_desire(j, state, now, config) for j in jobs]
+    pools = {
+        "main": ([d for d in desires if d.job.tier is not Tier.REVOCABLE], capacity),
+        "revocable": ([d for d in desires if d.job.tier is Tier.REVOCABLE], revocable_capacity),
+    }
+    window = _prune_window(state.preemptions, now, config.preemption_window_s)
+    allocations: dict[str, dict[str, RoleAllocation]] = {}
+    preemptions: list[Preemption] = []
+    victims_by_job: dict[str, set[str]] = {}
+    for pool in ("revocable", "main"):  # revocable first: the cheapest work to lose
+        ds, cap = pools[pool]
+        alloc = allocate(_segments(ds), cap, roles, DEFAULT_ROLE)
+        allocations[pool] = alloc
+        if config.preemption_enabled:
+            pre = _preempt(ds, alloc, cap, roles, window, now, config)
+            for p in pre:
+                victims_by_job.setdefault(p.job, set()).update(p.victims)
+            preemptions.extend(pre)
+    targets: dict[str, Target] = {}
+    role_shares: dict[str, float] = {}
+    for pool, (ds, cap) in pools.items():
+        for role, ra in allocations[pool].items():
+            role_shares[role] = max(role_shares.get(role, 0.0), ra.share)
+        for d in ds:
+            targets[d.job.key] = _target(d, allocations[pool][d.job.role], cap,
+                                         victims_by_job.get(d.job.key, set()), now, config,
+                                         roles)
+    new_state = PolicyState(
+        desired={d.job.key: d.load for d in desires},
+        memory={d.job.key: remember(state.memory.get(d.job.key, ScaleMemory()), d.base,
+                                    d.load, now) for d in desires},
+        preemptions=window,
+    )
+    return PolicyResult(targets, tuple(preemptions), new_state, role_shares)
+
+
+# ---------------------------------------------------------------- step 1: desire
+
+def _desire(j: JobDemand, state: PolicyState, now: float, cfg: PolicyConfig) -> _Desire:
+    lo, hi = j.min_workers, max(j.min_workers, j.max_workers)
+    # Without memory (new job, or a new leader) start from what runs, else the initial size.
+    fallback = j.running if j.running > 0 else j.initial_workers
+    base = state.desired.get(j.key, clamp(fallback, lo, hi))
+    raw = load_workers(j.backlog, j.throughput_per_worker, cfg.scaling.target_duration_s)
+    if raw is None:
+        wanted, note = base, "throughput not measured yet"
+    else:
+        damp = dampen(raw, base, state.memory.get(j.key, ScaleMemory()), now, cfg.scaling)
+        wanted, note = damp.workers, (f"load wants {raw}, {damp.note}" if damp.note
+                                      else f"load wants {raw}")
+    load = clamp(wanted, lo, hi)
+    if raw is not None and raw > hi and load == hi:
+        reason, detail = "max", f"{note}; job maximum {hi}"
+    elif load > wanted:
+        reason, detail = "min", f"{note}; job minimum {lo}"
+    else:
+        reason, detail = "load", note
+    d = _Desire(j, load, load, reason, detail, base=base)
+    if cfg.sla_enabled and j.deadline is not None:
+        remaining = j.remaining_work if j.remaining_work is not None else j.backlog
+        need = sla_need(remaining, j.throughput_per_worker, j.deadline, now, hi, cfg.sla)
+        d.need, d.need_risk = need.workers, need.risk
+        if need.workers is not None and need.workers > d.demand:
+            d.demand = clamp(need.workers, lo, hi)
+            d.reason = "deadline"
+            d.detail = f"needs {need.workers} to finish by the deadline; {note}"
+    return d
+
+
+# ---------------------------------------------------------------- step 2: segments
+
+def _segments(desires: Sequence[_Desire]) -> dict[str, list[Segment]]:
+    """Each role's demand in priority order: deadline needs (protected), then every job's
+    master and minimum, then the rest by priority."""
+    by_role: dict[str, list[_Desire]] = {}
+    for d in desires:
+        by_role.setdefault(d.job.role, []).append(d)
+    out: dict[str, list[Segment]] = {}
+    for role, ds in by_role.items():
+        ds.sort(key=lambda d: (-d.job.priority, d.job.submitted_at, d.job.key))
+        segs: list[Segment] = []
+        first: dict[str, int] = {}
+        sla = sorted((d for d in ds if d.need), key=lambda d: (d.job.deadline, d.job.key))
+        for d in sla:
+            j = d.job
+            n = min(d.need or 0, d.demand)
+            if not j.master_resources.is_empty():
+                segs.append(Segment(j.key, j.master_resources, 1, protected=True))
+            segs.append(Segment(j.key, j.worker_resources, n, protected=True))
+            first[j.key] = n
+        for d in ds:
+            j = d.job
+            if j.key in first:
+                continue
+            if not j.master_resources.is_empty():
+                segs.append(Segment(j.key, j.master_resources, 1))
+            n = min(j.min_workers, d.demand)
+            segs.append(Segment(j.key, j.worker_resources, n))
+            first[j.key] = n
+        for d in ds:
+            rest = d.demand - first[d.job.key]
+            if rest > 0:
+                segs.append(Segment(d.job.key, d.job.worker_resources, rest))
+        out[role] = segs
+    return out
+
+
+def _granted_workers(d: _Desire, ra: RoleAllocation) -> int:
+    g = ra.granted.get(d.job.key, 0)
+    return max(0, g - (0 if d.job.master_resources.is_empty() else 1))
+
+
+# ---------------------------------------------------------------- step 4: preemption
+
+def _prune_window(
+    log: Mapping[str, tuple[float, ...]], now: float, window_s: float,
+) -> dict[str, tuple[float, ...]]:
+    out = {}
+    for role, times in log.items():
+        kept = tuple(t for t in times if t > now - window_s)
+        if kept:
+            out[role] = kept
+    return out
+
+
+def _preempt(
+    ds: Sequence[_Desire], alloc: Mapping[str, RoleAllocation], cap: Resources,
+    roles: Mapping[str, RolePolicy], window: dict[str, tuple[float, ...]], now: float,
+    cfg: PolicyConfig,
+) -> list[Preemption]:
+    """Preempt over-share workers when starved roles cannot be served from free capacity.
+
+    Mutates ``window`` (this pass's copy) with the preemptions it decides.
+    """
+    running: dict[str, list[float]] = {}
+    for d in ds:
+        j = d.job
+        r = running.setdefault(j.role, [0.0, 0.0, 0.0, 0.0])
+        w, m, n = vec(j.worker_resources), vec(j.master_resources), j.running
+        for i in range(4):  # tuples, not Resources: this runs for every job every pass
+            r[i] += w[i] * n + m[i]
+    capv = vec(cap)
+    used = [sum(r[i] for r in running.values()) for i in range(4)]
+    deficit = [0.0, 0.0, 0.0, 0.0]
+    starved_shares = []
+    for role, ra in alloc.items():
+        fair, cur = vec(ra.resources), running.get(role, [0.0] * 4)
+        gap = [max(0.0, f - c) for f, c in zip(fair, cur, strict=True)]
+        if any(g > 1e-6 for g in gap):
+            starved_shares.append(_wshare(cur, capv, roles.get(role, DEFAULT_ROLE)))
+            deficit = [a + b for a, b in zip(deficit, gap, strict=True)]
+    need = [max(0.0, n - (c - u)) for n, c, u in zip(deficit, capv, used, strict=True)]
+    if not starved_shares or all(x <= 1e-6 for x in need):
+        return []
+    starved = min(starved_shares)
+    over: dict[str, list[_Desire]] = {}
+    for d in ds:
+        if d.job.running > _granted_workers(d, alloc[d.job.role]):
+            over.setdefault(d.job.role, []).append(d)
+    order = sorted(over, key=lambda r: (-_wshare(running[r], capv, roles.get(r, DEFAULT_ROLE)),
+                                        r))
+    out: list[Preemption] = []
+    for role in order:
+        pol = roles.get(role, DEFAULT_ROLE)
+        if _wshare(running[role], capv, pol) - starved < cfg.min_share_diff:
+            continue
+        left = cfg.preemption_budget - len(window.get(role, ()))
+        if left <= 0:
+            continue
+        cands, per_job = [], {}
+        for d in over[role]:
+            j = d.job
+            # Only workers above what the job would keep on load alone are fair game;
+            # load-driven excess is retired gracefully instead.
+            per_job[j.key] = min(j.running, d.demand) - _granted_workers(d, alloc[role])
+            cands.extend(Candidate(w.task_id, j.key, role, j.tier, j.worker_resources,
+                                   w.checkpoint_age_s, w.index) for w in j.workers)
+        victims = choose_victims(cands, to_res(need), to_res(running[role]), pol.guarantee,
+                                 left, per_job)
+        if not victims:
+            continue
+        window[role] = window.get(role, ()) + (now,) * len(victims)
+        by_job: dict[str, list[str]] = {}
+        for v in victims:
+            by_job.setdefault(v.job, []).append(v.task_id)
+            need = [max(0.0, a - b) for a, b in zip(need, vec(v.resources), strict=True)]
+        for job, ids in sorted(by_job.items()):
+            out.append(Preemption(job, role, tuple(ids),
+                                  f"role {role} above its fair share; starved roles waiting"))
+        if all(x <= 1e-6 for x in need):
+            break
+    return out
+
+
+def _wshare(v: Sequence[float], cap: Sequence[float], pol: RolePolicy) -> float:
+    s = 0.0
+    for x, c in zip(v, cap, strict=True):
+        if c > 0:
+            s = max(s, x / c)
+    return s / (pol.weight if pol.weight > 0 else 1.0)
+
+
+# ---------------------------------------------------------------- step 5: targets
+
+def _target(
+    d: _Desire, ra: RoleAllocation, cap: Resources, victims: set[str], now: float,
+    cfg: PolicyConfig, roles: Mapping[str, RolePolicy],
+) -> Target:
+    j = d.job
+    granted = _granted_workers(d, ra)
+    reason, detail = d.reason, d.detail
+    retire: tuple[str, ...] = ()
+    workers = granted
+    if granted < d.demand:
+        why = ra.stopped_by or "share"
+        reason = why
+        limit = roles.get(j.role, DEFAULT_ROLE).limit
+        detail = (f"granted {granted} of {d.demand} wanted: role {j.role} "
+                  + (f"at its limit {_fmt(limit)}" if why == "quota" else "at its fair share"))
+    if j.running > granted:
+        load_excess = max(0, j.running - d.demand)
+        share_excess = j.running - load_excess - granted
+        kept = max(0, share_excess - len(victims))
+        if ra.stopped_by == "quota":
+            # A hard limit is never exceeded: over-limit workers retire like load excess.
+            load_excess += kept
+            kept = 0
+        if kept:
+            reason = "hold"
+            detail += f"; {kept} over-share workers kept (preemption not allowed now)"
+        remaining = [w for w in j.workers if w.task_id not in victims]
+        retire = choose_retirees(remaining, load_excess)
+        workers = granted + kept
+    risk = d.need_risk
+    if risk is None and d.need is not None and j.deadline is not None:
+        remaining_work = j.remaining_work if j.remaining_work is not None else j.backlog
+        risk = miss_reason(remaining_work, j.throughput_per_worker, workers, d.need,
+                           j.deadline, now, ra.stopped_by or "capacity")
+    size = rightsize(j.worker_resources, j.measured_per_worker, cfg.rightsizing)
+    w, m = vec(j.worker_resources), vec(j.master_resources)
+    share = _wshare([w[i] * workers + m[i] for i in range(4)], vec(cap), DEFAULT_ROLE)
+    return Target(j.key, workers, reason, detail, share, ra.share, risk, retire, size)
+
+
+def _fmt(r: Resources | None) -> str:
+    if r is None:
+        return "none"
+    return ", ".join(f"{k}={v:g}" for k, v in r.as_dict().items() if v)

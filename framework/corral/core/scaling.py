@@ -1,0 +1,143 @@
+"""Load-driven worker targets: how many workers a job wants, and which ones to retire.
+
+Vocabulary:
+
+* *backlog*: work units a job reports still to do (samples, shards, steps...).
+* *throughput*: work units one worker clears per second, as measured.
+* *load target*: workers needed to clear the backlog within ``target_duration``.
+* *dampening*: hysteresis (ignore small changes), cooldown (no change soon after the last
+  one) and a maximum step per decision, so a noisy throughput does not thrash the cluster.
+* *retiree*: a worker chosen for graceful scale-down (it checkpoints, then stops).
+
+Everything here is pure; the time of the last change comes in through ``ScaleMemory`` and
+``now`` is an argument.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ScalingConfig:
+    """Knobs of load-driven scaling.
+
+    ``hysteresis``: a desired count within ``current * (1 ± hysteresis)`` keeps the current
+    count; ``cooldown_up_s``/``cooldown_down_s``: minimum time since the last change before
+    growing/shrinking again; ``max_step_up``/``max_step_down``: largest change per decision.
+    """
+
+    target_duration_s: float = 600.0
+    hysteresis: float = 0.1
+    cooldown_up_s: float = 30.0
+    cooldown_down_s: float = 120.0
+    max_step_up: int = 16
+    max_step_down: int = 4
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleMemory:
+    """What dampening needs to remember per job between passes."""
+
+    last_up_at: float | None = None
+    last_down_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerState:
+    """One running worker, as scale-down and victim choice see it.
+
+    ``checkpoint_age_s``: seconds since its last checkpoint (None: never checkpointed, so
+    losing it loses everything it did). ``idle``: it has no work in hand right now.
+    """
+
+    task_id: str
+    index: int
+    idle: bool = False
+    checkpoint_age_s: float | None = None
+
+
+def load_workers(backlog: float, throughput_per_worker: float, duration_s: float) -> int | None:
+    """Workers needed to clear ``backlog`` within ``duration_s``; None if unmeasured.
+
+    Without a throughput measurement we cannot size the job, so the caller keeps the
+    current (or initial) count rather than guessing.
+    """
+    if backlog <= 0:
+        return 0
+    if throughput_per_worker <= 0 or duration_s <= 0:
+        return None
+    # A tiny epsilon keeps an exact fit (e.g. 600/(1*600)) from rounding up to 2.
+    return max(1, math.ceil(backlog / (throughput_per_worker * duration_s) - 1e-9))
+
+
+def clamp(n: int, lo: int, hi: int) -> int:
+    return max(lo, min(hi, n))
+
+
+@dataclass(frozen=True, slots=True)
+class Dampened:
+    """The outcome of dampening: the count to ask for and why it differs from ``desired``."""
+
+    workers: int
+    note: str | None  # "hysteresis" | "cooldown" | "max step" | None
+
+
+def dampen(
+    desired: int, current: int, memory: ScaleMemory, now: float, cfg: ScalingConfig,
+) -> Dampened:
+    """Apply hysteresis, cooldown and maximum step to a move from ``current`` to ``desired``.
+
+    Bounds (min/max) are applied by the caller *after* this, so a job below its minimum
+    is lifted at once regardless of cooldown.
+    """
+    if desired == current:
+        return Dampened(current, None)
+    band = cfg.hysteresis * current
+    if current > 0 and abs(desired - current) <= band:
+        return Dampened(current, "hysteresis")
+    if desired > current:
+        last = _latest(memory.last_up_at, memory.last_down_at)
+        # Growing right after shrinking is the flapping we want to avoid, so cooldown_up
+        # counts from either kind of change.
+        if last is not None and now - last < cfg.cooldown_up_s:
+            return Dampened(current, "cooldown")
+        step = min(desired - current, cfg.max_step_up)
+        return Dampened(current + step, "max step" if step < desired - current else None)
+    last = _latest(memory.last_up_at, memory.last_down_at)
+    if last is not None and now - last < cfg.cooldown_down_s:
+        return Dampened(current, "cooldown")
+    step = min(current - desired, cfg.max_step_down)
+    return Dampened(current - step, "max step" if step < current - desired else None)
+
+
+def _latest(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return max(a, b)
+
+
+def remember(memory: ScaleMemory, before: int, after: int, now: float) -> ScaleMemory:
+    """Record a change of the job's target so the next pass can apply cooldown."""
+    if after > before:
+        return ScaleMemory(last_up_at=now, last_down_at=memory.last_down_at)
+    if after < before:
+        return ScaleMemory(last_up_at=memory.last_up_at, last_down_at=now)
+    return memory
+
+
+def choose_retirees(workers: Sequence[WorkerState], count: int) -> tuple[str, ...]:
+    """The ``count`` workers to retire gracefully: idle ones first, then highest index.
+
+    Highest index first keeps the surviving indices dense (0..n-1), which many data-
+    parallel jobs use as their rank; idle first because retiring a busy worker forces it
+    to checkpoint mid-step.
+    """
+    if count <= 0:
+        return ()
+    ordered = sorted(workers, key=lambda w: (not w.idle, -w.index))
+    return tuple(w.task_id for w in ordered[:count])
