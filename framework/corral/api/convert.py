@@ -1,0 +1,222 @@
+"""Translation between Corral's domain values and the ``corral.v1`` proto messages.
+
+Specs travel as plain data in the middle: a proto ``JobSpec`` becomes the same dict a
+YAML file would give (``spec_proto_to_dict``) and is then validated by
+``corral.core.spec.parse_job_spec``, so validation and its field names live in one place.
+Only fields the sender set appear in the dict, so unset fields take the validator's
+defaults. Job snapshots (``JobView``) map field for field onto the ``Job`` message, and
+``view_to_dict`` gives the JSON shape the CLI prints with ``--json``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Any
+
+from corral.api.gen.corral.v1 import jobs_pb2 as pb
+from corral.core.model import JobSpec, Tier
+from corral.core.spec import parse_job_spec, spec_to_dict
+from corral.core.views import JobState, JobView, Progress, TaskView
+
+_TIER_TO_PB = {
+    Tier.PREFERRED: pb.TIER_PREFERRED,
+    Tier.PREEMPTIBLE: pb.TIER_PREEMPTIBLE,
+    Tier.REVOCABLE: pb.TIER_REVOCABLE,
+}
+_TIER_FROM_PB = {v: k for k, v in _TIER_TO_PB.items()}
+
+_STATE_TO_PB = {s: pb.JobState.Value(f"JOB_STATE_{s.value}") for s in JobState}
+_STATE_FROM_PB = {v: k for k, v in _STATE_TO_PB.items()}
+
+# Fields copied as-is when set, per message. Maps are handled separately.
+_TASK_SCALARS = ("cpus", "mem", "disk", "gpus", "ports", "image")
+_WORKER_SCALARS = (*_TASK_SCALARS, "min", "max", "initial")
+_TASK_MAPS = ("env",)
+_INT_FIELDS = frozenset({"gpus", "ports", "min", "max", "initial", "priority",
+                         "max_per_host", "max_failures"})
+
+
+def _set_fields(msg: Any, data: Mapping[str, Any], scalars: tuple[str, ...],
+                maps: tuple[str, ...] = ()) -> None:
+    for f in scalars:
+        v = data.get(f)
+        if v is None:
+            continue
+        # The validator accepts 2.0 for a whole number; proto int fields do not.
+        setattr(msg, f, int(v) if f in _INT_FIELDS else v)
+    for f in maps:
+        m = data.get(f)
+        if m:
+            getattr(msg, f).update({str(k): str(v) for k, v in m.items()})
+
+
+def _get_fields(msg: Any, scalars: tuple[str, ...], maps: tuple[str, ...] = ()) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in scalars:
+        if msg.HasField(f):
+            out[f] = getattr(msg, f)
+    for f in maps:
+        m = getattr(msg, f)
+        if m:
+            out[f] = dict(m)
+    return out
+
+
+def spec_dict_to_proto(data: Mapping[str, Any]) -> pb.JobSpec:
+    """Plain spec data (as YAML or ``spec_to_dict`` gives it) → proto ``JobSpec``.
+
+    Expects data that already passed ``parse_job_spec``; values are not re-validated.
+    """
+    msg = pb.JobSpec(
+        role=data.get("role", ""),
+        environment=data.get("environment", "") or "",
+        name=data.get("name", ""),
+    )
+    tier = data.get("tier")
+    if tier is not None:
+        msg.tier = _TIER_TO_PB[Tier(tier)]
+    _set_fields(msg, data, ("priority", "kill_grace_seconds", "deadline_seconds"), ("labels",))
+    if data.get("master") is not None:
+        msg.master.SetInParent()
+        msg.master.command = data["master"].get("command", "")
+        _set_fields(msg.master, data["master"], _TASK_SCALARS, _TASK_MAPS)
+    if data.get("workers") is not None:
+        msg.workers.SetInParent()
+        msg.workers.command = data["workers"].get("command", "")
+        _set_fields(msg.workers, data["workers"], _WORKER_SCALARS, _TASK_MAPS)
+    if data.get("checkpoint") is not None:
+        msg.checkpoint.SetInParent()
+        _set_fields(msg.checkpoint, data["checkpoint"], ("uri", "interval_seconds"))
+    if data.get("constraints") is not None:
+        msg.constraints.SetInParent()
+        _set_fields(msg.constraints, data["constraints"], ("max_per_host", "spread_over"),
+                    ("attributes",))
+    if data.get("restart") is not None:
+        msg.restart.SetInParent()
+        _set_fields(msg.restart, data["restart"],
+                    ("max_failures", "backoff_seconds", "backoff_max_seconds"))
+    return msg
+
+
+def spec_proto_to_dict(msg: pb.JobSpec) -> dict[str, Any]:
+    """Proto ``JobSpec`` → plain data for ``parse_job_spec``, holding only the set fields.
+
+    Empty required strings are left out so the validator reports them as "is required".
+    """
+    d: dict[str, Any] = {}
+    for f in ("role", "environment", "name"):
+        if getattr(msg, f):
+            d[f] = getattr(msg, f)
+    if msg.tier != pb.TIER_UNSPECIFIED:
+        # An unknown enum number (a newer client) becomes a value the validator rejects.
+        d["tier"] = _TIER_FROM_PB[msg.tier].value if msg.tier in _TIER_FROM_PB else str(msg.tier)
+    d.update(_get_fields(msg, ("priority", "kill_grace_seconds", "deadline_seconds"),
+                         ("labels",)))
+    if msg.HasField("master"):
+        d["master"] = {"command": msg.master.command,
+                       **_get_fields(msg.master, _TASK_SCALARS, _TASK_MAPS)}
+    if msg.HasField("workers"):
+        d["workers"] = {"command": msg.workers.command,
+                        **_get_fields(msg.workers, _WORKER_SCALARS, _TASK_MAPS)}
+    if msg.HasField("checkpoint"):
+        d["checkpoint"] = _get_fields(msg.checkpoint, ("uri", "interval_seconds"))
+    if msg.HasField("constraints"):
+        d["constraints"] = _get_fields(msg.constraints, ("max_per_host", "spread_over"),
+                                       ("attributes",))
+    if msg.HasField("restart"):
+        d["restart"] = _get_fields(
+            msg.restart, ("max_failures", "backoff_seconds", "backoff_max_seconds"))
+    return d
+
+
+def spec_to_proto(spec: JobSpec) -> pb.JobSpec:
+    return spec_dict_to_proto(spec_to_dict(spec))
+
+
+def spec_from_proto(msg: pb.JobSpec) -> JobSpec:
+    """Validate and build a ``JobSpec``; raises ``SpecError`` naming every bad field."""
+    return parse_job_spec(spec_proto_to_dict(msg))
+
+
+def _opt(msg: Any, f: str) -> Any:
+    return getattr(msg, f) if msg.HasField(f) else None
+
+
+def task_to_proto(t: TaskView) -> pb.Task:
+    msg = pb.Task(slot=t.slot, state=t.state, attempt=t.attempt, revocable=t.revocable)
+    for f in ("task_id", "agent_id", "hostname", "reason", "message", "pending_reason"):
+        v = getattr(t, f)
+        if v is not None:
+            setattr(msg, f, v)
+    return msg
+
+
+def task_from_proto(msg: pb.Task) -> TaskView:
+    return TaskView(
+        slot=msg.slot, task_id=_opt(msg, "task_id"), state=msg.state,
+        agent_id=_opt(msg, "agent_id"), hostname=_opt(msg, "hostname"),
+        reason=_opt(msg, "reason"), message=_opt(msg, "message"),
+        pending_reason=_opt(msg, "pending_reason"), attempt=msg.attempt,
+        revocable=msg.revocable,
+    )
+
+
+def job_to_proto(v: JobView) -> pb.Job:
+    msg = pb.Job(
+        key=v.key,
+        spec=spec_to_proto(v.spec),
+        state=_STATE_TO_PB[v.state],
+        desired_workers=v.desired_workers,
+        target_reason=v.target_reason,
+        tasks=[task_to_proto(t) for t in v.tasks],
+        progress=pb.Progress(done=v.progress.done, total=v.progress.total,
+                             backlog=v.progress.backlog, rerun=v.progress.rerun),
+        submitted_at=v.submitted_at,
+        message=v.message,
+        request_id=v.request_id,
+        version=v.version,
+    )
+    if v.finished_at is not None:
+        msg.finished_at = v.finished_at
+    return msg
+
+
+def job_from_proto(msg: pb.Job) -> JobView:
+    """Proto ``Job`` → ``JobView``; raises ``SpecError`` if the embedded spec is invalid and
+    ``ValueError`` for a job state this client does not know."""
+    if msg.state not in _STATE_FROM_PB:
+        raise ValueError(f"job {msg.key} has unknown state number {msg.state}")
+    p = msg.progress
+    return JobView(
+        key=msg.key,
+        spec=spec_from_proto(msg.spec),
+        state=_STATE_FROM_PB[msg.state],
+        desired_workers=msg.desired_workers,
+        tasks=tuple(task_from_proto(t) for t in msg.tasks),
+        progress=Progress(done=p.done, total=p.total, backlog=p.backlog, rerun=p.rerun),
+        submitted_at=msg.submitted_at,
+        finished_at=_opt(msg, "finished_at"),
+        message=msg.message,
+        target_reason=msg.target_reason,
+        request_id=msg.request_id,
+        version=msg.version,
+    )
+
+
+def view_to_dict(v: JobView) -> dict[str, Any]:
+    """The JSON-ready form of a job, as ``corral --json`` prints it."""
+    return {
+        "key": v.key,
+        "state": v.state.value,
+        "desired_workers": v.desired_workers,
+        "target_reason": v.target_reason,
+        "tasks": [asdict(t) for t in v.tasks],
+        "progress": asdict(v.progress),
+        "submitted_at": v.submitted_at,
+        "finished_at": v.finished_at,
+        "message": v.message,
+        "request_id": v.request_id,
+        "version": v.version,
+        "spec": spec_to_dict(v.spec),
+    }

@@ -1,0 +1,236 @@
+"""The gRPC job API: ``JobService`` over any ``JobBackend``, plus health and reflection.
+
+The servicer is a thin translator. It converts requests to domain values, calls the
+backend, and maps the backend's exceptions to status codes:
+
+    SpecError / ValueError  INVALID_ARGUMENT  (one ``field: problem`` per line)
+    NotFound                NOT_FOUND
+    AlreadyExists           ALREADY_EXISTS
+    Conflict                FAILED_PRECONDITION
+    NotLeader               UNAVAILABLE, leader in trailing metadata ``corral-leader``
+
+Anything else is a bug in the backend: it is logged with its traceback and the client
+gets INTERNAL with a one-line message, never the traceback.
+
+Health (``grpc.health.v1``) reports SERVING for ``""`` and ``corral.v1.JobService`` when
+the backend is ready: if the backend has a ``ready()`` method (plain or async) its answer
+decides; otherwise a started server is ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from corral.api.convert import job_to_proto, spec_from_proto
+from corral.api.gen.corral.v1 import jobs_pb2 as pb
+from corral.api.gen.corral.v1 import jobs_pb2_grpc as pb_grpc
+from corral.api.wire import LEADER_METADATA_KEY, NOT_LEADER_PREFIX
+from corral.core.spec import FieldError, SpecError
+from corral.core.views import AlreadyExists, Conflict, JobBackend, NotFound, NotLeader
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["JobService"].full_name
+HEALTH_POLL_SECONDS = 0.5
+
+T = TypeVar("T")
+
+
+def invalid_argument_details(errors: list[FieldError], prefix: str = "") -> str:
+    """The INVALID_ARGUMENT message: a headline, then one ``field: problem`` per line."""
+    lines = [f"{prefix}{e.field}: {e.message}" for e in errors]
+    return "invalid request:\n" + "\n".join(lines)
+
+
+async def _abort_for(context: grpc.aio.ServicerContext, exc: BaseException) -> NoReturn:
+    """Abort the RPC with the status code ``exc`` stands for."""
+    if isinstance(exc, SpecError):
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, invalid_argument_details(exc.errors))
+    if isinstance(exc, NotLeader):
+        if exc.leader:
+            await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                f"{NOT_LEADER_PREFIX}; the leader is at {exc.leader}",
+                                trailing_metadata=((LEADER_METADATA_KEY, exc.leader),))
+        await context.abort(grpc.StatusCode.UNAVAILABLE,
+                            f"{NOT_LEADER_PREFIX}, and no leader is known yet; retry shortly")
+    if isinstance(exc, NotFound):
+        await context.abort(grpc.StatusCode.NOT_FOUND, _text(exc, "no such job"))
+    # AlreadyExists subclasses Conflict, so it is tested first.
+    if isinstance(exc, AlreadyExists):
+        await context.abort(grpc.StatusCode.ALREADY_EXISTS, _text(exc, "job already exists"))
+    if isinstance(exc, Conflict):
+        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, _text(exc, "conflict"))
+    if isinstance(exc, ValueError):
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _text(exc, "invalid argument"))
+    log.error("JobBackend raised an unexpected error", exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL,
+                        f"internal error in the scheduler: {type(exc).__name__}: {exc}")
+
+
+def _text(exc: BaseException, fallback: str) -> str:
+    # KeyError-style exceptions repr their argument; show the plain text instead.
+    return str(exc.args[0]) if len(exc.args) == 1 else (str(exc) or fallback)
+
+
+def _require_key(key: str) -> None:
+    if not key:
+        raise SpecError([FieldError("key", "is required (role/environment/name)")])
+
+
+class JobServicer(pb_grpc.JobServiceServicer):
+    """``corral.v1.JobService`` over any ``JobBackend``."""
+
+    def __init__(self, backend: JobBackend) -> None:
+        self.backend = backend
+
+    async def _call(self, context: grpc.aio.ServicerContext,
+                    fn: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await fn()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await _abort_for(context, exc)
+
+    async def SubmitJob(self, request: pb.SubmitJobRequest,
+                        context: grpc.aio.ServicerContext) -> pb.SubmitJobResponse:
+        async def run() -> Any:
+            if not request.HasField("spec"):
+                raise SpecError([FieldError("spec", "is required")])
+            spec = spec_from_proto(request.spec)
+            # Without a client id the call still works, but a retry makes a second request.
+            request_id = request.request_id or f"server-{uuid.uuid4()}"
+            return await self.backend.submit(spec, request_id)
+
+        view = await self._call(context, run)
+        return pb.SubmitJobResponse(job=job_to_proto(view))
+
+    async def GetJob(self, request: pb.GetJobRequest,
+                     context: grpc.aio.ServicerContext) -> pb.GetJobResponse:
+        async def run() -> Any:
+            _require_key(request.key)
+            return await self.backend.get(request.key)
+
+        return pb.GetJobResponse(job=job_to_proto(await self._call(context, run)))
+
+    async def ListJobs(self, request: pb.ListJobsRequest,
+                       context: grpc.aio.ServicerContext) -> pb.ListJobsResponse:
+        views = await self._call(context, lambda: self.backend.list(request.role or None))
+        return pb.ListJobsResponse(jobs=[job_to_proto(v) for v in views])
+
+    async def KillJob(self, request: pb.KillJobRequest,
+                      context: grpc.aio.ServicerContext) -> pb.KillJobResponse:
+        async def run() -> Any:
+            _require_key(request.key)
+            return await self.backend.kill(request.key)
+
+        return pb.KillJobResponse(job=job_to_proto(await self._call(context, run)))
+
+    async def ScaleJob(self, request: pb.ScaleJobRequest,
+                       context: grpc.aio.ServicerContext) -> pb.ScaleJobResponse:
+        async def run() -> Any:
+            _require_key(request.key)
+            if request.workers < 0:
+                bad = FieldError("workers", f"must be 0 or more, got {request.workers}")
+                raise SpecError([bad])
+            return await self.backend.scale(request.key, request.workers)
+
+        return pb.ScaleJobResponse(job=job_to_proto(await self._call(context, run)))
+
+    async def WatchJob(self, request: pb.WatchJobRequest,
+                       context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchJobResponse]:
+        try:
+            _require_key(request.key)
+            async for view in self.backend.watch(request.key):
+                yield pb.WatchJobResponse(job=job_to_proto(view))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await _abort_for(context, exc)
+
+
+class BackendHealth(health_pb2_grpc.HealthServicer):
+    """grpc.health.v1 answered from the backend's readiness, computed on every ask.
+
+    Computing on demand (and polling inside Watch) keeps no background task alive that
+    would outlive the server.
+    """
+
+    SERVICES = frozenset({"", SERVICE_NAME})
+
+    def __init__(self, backend: object, poll_seconds: float = HEALTH_POLL_SECONDS) -> None:
+        self.backend = backend
+        self.poll_seconds = poll_seconds
+
+    async def _status(self, service: str) -> int:
+        if service not in self.SERVICES:
+            return health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+        ready = getattr(self.backend, "ready", None)
+        if ready is None:
+            return health_pb2.HealthCheckResponse.SERVING
+        try:
+            answer = ready()
+            if inspect.isawaitable(answer):
+                answer = await answer
+        except Exception:
+            log.exception("backend ready() failed; reporting NOT_SERVING")
+            answer = False
+        return (health_pb2.HealthCheckResponse.SERVING if answer
+                else health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    async def Check(self, request: health_pb2.HealthCheckRequest,
+                    context: grpc.aio.ServicerContext) -> health_pb2.HealthCheckResponse:
+        status = await self._status(request.service)
+        if status == health_pb2.HealthCheckResponse.SERVICE_UNKNOWN:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
+        return health_pb2.HealthCheckResponse(status=status)
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest,
+                    context: grpc.aio.ServicerContext
+                    ) -> AsyncIterator[health_pb2.HealthCheckResponse]:
+        last: int | None = None
+        # Ends when the client cancels or the server stops (both cancel this coroutine).
+        while True:
+            status = await self._status(request.service)
+            if status != last:
+                yield health_pb2.HealthCheckResponse(status=status)
+                last = status
+            await asyncio.sleep(self.poll_seconds)
+
+
+async def start_api_server(
+    backend: JobBackend, address: str = "127.0.0.1:0",
+    *, health_poll_seconds: float = HEALTH_POLL_SECONDS,
+) -> tuple[grpc.aio.Server, int]:
+    """Start JobService, health and reflection on ``address``; return the server and port.
+
+    Stop it with ``await server.stop(grace)``. Raises ``OSError`` if the address cannot be
+    bound.
+    """
+    # No SO_REUSEPORT: a second scheduler on the same port must fail loudly, not share it.
+    server = grpc.aio.server(options=(("grpc.so_reuseport", 0),))
+    pb_grpc.add_JobServiceServicer_to_server(JobServicer(backend), server)
+    health_pb2_grpc.add_HealthServicer_to_server(
+        BackendHealth(backend, health_poll_seconds), server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME),
+        server,
+    )
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise OSError(f"cannot listen for the Corral API on {address}: {exc}") from exc
+    if port == 0:
+        raise OSError(f"cannot listen for the Corral API on {address}")
+    await server.start()
+    return server, port
