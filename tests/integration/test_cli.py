@@ -1,0 +1,325 @@
+"""The ``corral`` command, run for real as a subprocess against a real gRPC server.
+
+The server runs in a thread of the test process over ``FakeBackend`` (test_api_fake.py),
+a fake standing in for the scheduler, which needs Mesos. The CLI process, its channel and
+the server are real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import types
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from corral import cli
+from corral.core.views import JobState, Progress
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_api_fake import ServerThread, make_running
+
+pytestmark = pytest.mark.timeout(60)
+
+ROOT = Path(__file__).resolve().parents[2]
+GOOD_YAML = """\
+role: ml
+name: score
+tier: preemptible
+master:
+  command: run-master
+  ports: 1
+workers:
+  command: run-worker
+  cpus: 2
+  min: 1
+  max: 4
+  initial: 2
+labels:
+  team: search
+"""
+KEY = "ml/default/score"
+
+
+def corral(*args: str, api: str | None = None, env: dict[str, str] | None = None,
+           timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if k not in ("CORRAL_API", "CORRAL_DEBUG")}
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT / "framework"), full_env.get("PYTHONPATH", "")])
+    full_env.update(env or {})
+    argv = [sys.executable, "-m", "corral.cli", *(["--api", api] if api else []), *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=full_env,
+                          cwd=ROOT)
+
+
+def no_traceback(p: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in p.stderr and "Traceback" not in p.stdout, p.stderr
+
+
+def free_port() -> int:
+    # Bind then release: nothing listens on the port afterwards.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def server() -> Iterator[ServerThread]:
+    st = ServerThread()
+    try:
+        yield st
+    finally:
+        st.stop()
+
+
+@pytest.fixture
+def job_file(tmp_path: Path) -> Path:
+    p = tmp_path / "job.yaml"
+    p.write_text(GOOD_YAML)
+    return p
+
+
+def test_submit_prints_the_key_and_is_idempotent(server: ServerThread, job_file: Path) -> None:
+    p = corral("submit", str(job_file), "--request-id", "req-1", api=server.address)
+    assert (p.returncode, p.stdout) == (0, KEY + "\n"), p.stderr
+    view = server.backend.jobs[KEY]
+    assert view.spec.tier.value == "preemptible"
+    assert view.spec.workers.template.resources.cpus == 2
+    assert view.spec.labels == (("team", "search"),)
+    assert view.request_id == "req-1"
+
+    again = corral("submit", str(job_file), "--request-id", "req-1", api=server.address)
+    assert (again.returncode, again.stdout) == (0, KEY + "\n")
+    assert len(server.backend.jobs) == 1
+
+    other = corral("submit", str(job_file), api=server.address)
+    assert other.returncode == 1
+    assert "exists" in other.stderr and KEY in other.stderr
+    no_traceback(other)
+
+
+def test_submit_json_output_parses(server: ServerThread, job_file: Path) -> None:
+    p = corral("--json", "submit", str(job_file), api=server.address)
+    assert p.returncode == 0, p.stderr
+    data = json.loads(p.stdout)
+    assert data["key"] == KEY
+    assert data["state"] == "PENDING"
+    assert data["spec"]["workers"]["max"] == 4
+    assert data["tasks"][0]["pending_reason"] == "waiting for an offer"
+    assert data["request_id"].startswith("cli-")
+
+
+def test_bad_yaml_is_reported_with_its_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("role: ml\nname: [unclosed\nmaster: {}\n")
+    p = corral("submit", str(bad), api=f"127.0.0.1:{free_port()}")
+    assert p.returncode == 2
+    assert f"{bad}: not valid YAML at line" in p.stderr
+    no_traceback(p)
+
+    missing = corral("submit", str(tmp_path / "nope.yaml"))
+    assert missing.returncode == 2
+    assert "cannot read" in missing.stderr and "nope.yaml" in missing.stderr
+    no_traceback(missing)
+
+
+def test_every_bad_field_is_listed_before_calling_the_api(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("role: ML Team\nname: x\ntier: gold\nmaster: {cpus: -1}\n"
+                   "workers: {command: w, min: 3, max: 1}\nchekpoint: {}\n")
+    # Nothing listens at the address: the spec must be rejected locally, first.
+    p = corral("submit", str(bad), api=f"127.0.0.1:{free_port()}")
+    assert p.returncode == 2
+    lines = p.stderr.splitlines()
+    assert lines[0] == f"corral: {bad}: invalid job spec:"
+    fields = {ln.strip().split(":", 1)[0] for ln in lines[1:]}
+    assert {"role", "tier", "master.cpus", "master.command", "workers.min",
+            "chekpoint"} <= fields
+    no_traceback(p)
+
+
+def test_unreachable_api_says_how_to_fix_it(job_file: Path) -> None:
+    port = free_port()
+    for args in (("jobs",), ("status", KEY), ("submit", str(job_file)), ("watch", KEY)):
+        p = corral(*args, env={"CORRAL_API": f"127.0.0.1:{port}"})
+        assert p.returncode == 2, args
+        assert p.stderr == (f"corral: cannot reach the Corral API at 127.0.0.1:{port} (is "
+                            "`corral scheduler` running? set --api or CORRAL_API)\n")
+        no_traceback(p)
+
+
+def test_jobs_status_kill_scale(server: ServerThread, job_file: Path) -> None:
+    assert corral("submit", str(job_file), api=server.address).returncode == 0
+    server.call(make_running, server.backend, KEY, 250, 1000)
+
+    table = corral("jobs", api=server.address)
+    assert table.returncode == 0, table.stderr
+    header, row = table.stdout.splitlines()
+    assert header.split() == ["KEY", "STATE", "WORKERS", "PROGRESS", "AGE"]
+    assert row.split()[:5] == [KEY, "RUNNING", "2/2", "250/1000", "25%"]
+    assert corral("jobs", "--role", "nobody", api=server.address).stdout == "no jobs\n"
+    listed = json.loads(corral("jobs", "--json", api=server.address).stdout)
+    assert [j["key"] for j in listed] == [KEY]
+
+    # role/name is short for role/default/name.
+    status = corral("status", "ml/score", api=server.address)
+    assert status.returncode == 0, status.stderr
+    assert "state      RUNNING" in status.stdout
+    assert "progress   250/1000 (25%)" in status.stdout
+    assert "worker-1" in status.stdout and "host-1" in status.stdout
+
+    scaled = corral("scale", KEY, "4", api=server.address)
+    assert (scaled.returncode, scaled.stdout) == (0, f"{KEY}: desired workers 4\n")
+    too_many = corral("scale", KEY, "40", api=server.address)
+    assert too_many.returncode == 2
+    assert "workers: must be within 1..4, got 40" in too_many.stderr
+    no_traceback(too_many)
+
+    killed = corral("kill", KEY, api=server.address)
+    assert (killed.returncode, killed.stdout) == (0, f"{KEY}: kill requested, state KILLED\n")
+    again = corral("kill", KEY, api=server.address)
+    assert again.returncode == 1 and "already ended KILLED" in again.stderr
+
+
+def test_status_shows_pending_reasons(server: ServerThread, job_file: Path) -> None:
+    corral("submit", str(job_file), api=server.address)
+    p = corral("status", KEY, api=server.address)
+    rows = {ln.split()[0]: ln for ln in p.stdout.splitlines() if ln.startswith(("master",
+                                                                                  "worker"))}
+    assert "waiting for an offer" in rows["master"]
+    assert "master not running" in rows["worker-0"]
+
+
+def test_unknown_job(server: ServerThread) -> None:
+    for args in (("status", "ml/nope"), ("kill", "ml/x/nope"), ("watch", "ml/nope")):
+        p = corral(*args, api=server.address)
+        assert p.returncode == 1, args
+        assert p.stderr.startswith("corral: no job named ml/"), p.stderr
+        no_traceback(p)
+
+
+def _watch_until(server: ServerThread, final: JobState, *extra: str) -> tuple[int, str]:
+    """Start `corral watch`, drive the job through progress to ``final``, return its result."""
+    full_env = {k: v for k, v in os.environ.items() if k != "CORRAL_API"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "corral.cli", "--api", server.address, "watch", KEY, *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env)
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()   # the job as it is now
+        server.call(make_running, server.backend, KEY, 30, 100)
+        second = proc.stdout.readline()
+        server.call(server.backend.update, KEY, progress=Progress(done=100, total=100))
+        server.call(server.backend.update, KEY, state=final)
+        rest, err = proc.communicate(timeout=20)
+        assert "Traceback" not in err
+        return proc.returncode, first + second + rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def test_watch_shows_progress_and_exits_by_outcome(server: ServerThread, job_file: Path) -> None:
+    corral("submit", str(job_file), api=server.address)
+    code, out = _watch_until(server, JobState.FINISHED)
+    lines = out.splitlines()
+    assert code == 0, out
+    assert "PENDING" in lines[0] and "0/0" in lines[0]
+    assert lines[1] == "[#########.....................]  30% 30/100  RUNNING  workers 2/2"
+    assert lines[-1] == f"{KEY} FINISHED"
+
+
+def test_watch_of_a_failed_job_exits_1_and_json_streams(server: ServerThread,
+                                                         job_file: Path) -> None:
+    corral("submit", str(job_file), api=server.address)
+    code, out = _watch_until(server, JobState.FAILED, "--json")
+    assert code == 1
+    states = [json.loads(ln)["state"] for ln in out.splitlines()]
+    assert states[0] == "PENDING" and states[1] == "RUNNING" and states[-1] == "FAILED"
+
+
+def test_follows_the_leader_once() -> None:
+    leader, follower = ServerThread(), ServerThread()
+    try:
+        follower.backend.follower = True
+        follower.backend.leader = leader.address
+        p = corral("leader", api=follower.address)
+        assert (p.returncode, p.stdout) == (0, leader.address + "\n"), p.stderr
+        p = corral("leader", "--json", api=leader.address)
+        assert json.loads(p.stdout) == {"leader": leader.address, "asked": leader.address}
+
+        # Reads and writes land on the leader even when the follower is asked.
+        p = corral("jobs", "--json", api=follower.address)
+        assert (p.returncode, json.loads(p.stdout)) == (0, [])
+
+        # A follower that points at another follower: follow once, then a clear error.
+        leader.backend.follower = True
+        leader.backend.leader = follower.address
+        p = corral("jobs", api=follower.address)
+        assert p.returncode == 2
+        assert "is not the leader and points to" in p.stderr
+        no_traceback(p)
+
+        follower.backend.leader = None
+        p = corral("jobs", api=follower.address)
+        assert p.returncode == 2 and "no leader is known yet" in p.stderr
+    finally:
+        follower.stop()
+        leader.stop()
+
+
+def test_submit_through_a_follower_lands_on_the_leader(job_file: Path) -> None:
+    leader, follower = ServerThread(), ServerThread()
+    try:
+        follower.backend.follower = True
+        follower.backend.leader = leader.address
+        p = corral("submit", str(job_file), "--request-id", "r9", api=follower.address)
+        assert p.returncode == 0, p.stderr
+        assert list(leader.backend.jobs) == [KEY]
+        assert follower.backend.jobs == {}
+    finally:
+        follower.stop()
+        leader.stop()
+
+
+def test_usage_errors_exit_2_without_traceback() -> None:
+    p = corral("scale", KEY, "many")
+    assert p.returncode == 2 and "invalid int value" in p.stderr
+    p = corral("frobnicate")
+    assert p.returncode == 2
+    no_traceback(p)
+
+
+# In-process: the pass-through commands hand argv on untouched.
+
+
+def test_passthrough_hands_the_rest_of_argv_to_the_owner(monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    seen: list[list[str]] = []
+    fake = types.ModuleType("corral_test_fake_sim")
+    fake.main = lambda argv: seen.append(argv) or 7  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "corral_test_fake_sim", fake)
+    monkeypatch.setitem(cli.PASSTHROUGH, "sim", ("corral_test_fake_sim", "sim"))
+    assert cli.run(["--api", "x:1", "sim", "--help", "--agents", "5", "run"]) == 7
+    assert seen == [["--help", "--agents", "5", "run"]]
+
+
+def test_passthrough_to_a_missing_module_is_a_clear_error(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    monkeypatch.setitem(cli.PASSTHROUGH, "demo", ("corral.no_such_module_here", "demo"))
+    with pytest.raises(cli.CliError) as ei:
+        cli.run(["demo", "--fast"])
+    assert ei.value.code == 2
+    assert "corral demo is not available" in ei.value.lines[0]
+
+
+def test_json_flag_works_before_and_after_the_command(server: ServerThread) -> None:
+    for args in (("--json", "jobs"), ("jobs", "--json")):
+        p = corral(*args, api=server.address)
+        assert (p.returncode, json.loads(p.stdout)) == (0, [])
