@@ -625,3 +625,90 @@ def test_one_log_line_per_subscription_redirect_and_backoff(
     assert sum("redirected SUBSCRIBE" in x for x in msgs) == 1
     assert sum("re-subscribing" in x for x in msgs) == 1
     assert sum("subscribed framework fw-1" in x for x in msgs) == 1
+
+
+# --- master detection in a real ZooKeeper ---------------------------------------------------
+
+def _info(port: int, *, legacy: bool = False) -> bytes:
+    """MasterInfo JSON as a Mesos master writes it (``legacy``: ip as uint32 only)."""
+    if legacy:
+        return json.dumps({"id": f"m{port}", "ip": 16777343, "port": port,
+                           "pid": f"master@127.0.0.1:{port}"}).encode()
+    return json.dumps({"id": f"m{port}", "ip": 16777343, "port": port, "hostname": "localhost",
+                       "version": "1.11.0",
+                       "address": {"hostname": "localhost", "ip": "127.0.0.1",
+                                   "port": port}}).encode()
+
+
+@pytest.mark.zk
+def test_zk_detector_follows_lowest_json_info_child(zk_url: str) -> None:
+    from kazoo.client import KazooClient
+
+    from corral.mesos.detect import ZooKeeperDetector, parse_zk_url
+
+    hosts, path = parse_zk_url(zk_url)
+
+    async def main() -> None:
+        zk = KazooClient(hosts)
+        zk.start(5)
+        det = ZooKeeperDetector(zk_url, connect_timeout=5)
+        seen: list[str | None] = []
+        det.add_listener(seen.append)
+        try:
+            await det.start()  # the group does not exist yet
+            assert await det.leader(0.1) is None
+            zk.create(f"{path}/log_replicas", b"", makepath=True)
+            zk.create(f"{path}/info_0000000001", b"\x08protobuf")  # not json.: ignored
+            assert await det.leader(0.2) is None
+            zk.create(f"{path}/json.info_0000000004", _info(5051))
+            zk.create(f"{path}/json.info_0000000009", _info(5052, legacy=True))
+            await until(lambda: seen[-1:] == ["http://127.0.0.1:5051"])
+            assert await det.leader(1) == "http://127.0.0.1:5051"
+            zk.delete(f"{path}/json.info_0000000004")
+            await until(lambda: seen[-1:] == ["http://127.0.0.1:5052"])
+            zk.delete(f"{path}/json.info_0000000009")
+            await until(lambda: seen[-1:] == [None])
+            assert seen == ["http://127.0.0.1:5051", "http://127.0.0.1:5052", None]
+        finally:
+            await det.close()
+            zk.stop()
+            zk.close()
+
+    run(main())
+
+
+@pytest.mark.zk
+def test_client_subscribes_to_zk_leader_and_follows_leader_change(zk_url: str) -> None:
+    from kazoo.client import KazooClient
+
+    from corral.mesos.detect import parse_zk_url
+
+    hosts, path = parse_zk_url(zk_url)
+
+    async def main() -> None:
+        m1 = await FakeMaster().start()
+        m2 = await FakeMaster().start()
+        zk = KazooClient(hosts)
+        zk.start(5)
+        # Ephemeral sequential children, as Mesos masters create them.
+        n1 = zk.create(f"{path}/json.info_", _info(m1.port), ephemeral=True, sequence=True,
+                       makepath=True)
+        zk.create(f"{path}/json.info_", _info(m2.port), ephemeral=True, sequence=True)
+        h = Harness(zk_url).start()
+        try:
+            await until(lambda: h.client.connected.is_set())
+            assert h.client.master_url == m1.url
+            zk.delete(n1)  # m1 loses leadership: the stream to it is dropped at once
+            await until(lambda: h.client.subscriptions == 2 and h.client.connected.is_set())
+            assert h.client.master_url == m2.url
+            assert m2.subscribes[0].body["framework_id"] == {"value": "fw-1"}
+            await h.client.reconcile([])
+            assert m2.calls[-1].body["type"] == "RECONCILE"
+        finally:
+            await h.stop()
+            zk.stop()
+            zk.close()
+            await m1.stop()
+            await m2.stop()
+
+    run(main())
