@@ -16,8 +16,10 @@ from typing import Any
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_status import rpc_status
 
 from corral.api.convert import job_from_proto, spec_to_proto
 from corral.api.gen.corral.v1 import jobs_pb2 as pb
@@ -128,6 +130,25 @@ def test_invalid_spec_names_every_bad_field(mutate: Callable[[pb.JobSpec], Any],
         for f in fields:
             assert f in named, err.details()
         assert b.jobs == {}
+
+    run(scenario)
+
+
+def test_invalid_spec_carries_bad_request_field_violations() -> None:
+    async def scenario(b: FakeBackend, ch: grpc.aio.Channel, stub: Any) -> None:
+        spec = spec_to_proto(SPEC)
+        spec.workers.min = 9
+        spec.master.cpus = 0
+        err = await expect_error(stub.SubmitJob(submit_req(spec=spec)),
+                                 grpc.StatusCode.INVALID_ARGUMENT)
+        status = rpc_status.from_call(err)
+        assert status is not None and status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+        bad = error_details_pb2.BadRequest()
+        assert status.details[0].Unpack(bad)
+        fields = {v.field: v.description for v in bad.field_violations}
+        # Paths are relative to the request message, so they start at `spec`.
+        assert set(fields) == {"spec.master.cpus", "spec.workers.min"}
+        assert "must not exceed workers.max" in fields["spec.workers.min"]
 
     run(scenario)
 

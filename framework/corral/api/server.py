@@ -3,7 +3,8 @@
 The servicer is a thin translator. It converts requests to domain values, calls the
 backend, and maps the backend's exceptions to status codes:
 
-    SpecError / ValueError  INVALID_ARGUMENT  (one ``field: problem`` per line)
+    SpecError / ValueError  INVALID_ARGUMENT  (one ``field: problem`` per line; spec
+                            errors also as google.rpc.BadRequest field violations)
     NotFound                NOT_FOUND
     AlreadyExists           ALREADY_EXISTS
     Conflict                FAILED_PRECONDITION
@@ -30,6 +31,13 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+try:  # google.rpc rich errors are a nicety for generic clients; plain text carries the same.
+    from google.protobuf import any_pb2
+    from google.rpc import code_pb2, error_details_pb2, status_pb2
+    from grpc_status import rpc_status
+except ImportError:  # pragma: no cover - grpcio-status is a declared dependency
+    rpc_status = None
+
 from corral.api.convert import job_to_proto, spec_from_proto
 from corral.api.gen.corral.v1 import jobs_pb2 as pb
 from corral.api.gen.corral.v1 import jobs_pb2_grpc as pb_grpc
@@ -45,16 +53,45 @@ HEALTH_POLL_SECONDS = 0.5
 T = TypeVar("T")
 
 
-def invalid_argument_details(errors: list[FieldError], prefix: str = "") -> str:
+class InvalidRequest(SpecError):
+    """Bad fields of a request. ``prefix`` turns a spec field path (``workers.max``, the
+    YAML's vocabulary, used in the message) into the request's (``spec.workers.max``,
+    used in the google.rpc.BadRequest detail)."""
+
+    def __init__(self, errors: list[FieldError], prefix: str = "") -> None:
+        super().__init__(errors)
+        self.prefix = prefix
+
+
+def invalid_argument_details(errors: list[FieldError]) -> str:
     """The INVALID_ARGUMENT message: a headline, then one ``field: problem`` per line."""
-    lines = [f"{prefix}{e.field}: {e.message}" for e in errors]
-    return "invalid request:\n" + "\n".join(lines)
+    return "invalid request:\n" + "\n".join(f"{e.field}: {e.message}" for e in errors)
+
+
+def _bad_request_metadata(message: str, errors: list[FieldError],
+                          prefix: str) -> tuple[tuple[str, bytes], ...]:
+    """Trailing metadata carrying a google.rpc.Status with BadRequest field violations."""
+    if rpc_status is None:
+        return ()
+    bad = error_details_pb2.BadRequest(field_violations=[
+        error_details_pb2.BadRequest.FieldViolation(field=prefix + e.field,
+                                                    description=e.message)
+        for e in errors
+    ])
+    detail = any_pb2.Any()
+    detail.Pack(bad)
+    st = rpc_status.to_status(status_pb2.Status(
+        code=code_pb2.INVALID_ARGUMENT, message=message, details=[detail]))
+    return tuple(st.trailing_metadata)
 
 
 async def _abort_for(context: grpc.aio.ServicerContext, exc: BaseException) -> NoReturn:
     """Abort the RPC with the status code ``exc`` stands for."""
     if isinstance(exc, SpecError):
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, invalid_argument_details(exc.errors))
+        message = invalid_argument_details(exc.errors)
+        prefix = exc.prefix if isinstance(exc, InvalidRequest) else ""
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message,
+                            trailing_metadata=_bad_request_metadata(message, exc.errors, prefix))
     if isinstance(exc, NotLeader):
         if exc.leader:
             await context.abort(grpc.StatusCode.UNAVAILABLE,
@@ -83,7 +120,7 @@ def _text(exc: BaseException, fallback: str) -> str:
 
 def _require_key(key: str) -> None:
     if not key:
-        raise SpecError([FieldError("key", "is required (role/environment/name)")])
+        raise InvalidRequest([FieldError("key", "is required (role/environment/name)")])
 
 
 class JobServicer(pb_grpc.JobServiceServicer):
@@ -105,8 +142,11 @@ class JobServicer(pb_grpc.JobServiceServicer):
                         context: grpc.aio.ServicerContext) -> pb.SubmitJobResponse:
         async def run() -> Any:
             if not request.HasField("spec"):
-                raise SpecError([FieldError("spec", "is required")])
-            spec = spec_from_proto(request.spec)
+                raise InvalidRequest([FieldError("spec", "is required")])
+            try:
+                spec = spec_from_proto(request.spec)
+            except SpecError as e:
+                raise InvalidRequest(e.errors, prefix="spec.") from None
             # Without a client id the call still works, but a retry makes a second request.
             request_id = request.request_id or f"server-{uuid.uuid4()}"
             return await self.backend.submit(spec, request_id)
@@ -141,7 +181,7 @@ class JobServicer(pb_grpc.JobServiceServicer):
             _require_key(request.key)
             if request.workers < 0:
                 bad = FieldError("workers", f"must be 0 or more, got {request.workers}")
-                raise SpecError([bad])
+                raise InvalidRequest([bad])
             return await self.backend.scale(request.key, request.workers)
 
         return pb.ScaleJobResponse(job=job_to_proto(await self._call(context, run)))
