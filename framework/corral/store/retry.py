@@ -30,7 +30,7 @@ def connect_policy(deadline_s: float = 30.0) -> Retrying:
     """Retry session start-up with backoff (0.1 s doubling to 2 s) for ``deadline_s``."""
     return Retrying(
         stop=stop_after_delay(deadline_s),
-        wait=wait_exponential_jitter(initial=0.1, max=2.0, jitter=0.1),
+        wait=wait_exponential_jitter(multiplier=0.1, max=2.0, jitter=0.1),
         retry=retry_if_exception_type(TRANSIENT),
         reraise=True,
     )
@@ -45,7 +45,7 @@ def operation_policy(
     through the caller's own ``extra`` retryable errors)."""
     return Retrying(
         stop=stop_after_delay(deadline_s) | stop_after_attempt(attempts),
-        wait=wait_exponential_jitter(initial=0.05, max=1.0, jitter=0.05),
+        wait=wait_exponential_jitter(multiplier=0.05, max=1.0, jitter=0.05),
         retry=retry_if_exception_type((*TRANSIENT, *extra)),
         reraise=True,
     )
