@@ -1,0 +1,233 @@
+"""``corral demo``: Corral's main job on one machine, from nothing to a checked result.
+
+It starts ``localmesos`` (on-demand and spot agents) and one scheduler on local defaults
+(no ZooKeeper needed for a single replica), makes a data set, submits the sample
+batch-scoring job over gRPC, shows live progress, verifies the outputs bit for bit
+against a single-process run, prints a summary, and stops every process it started —
+also on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from corral.core.spec import parse_job_spec
+from corral.core.views import JobView
+from corral.procs import Child, ChildFailed
+
+PY = shlex.quote(sys.executable)
+SCORING = f"{PY} -m corral_executor.samples.scoring"
+
+
+def build_parser(prog: str = "corral demo") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Start localmesos and a scheduler, run the sample batch-scoring job "
+                    "(a master and its workers), verify the result, and clean up.",
+    )
+    p.add_argument("--agents", type=int, default=4, help="agents to start (default 4)")
+    p.add_argument("--spot", type=int, default=2,
+                   help="how many of them are spot capacity (default 2)")
+    p.add_argument("--workers", type=int, default=4, help="workers in the job (default 4)")
+    p.add_argument("--chunks", type=int, default=48, help="data chunks to score (default 48)")
+    p.add_argument("--rows", type=int, default=4000, help="rows per chunk (default 4000)")
+    p.add_argument("--features", type=int, default=32, help="features per row (default 32)")
+    p.add_argument("--work-dir", type=Path, default=None,
+                   help="where data, outputs, checkpoints and logs go "
+                        "(default: a temporary directory, removed afterwards)")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the work directory (implied by --work-dir)")
+    p.add_argument("--timeout", type=float, default=300.0,
+                   help="give up if the job has not finished after this many seconds "
+                        "(default 300)")
+    return p
+
+
+def job_spec(args: argparse.Namespace, data: Path, out: Path, ckpt: Path) -> dict[str, Any]:
+    common = f"--data {shlex.quote(str(data))} --out {shlex.quote(str(out))}"
+    return {
+        "role": "demo",
+        "environment": "local",
+        "name": f"scoring-{uuid.uuid4().hex[:6]}",
+        "tier": "preemptible",
+        "master": {"command": f"{SCORING} master {common} --lease-seconds 20",
+                   "cpus": 0.5, "mem": 256, "ports": 1},
+        "workers": {"command": f"{SCORING} worker {common}", "cpus": 1, "mem": 384,
+                    "min": 1, "max": max(args.workers, 1), "initial": max(args.workers, 1)},
+        "checkpoint": {"uri": ckpt.as_uri(), "interval_seconds": 2},
+        "constraints": {"spread_over": "market"},
+        "kill_grace_seconds": 5,
+    }
+
+
+class _Progress:
+    """A one-line progress bar on a terminal; plain lines otherwise."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stdout.isatty()
+        self._last = ""
+
+    def show(self, v: JobView) -> None:
+        p = v.progress
+        running = sum(1 for t in v.tasks if t.state == "TASK_RUNNING")
+        width = 30
+        frac = p.done / p.total if p.total else 0.0
+        bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
+        line = (f"{v.state.value:<8} [{bar}] {p.done}/{p.total or '?'} chunks, "
+                f"{running} tasks running")
+        if line == self._last:
+            return
+        self._last = line
+        if self.tty:
+            print("\r" + line, end="", flush=True)
+        else:
+            print(line, flush=True)
+
+    def end(self) -> None:
+        if self.tty:
+            print()
+
+
+def _terminate_on_sigterm() -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def run(args: argparse.Namespace) -> int:
+    keep = args.keep or args.work_dir is not None
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="corral-demo-")).resolve()
+    data, out, ckpt, logs = (work / d for d in ("data", "out", "ckpt", "logs"))
+    for d in (data, out, ckpt, logs):
+        d.mkdir(parents=True, exist_ok=True)
+    children: list[Child] = []
+    t0 = time.monotonic()
+    code = 1
+    try:
+        code = _run(args, work, data, out, ckpt, logs, children, t0)
+        return code
+    finally:
+        for child in reversed(children):
+            child.stop(grace=15)
+        if keep or code != 0:
+            print(f"corral demo: kept {work} (logs in {logs})")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, work: Path, data: Path, out: Path, ckpt: Path,
+         logs: Path, children: list[Child], t0: float) -> int:
+    from corral.api.client import ApiError, JobClient
+
+    try:
+        print(f"corral demo: work directory {work}")
+        subprocess.run(
+            [sys.executable, "-m", "corral_executor.samples.scoring", "make-data",
+             "--data", str(data), "--chunks", str(args.chunks), "--rows", str(args.rows),
+             "--features", str(args.features), "--seed", "7"],
+            check=True, stdout=subprocess.DEVNULL,
+        )
+        lm = Child("localmesos", [
+            sys.executable, "-m", "corral.localmesos", "--port", "0",
+            "--agents", str(args.agents), "--spot", str(min(args.spot, args.agents)),
+            "--cpus", "4", "--mem", "4096", "--allocation-interval", "0.2",
+            "--work-dir", str(work / "mesos"),
+        ], logs / "localmesos.log")
+        children.append(lm)
+        master_url = lm.wait_for_line(r"localmesos master at (\S+)", 30).group(1)
+        on_demand = args.agents - min(args.spot, args.agents)
+        print(f"corral demo: localmesos at {master_url} "
+              f"({on_demand} on-demand + {min(args.spot, args.agents)} spot agents)")
+        sched = Child("scheduler", [
+            sys.executable, "-m", "corral.runtime.main", "--master", master_url,
+            "--api", "127.0.0.1:0",
+        ], logs / "scheduler.log")
+        children.append(sched)
+        api = sched.wait_for_line(r"corral scheduler API at (\S+)", 30).group(1)
+        print(f"corral demo: scheduler API at {api}")
+
+        spec = parse_job_spec(job_spec(args, data, out, ckpt))
+        with JobClient(api, timeout=10) as client:
+            view = client.submit(spec, request_id=uuid.uuid4().hex)
+            print(f"corral demo: submitted {view.key} (1 master + {args.workers} workers)")
+            bar = _Progress()
+            deadline = time.monotonic() + args.timeout
+            final = view
+            for v in client.watch(view.key):
+                final = v
+                bar.show(v)
+                if time.monotonic() > deadline:
+                    break
+            bar.end()
+            if not final.state.terminal:
+                print(f"corral demo: job not finished after {args.timeout:g}s; killing it")
+                client.kill(view.key)
+                return 1
+        wall = time.monotonic() - t0
+        return _summary(final, data, out, wall, logs)
+    except ChildFailed as exc:
+        print(f"corral demo: {exc}", file=sys.stderr)
+        return 2
+    except ApiError as exc:
+        print(f"corral demo: {exc}", file=sys.stderr)
+        return 2
+    except subprocess.CalledProcessError as exc:
+        print(f"corral demo: making the data set failed ({exc})", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ncorral demo: interrupted, cleaning up", file=sys.stderr)
+        return 130
+
+
+def _summary(v: JobView, data: Path, out: Path, wall: float, logs: Path) -> int:
+    attempts = sum(t.attempt for t in v.tasks) if v.tasks else 0
+    success = out / "_SUCCESS"
+    info: dict[str, Any] = {}
+    if success.exists():
+        try:
+            info = json.loads(success.read_text())
+        except ValueError:
+            info = {}
+    verify = subprocess.run(
+        [sys.executable, "-m", "corral_executor.samples.scoring", "verify",
+         "--data", str(data), "--out", str(out)],
+        capture_output=True, text=True,
+    )
+    print()
+    print(f"job {v.key}: {v.state.value}" + (f" ({v.message})" if v.message else ""))
+    print(f"  wall time        {wall:.1f} s")
+    print(f"  tasks run        {attempts} (slots: {len(v.tasks)})")
+    print(f"  chunks scored    {v.progress.done}/{v.progress.total}")
+    print(f"  chunks re-run    {info.get('reruns', v.progress.rerun)}")
+    print(f"  verification     {verify.stdout.strip() or verify.stderr.strip()}")
+    ok = v.state.value == "FINISHED" and verify.returncode == 0
+    if not ok:
+        print(f"  logs             {logs}")
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.agents < 1 or args.workers < 1 or args.chunks < 1:
+        print("corral demo: --agents, --workers and --chunks must be at least 1",
+              file=sys.stderr)
+        return 2
+    _terminate_on_sigterm()
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Starting and stopping Corral's own helper processes (localmesos, schedulers).
+
+``corral demo`` and the end-to-end tests start real subprocesses that announce readiness
+with one line on stdout (``localmesos master at URL``, ``corral scheduler API at ADDR``).
+``Child`` starts one in its own process group, waits (bounded) for that line, sends the
+rest of its output to a log file, and on ``stop`` sends SIGTERM, waits, then SIGKILLs the
+whole group so nothing outlives the caller.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import select
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+
+class ChildFailed(RuntimeError):
+    """A child process exited or stayed silent before it was ready."""
+
+
+class Child:
+    """A subprocess in its own process group that prints a readiness line."""
+
+    def __init__(self, name: str, argv: list[str], log_path: Path,
+                 env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.argv = argv
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 - lives as long as the child
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL,
+            start_new_session=True, env={**os.environ, **(env or {})},
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait_for_line(self, pattern: str, timeout: float) -> re.Match[str]:
+        """Read stdout until a line matches ``pattern``; raise ChildFailed on exit/timeout."""
+        rx = re.compile(pattern)
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        buf = b""
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    break
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    text = line.decode(errors="replace")
+                    self._log.write(line + b"\n")
+                    m = rx.search(text)
+                    if m:
+                        self._log.write(buf)
+                        self._log.flush()
+                        self._drain()
+                        return m
+            elif self.proc.poll() is not None:
+                break
+        self._log.flush()
+        code = self.proc.poll()
+        why = f"exited with code {code}" if code is not None else f"not ready after {timeout:g}s"
+        raise ChildFailed(f"{self.name} {why}; see {self.log_path}")
+
+    def _drain(self) -> None:
+        """Copy the rest of stdout to the log so a chatty child never blocks on a pipe."""
+        out = self.proc.stdout
+        assert out is not None
+
+        def pump() -> None:
+            with contextlib.suppress(OSError, ValueError):
+                for chunk in iter(lambda: out.read1(4096), b""):
+                    self._log.write(chunk)
+                    self._log.flush()
+
+        threading.Thread(target=pump, name=f"{self.name}-stdout", daemon=True).start()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, sig)
+
+    def stop(self, grace: float = 10.0) -> int | None:
+        """SIGTERM the group, wait up to ``grace``, then SIGKILL it. Returns the exit code."""
+        if self.alive():
+            self.signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=grace)
+        # The group may hold grandchildren even after the leader exited.
+        self.signal(signal.SIGKILL)
+        try:
+            code = self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            code = None
+        self._log.flush()
+        return code

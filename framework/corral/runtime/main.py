@@ -1,0 +1,100 @@
+"""``corral scheduler``: run one scheduler replica in the foreground.
+
+It subscribes to the Mesos master, serves the gRPC job API, and stops cleanly on
+SIGINT/SIGTERM. When ready it prints one line, ``corral scheduler API at HOST:PORT``,
+so scripts (and ``corral demo``) can find a port chosen with ``--api 127.0.0.1:0``.
+Stopping a scheduler does not tear the framework down: its tasks keep running and a
+restarted scheduler (same framework id, within the failover timeout) adopts them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+
+from corral.runtime.service import RuntimeConfig, SchedulerService, default_executor_command
+
+log = logging.getLogger("corral.scheduler")
+
+
+def build_parser(prog: str = "corral scheduler") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Run a Corral scheduler replica: subscribe to Mesos and serve the job API.",
+    )
+    p.add_argument(
+        "--master", default=os.environ.get("CORRAL_MASTER", "http://127.0.0.1:5050"),
+        help="Mesos master: http://host:port or zk://host:port[,host:port]/mesos "
+             "(env CORRAL_MASTER; default %(default)s)",
+    )
+    p.add_argument(
+        "--api", default=os.environ.get("CORRAL_API", "127.0.0.1:7070"),
+        help="address for the gRPC job API; port 0 picks a free one (default %(default)s)",
+    )
+    p.add_argument("--name", default="corral", help="Mesos framework name (default corral)")
+    p.add_argument("--mesos-role", default="*", help="Mesos role to subscribe with (default *)")
+    p.add_argument("--user", default=None, help="Unix user tasks run as (default: current user)")
+    p.add_argument(
+        "--failover-timeout", type=float, default=7 * 24 * 3600.0,
+        help="seconds Mesos keeps our tasks while no scheduler is connected (default 1 week)",
+    )
+    p.add_argument(
+        "--executor-command", default=None,
+        help=f"command agents run as Corral's executor (default: {default_executor_command()})",
+    )
+    p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    return p
+
+
+async def serve(args: argparse.Namespace) -> int:
+    from corral.api.server import start_api_server
+
+    config = RuntimeConfig(
+        master=args.master, framework_name=args.name, mesos_role=args.mesos_role,
+        failover_timeout=args.failover_timeout,
+    )
+    if args.user:
+        config.user = args.user
+    if args.executor_command:
+        config.executor_command = args.executor_command
+    service = SchedulerService(config)
+    try:
+        server, port = await start_api_server(service, args.api)
+    except Exception as exc:  # grpc raises RuntimeError on a busy port
+        print(f"corral scheduler: cannot serve the API on {args.api}: {exc}", file=sys.stderr)
+        return 2
+    await service.start()
+    host = args.api.rsplit(":", 1)[0]
+    print(f"corral scheduler API at {host}:{port}", flush=True)
+    log.info("subscribing to Mesos at %s", args.master)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping")
+    await server.stop(grace=1.0)
+    await service.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(serve(args))
+    return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
