@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from corral.core.fairness import (
     DEFAULT_ROLE,
+    TIER_ORDER,
     Candidate,
     RoleAllocation,
     RolePolicy,
@@ -189,12 +190,16 @@ def compute_targets(
     targets: dict[str, Target] = {}
     role_shares: dict[str, float] = {}
     for pool, (ds, cap) in pools.items():
+        room: dict[str, list[float] | None] = {}
         for role, ra in allocations[pool].items():
             role_shares[role] = max(role_shares.get(role, 0.0), ra.share)
+            limit = roles.get(role, DEFAULT_ROLE).limit
+            room[role] = (None if limit is None else
+                          [a - b for a, b in zip(vec(limit), vec(ra.resources), strict=True)])
         for d in ds:
             targets[d.job.key] = _target(d, allocations[pool][d.job.role], cap,
                                          victims_by_job.get(d.job.key, set()), now, config,
-                                         roles)
+                                         roles, room[d.job.role])
     new_state = PolicyState(
         desired={d.job.key: d.load for d in desires},
         memory={d.job.key: remember(state.memory.get(d.job.key, ScaleMemory()), d.base,
@@ -247,7 +252,10 @@ def _segments(desires: Sequence[_Desire]) -> dict[str, list[Segment]]:
         by_role.setdefault(d.job.role, []).append(d)
     out: dict[str, list[Segment]] = {}
     for role, ds in by_role.items():
-        ds.sort(key=lambda d: (-d.job.priority, d.job.submitted_at, d.job.key))
+        # Preferred before preemptible at equal priority, so the preemptible job is the one
+        # left over its fair allocation and therefore the one preempted.
+        ds.sort(key=lambda d: (-d.job.priority, -TIER_ORDER[d.job.tier], d.job.submitted_at,
+                               d.job.key))
         segs: list[Segment] = []
         first: dict[str, int] = {}
         sla = sorted((d for d in ds if d.need), key=lambda d: (d.job.deadline, d.job.key))
@@ -374,8 +382,10 @@ def _wshare(v: Sequence[float], cap: Sequence[float], pol: RolePolicy) -> float:
 
 def _target(
     d: _Desire, ra: RoleAllocation, cap: Resources, victims: set[str], now: float,
-    cfg: PolicyConfig, roles: Mapping[str, RolePolicy],
+    cfg: PolicyConfig, roles: Mapping[str, RolePolicy], room: list[float] | None,
 ) -> Target:
+    """The job's final target. ``room`` (mutated) is what its role may still hold under
+    its hard limit; None when the role has no limit."""
     j = d.job
     granted = _granted_workers(d, ra)
     reason, detail = d.reason, d.detail
@@ -391,10 +401,13 @@ def _target(
         load_excess = max(0, j.running - d.demand)
         share_excess = j.running - load_excess - granted
         kept = max(0, share_excess - len(victims))
-        if ra.stopped_by == "quota":
+        if kept and room is not None:
             # A hard limit is never exceeded: over-limit workers retire like load excess.
-            load_excess += kept
-            kept = 0
+            fit = _units_in(room, vec(j.worker_resources), kept)
+            for i, x in enumerate(vec(j.worker_resources)):
+                room[i] -= x * fit
+            load_excess += kept - fit
+            kept = fit
         if kept:
             reason = "hold"
             detail += f"; {kept} over-share workers kept (preemption not allowed now)"
@@ -410,6 +423,14 @@ def _target(
     w, m = vec(j.worker_resources), vec(j.master_resources)
     share = _wshare([w[i] * workers + m[i] for i in range(4)], vec(cap), DEFAULT_ROLE)
     return Target(j.key, workers, reason, detail, share, ra.share, risk, retire, size)
+
+
+def _units_in(room: Sequence[float], unit: Sequence[float], most: int) -> int:
+    n = most
+    for r, u in zip(room, unit, strict=True):
+        if u > 0:
+            n = min(n, max(0, int((r + 1e-6) // u)))
+    return n
 
 
 def _fmt(r: Resources | None) -> str:

@@ -59,18 +59,26 @@ class WorkerState:
     checkpoint_age_s: float | None = None
 
 
+MAX_WORKERS = 1_000_000
+
+
 def load_workers(backlog: float, throughput_per_worker: float, duration_s: float) -> int | None:
     """Workers needed to clear ``backlog`` within ``duration_s``; None if unmeasured.
 
     Without a throughput measurement we cannot size the job, so the caller keeps the
     current (or initial) count rather than guessing.
     """
+    if not math.isfinite(backlog) or not math.isfinite(throughput_per_worker):
+        return None
     if backlog <= 0:
         return 0
     if throughput_per_worker <= 0 or duration_s <= 0:
         return None
+    ratio = backlog / (throughput_per_worker * duration_s)
+    if not math.isfinite(ratio) or ratio > MAX_WORKERS:
+        return MAX_WORKERS  # absurd measurements must not crash the pass; max clamps it
     # A tiny epsilon keeps an exact fit (e.g. 600/(1*600)) from rounding up to 2.
-    return max(1, math.ceil(backlog / (throughput_per_worker * duration_s) - 1e-9))
+    return max(1, math.ceil(ratio - 1e-9))
 
 
 def clamp(n: int, lo: int, hi: int) -> int:

@@ -42,6 +42,8 @@ def sla_need(
     says so; the job still gets as many as the policy can give, since finishing late is
     better than finishing later.
     """
+    if not (math.isfinite(remaining_work) and math.isfinite(throughput_per_worker)):
+        return SlaNeed(None, None)
     if remaining_work <= 0:
         return SlaNeed(0, None)
     if throughput_per_worker <= 0:
@@ -49,13 +51,13 @@ def sla_need(
     time_left = deadline - now - cfg.startup_s
     if time_left <= 0:
         return SlaNeed(max_workers, "deadline passed or too close to start workers")
-    needed = math.ceil(remaining_work * (1 + cfg.margin) / (throughput_per_worker * time_left)
-                       - 1e-9)
-    needed = max(1, needed)
+    ratio = remaining_work * (1 + cfg.margin) / (throughput_per_worker * time_left)
+    needed = max(1, math.ceil(ratio - 1e-9)) if ratio < max_workers + 1 else max_workers + 1
     if needed > max_workers:
         return SlaNeed(
             max_workers,
-            f"needs {needed} workers to finish on time, job maximum is {max_workers}",
+            f"needs {needed if ratio <= max_workers else f'more than {max_workers}'} workers"
+            f" to finish on time, job maximum is {max_workers}",
         )
     return SlaNeed(needed, None)
 
