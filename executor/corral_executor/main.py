@@ -77,9 +77,7 @@ class Config:
                 checkpoint=env.get("MESOS_CHECKPOINT", "0").strip().lower() in ("1", "true"),
                 recovery_timeout=duration_env(dict(env), "MESOS_RECOVERY_TIMEOUT", 15 * 60.0),
                 backoff_max=duration_env(dict(env), "MESOS_SUBSCRIPTION_BACKOFF_MAX", 2.0),
-                shutdown_grace=duration_env(
-                    dict(env), "MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD", 5.0
-                ),
+                shutdown_grace=duration_env(dict(env), "MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD", 5.0),
                 ack_timeout=float(env.get("CORRAL_EXECUTOR_ACK_TIMEOUT", "10")),
                 poll_seconds=float(env.get("CORRAL_EXECUTOR_POLL_SECONDS", "0.5")),
             )

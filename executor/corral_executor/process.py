@@ -55,9 +55,7 @@ class TaskProcess:
         self._last_sample: tuple[float, float] | None = None  # (monotonic, cpu_seconds)
 
     @classmethod
-    async def start(
-        cls, command: str, env: Mapping[str, str], sandbox: Path
-    ) -> TaskProcess:
+    async def start(cls, command: str, env: Mapping[str, str], sandbox: Path) -> TaskProcess:
         """Start ``command``; stdout/stderr append to files in the sandbox."""
         with open(sandbox / "stdout", "ab") as out, open(sandbox / "stderr", "ab") as err:
             proc = await asyncio.create_subprocess_exec(

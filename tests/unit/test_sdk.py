@@ -1,0 +1,188 @@
+"""The job SDK: atomic checkpoints over fsspec, progress and control files, SIGTERM hook.
+
+Everything runs against real files in tmp_path through ``file://`` URIs; the SIGTERM
+test uses a real subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from corral_executor import control, sdk
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture()
+def corral_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    cdir = tmp_path / "sandbox" / ".corral"
+    cdir.mkdir(parents=True)
+    for k in list(os.environ):
+        if k.startswith("CORRAL_"):
+            monkeypatch.delenv(k)
+    monkeypatch.setenv("CORRAL_CONTROL_DIR", str(cdir))
+    monkeypatch.setenv("CORRAL_CHECKPOINT_URI", (tmp_path / "ckpt" / "worker-0").as_uri())
+    return cdir
+
+
+def ckpt_dir(tmp_path: Path) -> Path:
+    return tmp_path / "ckpt" / "worker-0"
+
+
+def test_restore_before_any_checkpoint_is_none(corral_env: Path) -> None:
+    assert sdk.restore() is None
+
+
+def test_checkpoint_roundtrip_dict_and_bytes(corral_env: Path, tmp_path: Path) -> None:
+    assert sdk.checkpoint({"done": [1, 2], "n": 3}) == 1
+    assert sdk.restore() == {"done": [1, 2], "n": 3}
+    assert sdk.checkpoint(b"\x00raw\xff") == 2
+    assert sdk.restore() == b"\x00raw\xff"
+    pointer = json.loads((ckpt_dir(tmp_path) / "LATEST").read_text())
+    assert pointer["seq"] == 2 and pointer["kind"] == "bytes" and pointer["prev"] == 1
+
+
+def test_only_two_newest_checkpoints_are_kept(corral_env: Path, tmp_path: Path) -> None:
+    for i in range(5):
+        sdk.checkpoint({"i": i})
+    names = sorted(p.name for p in ckpt_dir(tmp_path).iterdir())
+    assert names == ["LATEST", "ckpt-4", "ckpt-5"]
+    assert sdk.restore() == {"i": 4}
+
+
+def test_torn_write_is_ignored(corral_env: Path, tmp_path: Path) -> None:
+    sdk.checkpoint({"good": 1})
+    d = ckpt_dir(tmp_path)
+    # A writer that died mid-way: a tmp file, and even a moved file LATEST never named.
+    (d / "ckpt-2.tmp").write_bytes(b'{"half')
+    (d / "ckpt-2").write_bytes(b'{"torn": true}')
+    assert sdk.restore() == {"good": 1}
+    # The next commit does not reuse the orphan's number and cleans it away.
+    assert sdk.checkpoint({"good": 2}) == 3
+    assert sdk.restore() == {"good": 2}
+    assert not (d / "ckpt-2").exists()
+
+
+def test_damaged_latest_falls_back_to_previous(corral_env: Path, tmp_path: Path) -> None:
+    sdk.checkpoint({"v": 1})
+    sdk.checkpoint({"v": 2})
+    (ckpt_dir(tmp_path) / "ckpt-2").write_bytes(b'{"v": 666}')  # bit rot
+    assert sdk.restore() == {"v": 1}
+
+
+def test_both_damaged_is_an_error_not_a_fresh_start(corral_env: Path, tmp_path: Path) -> None:
+    sdk.checkpoint({"v": 1})
+    sdk.checkpoint({"v": 2})
+    (ckpt_dir(tmp_path) / "ckpt-2").write_bytes(b"x")
+    (ckpt_dir(tmp_path) / "ckpt-1").unlink()
+    with pytest.raises(sdk.CheckpointError, match="missing"):
+        sdk.restore()
+
+
+def test_explicit_uri_and_no_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CORRAL_CHECKPOINT_URI", raising=False)
+    monkeypatch.delenv("CORRAL_CONTROL_DIR", raising=False)
+    with pytest.raises(sdk.SdkError, match="CORRAL_CHECKPOINT_URI"):
+        sdk.checkpoint({"a": 1})
+    uri = (tmp_path / "elsewhere").as_uri()
+    assert sdk.checkpoint({"a": 1}, uri=uri) == 1
+    assert sdk.restore(uri=uri) == {"a": 1}
+    # Outside Corral: progress is a no-op, no requests, no master.
+    sdk.report_progress(1, 2)
+    assert not sdk.should_checkpoint() and not sdk.draining()
+
+
+def test_bad_state_type_is_rejected(corral_env: Path) -> None:
+    with pytest.raises(sdk.CheckpointError):
+        sdk.checkpoint([1, 2])  # type: ignore[arg-type]
+    with pytest.raises(sdk.CheckpointError, match="JSON"):
+        sdk.checkpoint({"x": object()})
+
+
+def test_checkpoint_is_reported_and_clears_request(corral_env: Path, tmp_path: Path) -> None:
+    (corral_env / control.CHECKPOINT_NOW).touch()
+    assert sdk.should_checkpoint()
+    seq = sdk.checkpoint({"x": 1})
+    assert not sdk.should_checkpoint()
+    doc = json.loads((corral_env / control.CHECKPOINT).read_text())
+    assert doc == {"uri": ckpt_dir(tmp_path).as_uri(), "seq": seq}
+
+
+def test_progress_file(corral_env: Path) -> None:
+    sdk.report_progress(5, 64, backlog=40, rerun=2)
+    doc = json.loads((corral_env / control.PROGRESS).read_text())
+    assert doc == {"done": 5, "total": 64, "backlog": 40, "rerun": 2}
+    with pytest.raises(sdk.SdkError):
+        sdk.report_progress(-1, 3)
+    # No stray temporary files next to it.
+    assert sorted(p.name for p in corral_env.iterdir()) == [control.PROGRESS]
+
+
+def test_master_address_prefers_control_file(
+    corral_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert sdk.master_address() is None
+    monkeypatch.setenv("CORRAL_MASTER_ADDRESS", "10.0.0.1:3000")
+    assert sdk.master_address() == "10.0.0.1:3000"
+    control.atomic_write(corral_env / control.MASTER_ADDRESS, b"10.0.0.9:4000")
+    assert sdk.master_address() == "10.0.0.9:4000"
+
+
+def test_draining_flag(corral_env: Path) -> None:
+    assert not sdk.draining()
+    (corral_env / control.DRAINING).touch()
+    assert sdk.draining()
+
+
+def test_task_info_reads_env(corral_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CORRAL_JOB", "ml/prod/score")
+    monkeypatch.setenv("CORRAL_TASK_ROLE", "worker")
+    monkeypatch.setenv("CORRAL_WORKER_INDEX", "3")
+    monkeypatch.setenv("CORRAL_PORTS", "31000,31001")
+    monkeypatch.setenv("CORRAL_PORT", "31000")
+    monkeypatch.setenv("CORRAL_ATTEMPT", "2")
+    monkeypatch.setenv("CORRAL_CHECKPOINT_INTERVAL", "30")
+    info = sdk.task_info()
+    assert (info.job, info.role, info.worker_index) == ("ml/prod/score", "worker", 3)
+    assert info.ports == (31000, 31001) and info.port == 31000
+    assert info.attempt == 2 and info.checkpoint_interval == 30.0
+    assert info.control_dir == corral_env
+    monkeypatch.setenv("CORRAL_WORKER_INDEX", "three")
+    with pytest.raises(sdk.SdkError, match="CORRAL_WORKER_INDEX"):
+        sdk.task_info()
+
+
+def test_on_terminate_runs_hook_then_exits_143(tmp_path: Path) -> None:
+    uri = (tmp_path / "ck").as_uri()
+    script = (
+        "import time\n"
+        "from corral_executor import sdk\n"
+        f"sdk.on_terminate(lambda: sdk.checkpoint({{'final': True}}, uri={uri!r}))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "executor"))
+    env.pop("CORRAL_CONTROL_DIR", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    assert code == 143
+    assert sdk.restore(uri=uri) == {"final": True}
+    time.sleep(0)
