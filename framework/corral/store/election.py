@@ -188,10 +188,12 @@ class LeaderElection:
             self._client.remove_listener(self._on_state)
             self._joined = False
             raise
-        self._thread = threading.Thread(
-            target=self._run, name=f"corral-election-{self.info.identity}", daemon=True
-        )
-        self._thread.start()
+        if self._thread is None or not self._thread.is_alive():
+            self._stopping = False
+            self._thread = threading.Thread(
+                target=self._run, name=f"corral-election-{self.info.identity}", daemon=True
+            )
+            self._thread.start()
         self._wake.set()
 
     async def join_async(self) -> None:
@@ -312,8 +314,15 @@ class LeaderElection:
 
         name = operation_policy()(attempt)
         with self._lock:
-            self._node = name
-        log.info("contending for leadership as %s (%s)", self.info.identity, name)
+            if self._joined:
+                self._node = name
+                name = ""
+        if name:
+            # resign() ran while we were creating: do not leave a node blocking others.
+            with contextlib.suppress(KazooException):
+                self._client.delete(f"{self._dir}/{name}")
+            return
+        log.info("contending for leadership as %s (%s)", self.info.identity, self._node)
 
     # -- the worker thread ------------------------------------------------------------
 
