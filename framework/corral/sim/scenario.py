@@ -1,0 +1,313 @@
+"""Simulator scenarios: the YAML format, parsed and validated into frozen dataclasses.
+
+A scenario describes a cluster (agent groups with a market: on-demand or spot, and the
+spot discount and termination rate or trace), the roles (weight, guarantee, limit), and
+workloads (groups of jobs with arrival times, work, throughput, sizes, deadlines). Every
+problem is reported with its dotted path, all at once, as ``ScenarioError``.
+
+Units: times in seconds, cpus in cores, mem in MiB, work in abstract units, throughput in
+units per second per worker, prices per cpu-hour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from corral.core.fairness import RolePolicy
+from corral.core.model import Tier
+from corral.core.resources import Resources
+
+
+class ScenarioError(ValueError):
+    """A scenario file is unreadable or invalid; the message names every bad field."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentGroup:
+    count: int
+    cpus: float
+    mem: float
+    market: str  # "on_demand" | "spot"
+    revocable_fraction: float = 0.0  # oversubscribed share of cpus/mem offered revocably
+
+
+@dataclass(frozen=True, slots=True)
+class Market:
+    on_demand_price: float = 0.04  # per cpu-hour
+    spot_discount: float = 0.7  # spot price = on-demand * (1 - discount)
+    spot_termination_rate_per_hour: float = 0.0  # per spot agent
+    spot_trace: tuple[tuple[float, int], ...] = ()  # (time, agent number) terminations
+    replacement_delay_s: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """A group of ``jobs`` similar jobs of one role. Ranges ``(lo, hi)`` are drawn uniformly
+    per job from the seeded generator."""
+
+    role: str
+    jobs: int
+    start_s: float
+    every_s: float
+    work: tuple[float, float]
+    throughput: tuple[float, float]
+    worker: Resources
+    master: Resources
+    min_workers: int
+    max_workers: int
+    initial_workers: int
+    tier: Tier = Tier.PREFERRED
+    priority: int = 0
+    deadline_slack: tuple[float, float] | None = None  # x runtime at max workers
+    checkpoint_interval_s: float = 60.0
+    usage: float = 1.0  # measured / reserved per worker (the lying factor)
+    startup_s: float = 20.0
+    name: str = "job"
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    horizon_s: float
+    interval_s: float
+    seed: int
+    agents: tuple[AgentGroup, ...]
+    market: Market
+    roles: Mapping[str, RolePolicy]
+    workloads: tuple[Workload, ...]
+    target_duration_s: float = 600.0
+    description: str = ""
+    policy: Mapping[str, float] = field(default_factory=dict)
+
+    def shortened(self, horizon_s: float) -> Scenario:
+        return replace(self, horizon_s=min(self.horizon_s, horizon_s))
+
+
+POLICY_KNOBS: dict[str, tuple[float, float]] = {
+    # Policy settings a scenario may override, with their allowed ranges.
+    "preemption_budget": (0, 1e9),
+    "preemption_window_s": (1, 1e9),
+    "min_share_diff": (0, 1),
+    "max_step_up": (1, 1e6),
+    "max_step_down": (1, 1e6),
+    "cooldown_up_s": (0, 1e9),
+    "cooldown_down_s": (0, 1e9),
+    "hysteresis": (0, 10),
+    "sla_margin": (0, 10),
+    "sla_startup_s": (0, 1e6),
+}
+
+
+class _P:
+    """Collects errors while reading plain data."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def map(self, d: Any, path: str, allowed: set[str], required: set[str] = frozenset()
+            ) -> Mapping[str, Any]:
+        if not isinstance(d, Mapping):
+            self.errors.append(f"{path or 'scenario'}: must be a mapping")
+            return {}
+        for k in d:
+            if k not in allowed:
+                self.errors.append(f"{path}.{k}".lstrip(".") + ": unknown field (expected one"
+                                   f" of: {', '.join(sorted(allowed))})")
+        for k in sorted(required - set(d)):
+            self.errors.append(f"{path}.{k}".lstrip(".") + ": is required")
+        return d
+
+    def num(self, d: Mapping[str, Any], k: str, path: str, default: float | None = None,
+            lo: float = 0.0, hi: float = float("inf")) -> float:
+        v = d.get(k, default)
+        where = f"{path}.{k}".lstrip(".")
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            if k in d or default is None:
+                self.errors.append(f"{where}: must be a number")
+            return default if default is not None else lo
+        if not lo <= v <= hi:
+            self.errors.append(f"{where}: must be between {lo:g} and {hi:g}, got {v:g}")
+            return default if default is not None else lo
+        return float(v)
+
+    def int(self, d: Mapping[str, Any], k: str, path: str, default: int | None = None,
+            lo: int = 0, hi: int = 10**9) -> int:
+        v = self.num(d, k, path, default, lo, hi)
+        if int(v) != v:
+            self.errors.append(f"{path}.{k}".lstrip(".") + ": must be a whole number")
+        return int(v)
+
+    def range(self, d: Mapping[str, Any], k: str, path: str, lo: float = 0.0,
+              hi: float = float("inf")) -> tuple[float, float] | None:
+        v = d.get(k)
+        where = f"{path}.{k}".lstrip(".")
+        if v is None:
+            return None
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            v = [v, v]
+        ok = (isinstance(v, list) and len(v) == 2
+              and all(isinstance(x, int | float) and not isinstance(x, bool) for x in v))
+        if not ok or not lo <= v[0] <= v[1] <= hi:
+            self.errors.append(f"{where}: must be a number or [low, high] within "
+                               f"{lo:g}..{hi:g}")
+            return None
+        return float(v[0]), float(v[1])
+
+    def res(self, d: Any, path: str, required: bool = True) -> Resources:
+        m = self.map(d if d is not None else ({} if not required else None), path,
+                     {"cpus", "mem", "disk", "gpus"})
+        return Resources(
+            cpus=self.num(m, "cpus", path, 0.0 if not required else None, 0, 1e9),
+            mem=self.num(m, "mem", path, 0.0 if not required else None, 0, 1e12),
+            disk=self.num(m, "disk", path, 0.0, 0, 1e12),
+            gpus=self.num(m, "gpus", path, 0.0, 0, 1e6),
+        )
+
+
+def parse_scenario(data: Any) -> Scenario:
+    """Build a ``Scenario`` from plain data or raise ``ScenarioError`` listing every problem."""
+    p = _P()
+    top = p.map(data, "", {"name", "description", "horizon_s", "interval_s", "seed", "agents",
+                           "market", "roles", "workloads", "target_duration_s", "policy"},
+                {"name", "horizon_s", "agents", "workloads"})
+    agents = []
+    raw_agents = top.get("agents", [])
+    if not isinstance(raw_agents, list) or not raw_agents:
+        p.errors.append("agents: must be a non-empty list")
+        raw_agents = []
+    for i, a in enumerate(raw_agents):
+        path = f"agents[{i}]"
+        m = p.map(a, path, {"count", "cpus", "mem", "market", "revocable_fraction"},
+                  {"count", "cpus", "mem"})
+        market = m.get("market", "on_demand")
+        if market not in ("on_demand", "spot"):
+            p.errors.append(f"{path}.market: must be on_demand or spot")
+        agents.append(AgentGroup(p.int(m, "count", path, None, 1, 1_000_000),
+                                 p.num(m, "cpus", path, None, 0.1, 1e6),
+                                 p.num(m, "mem", path, None, 1, 1e12), str(market),
+                                 p.num(m, "revocable_fraction", path, 0.0, 0, 1)))
+    mk = p.map(top.get("market", {}), "market",
+               {"on_demand_price", "spot_discount", "spot_termination_rate_per_hour",
+                "spot_trace", "replacement_delay_s"})
+    trace = []
+    for i, ev in enumerate(mk.get("spot_trace", []) or []):
+        if (not isinstance(ev, list) or len(ev) != 2 or not isinstance(ev[0], int | float)
+                or not isinstance(ev[1], int)):
+            p.errors.append(f"market.spot_trace[{i}]: must be [time_s, spot_agent_number]")
+            continue
+        trace.append((float(ev[0]), int(ev[1])))
+    market = Market(p.num(mk, "on_demand_price", "market", 0.04, 0, 1e6),
+                    p.num(mk, "spot_discount", "market", 0.7, 0, 1),
+                    p.num(mk, "spot_termination_rate_per_hour", "market", 0.0, 0, 1e3),
+                    tuple(sorted(trace)),
+                    p.num(mk, "replacement_delay_s", "market", 300.0, 0, 1e9))
+    roles: dict[str, RolePolicy] = {}
+    for i, r in enumerate(top.get("roles", []) or []):
+        path = f"roles[{i}]"
+        m = p.map(r, path, {"name", "weight", "guarantee", "limit", "count"}, {"name"})
+        pol = RolePolicy(weight=p.num(m, "weight", path, 1.0, 1e-6, 1e6),
+                         guarantee=p.res(m.get("guarantee"), f"{path}.guarantee", False),
+                         limit=(p.res(m["limit"], f"{path}.limit", False) if m.get("limit")
+                                else None))
+        n = p.int(m, "count", path, 1, 1, 100_000)
+        name = str(m.get("name", ""))
+        # ``count: N`` expands one entry into roles name-0..name-(N-1) (for scale runs).
+        for k in range(n):
+            roles[name if n == 1 else f"{name}-{k}"] = pol
+    pk = p.map(top.get("policy", {}) or {}, "policy", set(POLICY_KNOBS))
+    knobs = {k: p.num(pk, k, "policy", None, *POLICY_KNOBS[k]) for k in sorted(pk)
+             if k in POLICY_KNOBS}
+    workloads = []
+    raw_wl = top.get("workloads", [])
+    if not isinstance(raw_wl, list) or not raw_wl:
+        p.errors.append("workloads: must be a non-empty list")
+        raw_wl = []
+    for i, w in enumerate(raw_wl):
+        workloads.extend(_workload(p, w, f"workloads[{i}]", roles))
+    sc = Scenario(
+        name=str(top.get("name", "")), horizon_s=p.num(top, "horizon_s", "", None, 1, 1e9),
+        interval_s=p.num(top, "interval_s", "", 10.0, 0.1, 1e6),
+        seed=p.int(top, "seed", "", 1, 0, 2**63), agents=tuple(agents), market=market,
+        roles=roles, workloads=tuple(workloads),
+        target_duration_s=p.num(top, "target_duration_s", "", 600.0, 1, 1e9),
+        description=str(top.get("description", "")), policy=knobs,
+    )
+    if p.errors:
+        # One message per field: a missing field also fails its type check; say it once.
+        seen: set[str] = set()
+        msgs = []
+        for e in p.errors:
+            where = e.split(":", 1)[0]
+            if where not in seen:
+                seen.add(where)
+                msgs.append(e)
+        raise ScenarioError("invalid scenario:\n  " + "\n  ".join(msgs))
+    return sc
+
+
+def _workload(p: _P, w: Any, path: str, roles: Mapping[str, RolePolicy]) -> list[Workload]:
+    m = p.map(w, path, {"role", "roles", "name", "jobs", "start_s", "every_s", "work",
+                        "throughput", "worker", "master", "min", "max", "initial", "tier",
+                        "priority", "deadline_slack", "checkpoint_interval_s", "usage",
+                        "startup_s"}, {"jobs", "work", "throughput", "worker"})
+    names: list[str]
+    if "roles" in m:  # a prefix: one copy of the workload per role that starts with it
+        names = [r for r in roles if r.startswith(str(m["roles"]))]
+        if not names:
+            p.errors.append(f"{path}.roles: no role starts with {m['roles']!r}")
+    else:
+        names = [str(m.get("role", ""))]
+        if names[0] not in roles:
+            p.errors.append(f"{path}.role: {names[0]!r} is not a declared role")
+    tier = m.get("tier", "preferred")
+    if tier not in {t.value for t in Tier}:
+        p.errors.append(f"{path}.tier: must be one of preferred, preemptible, revocable")
+        tier = "preferred"
+    lo = p.int(m, "min", path, 1, 0, 100_000)
+    hi = p.int(m, "max", path, max(lo, 8), 0, 100_000)
+    if hi < lo:
+        p.errors.append(f"{path}.max: must be at least min ({lo})")
+    base = dict(
+        jobs=p.int(m, "jobs", path, None, 1, 1_000_000),
+        start_s=p.num(m, "start_s", path, 0.0, 0, 1e9),
+        every_s=p.num(m, "every_s", path, 0.0, 0, 1e9),
+        work=p.range(m, "work", path, 1e-9) or (1.0, 1.0),
+        throughput=p.range(m, "throughput", path, 1e-9) or (1.0, 1.0),
+        worker=p.res(m.get("worker"), f"{path}.worker"),
+        master=p.res(m.get("master"), f"{path}.master", False),
+        min_workers=lo, max_workers=hi,
+        initial_workers=p.int(m, "initial", path, lo, 0, 100_000),
+        tier=Tier(tier), priority=p.int(m, "priority", path, 0, -1000, 1000),
+        deadline_slack=p.range(m, "deadline_slack", path, 1e-3),
+        checkpoint_interval_s=p.num(m, "checkpoint_interval_s", path, 60.0, 0.1, 1e9),
+        usage=p.num(m, "usage", path, 1.0, 0.01, 10),
+        startup_s=p.num(m, "startup_s", path, 20.0, 0, 1e6),
+        name=str(m.get("name", "job")),
+    )
+    return [Workload(role=r, **base) for r in names]  # type: ignore[arg-type]
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario file."""
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ScenarioError(f"cannot read scenario {path}: {e.strerror or e}") from e
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ScenarioError(f"scenario {path} is not valid YAML: {e}") from e
+    return parse_scenario(data)
+
+
+SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
+
+
+def shipped_scenarios() -> dict[str, Path]:
+    """The scenarios shipped with Corral, by name."""
+    return {p.stem: p for p in sorted(SCENARIO_DIR.glob("*.yaml"))}
