@@ -161,6 +161,7 @@ class _Desire:
     need: int | None = None  # deadline need
     need_risk: str | None = None
     base: int = 0
+    new_size: Resources = ZERO  # right-sized reservation for workers not yet running
 
 
 def compute_targets(
@@ -230,7 +231,8 @@ def _desire(j: JobDemand, state: PolicyState, now: float, cfg: PolicyConfig) -> 
         reason, detail = "min", f"{note}; job minimum {lo}"
     else:
         reason, detail = "load", note
-    d = _Desire(j, load, load, reason, detail, base=base)
+    d = _Desire(j, load, load, reason, detail, base=base,
+                new_size=rightsize(j.worker_resources, j.measured_per_worker, cfg.rightsizing))
     if cfg.sla_enabled and j.deadline is not None:
         remaining = j.remaining_work if j.remaining_work is not None else j.backlog
         need = sla_need(remaining, j.throughput_per_worker, j.deadline, now, hi, cfg.sla)
@@ -257,30 +259,41 @@ def _segments(desires: Sequence[_Desire]) -> dict[str, list[Segment]]:
         ds.sort(key=lambda d: (-d.job.priority, -TIER_ORDER[d.job.tier], d.job.submitted_at,
                                d.job.key))
         segs: list[Segment] = []
-        first: dict[str, int] = {}
+        emitted: dict[str, int] = {}
         sla = sorted((d for d in ds if d.need), key=lambda d: (d.job.deadline, d.job.key))
         for d in sla:
             j = d.job
-            n = min(d.need or 0, d.demand)
             if not j.master_resources.is_empty():
                 segs.append(Segment(j.key, j.master_resources, 1, protected=True))
-            segs.append(Segment(j.key, j.worker_resources, n, protected=True))
-            first[j.key] = n
+            _add_workers(segs, emitted, d, min(d.need or 0, d.demand), protected=True)
         for d in ds:
             j = d.job
-            if j.key in first:
+            if j.key in emitted:
                 continue
             if not j.master_resources.is_empty():
                 segs.append(Segment(j.key, j.master_resources, 1))
-            n = min(j.min_workers, d.demand)
-            segs.append(Segment(j.key, j.worker_resources, n))
-            first[j.key] = n
+            _add_workers(segs, emitted, d, min(j.min_workers, d.demand), protected=False)
         for d in ds:
-            rest = d.demand - first[d.job.key]
-            if rest > 0:
-                segs.append(Segment(d.job.key, d.job.worker_resources, rest))
+            _add_workers(segs, emitted, d, d.demand - emitted[d.job.key], protected=False)
         out[role] = segs
     return out
+
+
+def _add_workers(
+    segs: list[Segment], emitted: dict[str, int], d: _Desire, n: int, protected: bool,
+) -> None:
+    """Append ``n`` more worker units of ``d``: running ones at their reservation, new
+    ones at the right-sized reservation they will be launched with."""
+    j = d.job
+    done = emitted.get(j.key, 0)
+    emitted[j.key] = done + max(0, n)
+    if n <= 0:
+        return
+    old = max(0, min(n, j.running - done))
+    if old:
+        segs.append(Segment(j.key, j.worker_resources, old, protected))
+    if n - old:
+        segs.append(Segment(j.key, d.new_size, n - old, protected))
 
 
 def _granted_workers(d: _Desire, ra: RoleAllocation) -> int:
@@ -419,7 +432,7 @@ def _target(
         remaining_work = j.remaining_work if j.remaining_work is not None else j.backlog
         risk = miss_reason(remaining_work, j.throughput_per_worker, workers, d.need,
                            j.deadline, now, ra.stopped_by or "capacity")
-    size = rightsize(j.worker_resources, j.measured_per_worker, cfg.rightsizing)
+    size = d.new_size
     w, m = vec(j.worker_resources), vec(j.master_resources)
     share = _wshare([w[i] * workers + m[i] for i in range(4)], vec(cap), DEFAULT_ROLE)
     return Target(j.key, workers, reason, detail, share, ra.share, risk, retire, size)
