@@ -208,6 +208,8 @@ Scenario = Callable[[ScriptedAgent, "asyncio.Task[int]"], Awaitable[None]]
 def run_scenario(
     tmp_path: Path, scenario: Scenario, *, auto_ack: bool = True, **config: Any
 ) -> tuple[ScriptedAgent, int]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+
     async def go() -> tuple[ScriptedAgent, int]:
         agent = ScriptedAgent(auto_ack=auto_ack)
         await agent.start()
@@ -640,3 +642,52 @@ def test_subprocess_bad_duration_is_a_clear_error(tmp_path: Path, value: str) ->
     )
     assert out.returncode == 2
     assert b"not a Mesos duration" in out.stderr
+
+
+def test_scoring_worker_follows_master_address_message(tmp_path: Path) -> None:
+    """End to end through the executor: the worker starts with a stale master address and
+    finds the real master only through the scheduler's master_address MESSAGE."""
+    from corral_executor.samples import scoring
+
+    data, out = tmp_path / "data", tmp_path / "out"
+    scoring.make_data(data, chunks=6, rows=100, features=8, seed=7)
+    with contextlib.closing(__import__("socket").socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        stale = s.getsockname()[1]  # nothing listens here once closed
+    mod = "corral_executor.samples.scoring"
+    env = executor_env()
+    env["CORRAL_PORT"] = "0"
+    master = subprocess.Popen(
+        [sys.executable, "-m", mod, "master", "--data", str(data), "--out", str(out),
+         "--host", "127.0.0.1", "--linger-seconds", "5"],
+        env={k: v for k, v in env.items() if k != "CORRAL_CONTROL_DIR"},
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert master.stdout is not None
+        line = master.stdout.readline()
+        address = line.split(" on ")[1].split()[0]
+
+        async def scenario(agent: ScriptedAgent, task: asyncio.Task[int]) -> None:
+            cmd = f"{sys.executable} -m {mod} worker --data {data} --out {out}"
+            agent.launch(
+                "task-1",
+                {"command": cmd, "env": {"CORRAL_MASTER_ADDRESS": f"127.0.0.1:{stale}"}},
+            )
+            await agent.wait_for(lambda: "TASK_RUNNING" in agent.states())
+            await asyncio.sleep(0.3)
+            assert not (out / "_SUCCESS").exists()
+            doc = {"kind": "master_address", "address": address}
+            data_b64 = base64.b64encode(json.dumps(doc).encode()).decode()
+            agent.push({"type": "MESSAGE", "message": {"data": data_b64}})
+
+        agent, code = run_scenario(tmp_path / "sandbox", scenario)
+        assert master.wait(30) == 0
+    finally:
+        if master.poll() is None:
+            master.kill()
+        master.wait(10)
+    assert code == 0
+    assert agent.states()[-1] == "TASK_FINISHED", (tmp_path / "sandbox" / "stderr").read_text()
+    assert scoring.main(["verify", "--data", str(data), "--out", str(out)]) == 0
