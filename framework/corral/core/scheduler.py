@@ -506,6 +506,7 @@ class Scheduler:
         att.message = e.message
         self._set_live(att, new.live)
         self._changed_job(job)
+        self._dirty.add(job.key)
         slot = job.slot(att.key)
         current = slot.current is att
         if new.live:

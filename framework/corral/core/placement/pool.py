@@ -57,7 +57,7 @@ class AgentPool:
                 ranges.extend([lo, hi] for lo, hi in o.ports if hi >= lo)
                 if o.unavailable_at is not None:
                     unavailable[i] = min(unavailable[i], o.unavailable_at)
-            ranges.sort()
+            ranges = _merge(ranges)
             self.port_ranges.append(ranges)
             self.ports_free[i] = sum(hi - lo + 1 for lo, hi in ranges)
         self.has_pool = self.free.any(axis=1)          # (2, n): offered anything at all
@@ -117,3 +117,15 @@ class AgentPool:
             else:
                 ranges[0][0] = lo + want
         return tuple(got)
+
+
+def _merge(ranges: list[list[int]]) -> list[list[int]]:
+    """Sorted, non-overlapping port ranges: offers of one agent should hold disjoint
+    ports, but a port must never be handed out twice even if they do not."""
+    out: list[list[int]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    return out
