@@ -172,6 +172,7 @@ class Scheduler:
         self._tasks: dict[str, Attempt] = {}
         self._agent_tasks: dict[str, set[str]] = {}
         self._agent_attrs: dict[str, dict[str, str]] = {}
+        self._agent_hosts: dict[str, str] = {}
         self._lost_agents: set[str] = set()
         self._inverse: dict[str, str] = {}           # inverse offer id -> agent id
         self._inverse_accepted: set[str] = set()
@@ -393,6 +394,7 @@ class Scheduler:
     def _on_offers(self, e: ev.OffersReceived) -> None:
         for o in e.offers:
             self._agent_attrs[o.agent_id] = dict(o.attributes)
+            self._agent_hosts[o.agent_id] = o.hostname
             self._lost_agents.discard(o.agent_id)
         self._refresh()
         pending, facts = self._placement_inputs()
@@ -521,8 +523,8 @@ class Scheduler:
             self._maybe_killed(job)
 
     def _master_running(self, job: JobRecord, att: Attempt) -> None:
-        host = att.hostname or self._agent_attrs.get(att.agent_id or "", {}).get("hostname")
-        address = f"{host}:{att.ports[0]}" if att.ports else f"{host}"
+        host = att.hostname or self._agent_hosts.get(att.agent_id or "") or "unknown"
+        address = f"{host}:{att.ports[0]}" if att.ports else host
         job.master_address = address
         phase, outcome = job_transition(job.phase, JobInput.MASTER_RUNNING)
         job.phase = phase
@@ -626,7 +628,8 @@ class Scheduler:
         slot.attempts = max(slot.attempts, n)
         state, _ = transition(TaskState.LAUNCHED, e.state)
         att = Attempt(job=job, key=key, attempt=n, task_id=e.task_id, state=state,
-                      agent_id=e.agent_id, executor_id=e.executor_id or e.task_id,
+                      agent_id=e.agent_id, hostname=self._agent_hosts.get(e.agent_id or ""),
+                      executor_id=e.executor_id or e.task_id,
                       reason=e.reason, message=e.message)
         slot.current = att
         self._tasks[e.task_id] = att
