@@ -164,6 +164,8 @@ class SchedulerService:
                 if cmd.done and not cmd.done.done():
                     cmd.done.set_exception(exc)
                 continue
+            for _, note in self.core.drain_notes():
+                log.info("core: %s", note)
             changed = False
             for effect in effects:
                 if isinstance(effect, fx.JobChanged):
@@ -229,7 +231,9 @@ class SchedulerService:
     # --- JobBackend ----------------------------------------------------------------
 
     async def submit(self, spec: JobSpec, request_id: str) -> JobView:
-        self.core.check_submit(spec, request_id)
+        existing = self.core.check_submit(spec, request_id)
+        if existing is not None:
+            return existing
         await self._send(ev.SubmitJob(spec, request_id))
         return self.core.view(spec.key)
 
@@ -240,7 +244,7 @@ class SchedulerService:
         return [v for v in self.core.views() if role is None or v.spec.role == role]
 
     async def kill(self, key: str) -> JobView:
-        self.core.view(key)  # NotFound before anything else
+        self.core.check_kill(key)  # NotFound before anything else
         await self._send(ev.KillJob(key))
         return self.core.view(key)
 
