@@ -62,7 +62,7 @@ def job_spec(args: argparse.Namespace, data: Path, out: Path, ckpt: Path) -> dic
         "environment": "local",
         "name": f"scoring-{uuid.uuid4().hex[:6]}",
         "tier": "preemptible",
-        "master": {"command": f"{SCORING} master {common} --lease-seconds 20",
+        "master": {"command": f"{SCORING} master {common} --lease-seconds 20 --host 127.0.0.1",
                    "cpus": 0.5, "mem": 256, "ports": 1},
         "workers": {"command": f"{SCORING} worker {common}", "cpus": 1, "mem": 384,
                     "min": 1, "max": max(args.workers, 1), "initial": max(args.workers, 1)},

@@ -1,0 +1,39 @@
+"""``corral demo`` as a user runs it: the real command, start to clean finish."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.e2e.conftest import wait_gone
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+
+
+def test_demo_scores_everything_and_cleans_up(tmp_path) -> None:
+    work = tmp_path / "demo"
+    result = subprocess.run(
+        [sys.executable, "-m", "corral.cli", "demo", "--chunks", "16", "--rows", "1000",
+         "--workers", "3", "--agents", "3", "--spot", "1", "--work-dir", str(work),
+         "--timeout", "120"],
+        capture_output=True, text=True, timeout=200, stdin=subprocess.DEVNULL,
+    )
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "FINISHED" in out
+    assert "chunks scored    16/16" in out
+    assert "OK: 16 chunks identical" in out
+    assert "Traceback" not in result.stderr
+    assert not wait_gone(str(work), timeout=10)
+
+
+def test_demo_rejects_bad_options() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "corral.cli", "demo", "--workers", "0"],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 2
+    assert "at least 1" in result.stderr
+    assert "Traceback" not in result.stderr
