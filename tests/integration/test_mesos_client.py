@@ -640,6 +640,13 @@ def _info(port: int, *, legacy: bool = False) -> bytes:
                                    "port": port}}).encode()
 
 
+def kazoo_threads() -> list[str]:
+    import threading
+    # kazoo's threading handler names its threads after these functions.
+    return [t.name for t in threading.enumerate()
+            if "_thread_worker" in t.name or "zk_loop" in t.name]
+
+
 @pytest.mark.zk
 def test_zk_detector_follows_lowest_json_info_child(zk_url: str) -> None:
     from kazoo.client import KazooClient
@@ -710,5 +717,52 @@ def test_client_subscribes_to_zk_leader_and_follows_leader_change(zk_url: str) -
             zk.close()
             await m1.stop()
             await m2.stop()
+        await until(lambda: kazoo_threads() == [], timeout=5)
+
+    run(main())
+
+
+@pytest.mark.zk
+def test_detector_survives_session_expiry(zk_url: str) -> None:
+    from kazoo.client import KazooClient
+
+    from corral.mesos.detect import ZooKeeperDetector, parse_zk_url
+    from tests.zk import expire_session
+
+    hosts, path = parse_zk_url(zk_url)
+
+    async def main() -> None:
+        zk = KazooClient(hosts)
+        zk.start(5)
+        zk.create(f"{path}/json.info_0000000001", _info(6001), makepath=True)
+        det = ZooKeeperDetector(zk_url, connect_timeout=5)
+        try:
+            await det.start()
+            assert await det.leader(2) == "http://127.0.0.1:6001"
+            assert det._zk is not None
+            await asyncio.to_thread(expire_session, det._zk, hosts)
+            # Watches died with the session; the detector must re-arm them on reconnect.
+            zk.delete(f"{path}/json.info_0000000001")
+            zk.create(f"{path}/json.info_0000000002", _info(6002))
+            await until(lambda: det._leader == "http://127.0.0.1:6002", timeout=10)
+        finally:
+            await det.close()
+            zk.stop()
+            zk.close()
+
+    run(main())
+
+
+@pytest.mark.zk
+def test_unreachable_zookeeper_is_retried_and_close_leaves_no_threads() -> None:
+    from tests.zk import free_port
+
+    async def main() -> None:
+        before = len(kazoo_threads())
+        h = Harness(f"zk://127.0.0.1:{free_port()}/mesos", request_timeout=0.3).start()
+        await asyncio.sleep(1.0)
+        assert not h.client.connected.is_set() and not h.task.done()  # type: ignore[union-attr]
+        await h.stop()
+        await until(lambda: len(kazoo_threads()) <= before, timeout=5)
 
     run(main())

@@ -341,7 +341,12 @@ class SchedulerClient:
                     except Redirected as r:
                         url = r.location
                         raise
-        except (Redirected, aiohttp.ClientError, TimeoutError) as e:
+        except (Redirected, aiohttp.ClientError, TimeoutError, RuntimeError) as e:
+            if self._closed or self.stream_id != stream_id:
+                # close() shut the session under us, or the stream died: not a master fault.
+                raise NotConnected(f"{kind}: the subscription ended during the call") from e
+            if isinstance(e, RuntimeError):
+                raise
             raise MasterUnavailable(f"{kind} not delivered: {_describe(e)}") from e
 
     async def _post_call(self, session: aiohttp.ClientSession, url: str, data: bytes,
