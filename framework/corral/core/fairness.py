@@ -29,6 +29,7 @@ import math
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from corral.core.model import Tier
 from corral.core.resources import Resources
@@ -36,7 +37,7 @@ from corral.core.resources import Resources
 Vec = tuple[float, float, float, float]
 INF = math.inf
 _EPS = 1e-6
-_BISECT_ROUNDS = 30
+_BISECT_ROUNDS = 24
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +52,12 @@ class RolePolicy:
 DEFAULT_ROLE = RolePolicy()
 
 
-@dataclass(frozen=True, slots=True)
-class Segment:
-    """``count`` units of ``unit`` for ``job``, in role priority order."""
+class Segment(NamedTuple):
+    """``count`` units of ``unit`` for ``job``, in role priority order.
+
+    A NamedTuple rather than a frozen dataclass: a pass builds thousands of these and
+    tuple construction is several times cheaper; it is just as immutable.
+    """
 
     job: str
     unit: Resources
@@ -105,7 +109,7 @@ class _RoleLadder:
             ucum.append(ucum[-1] + n)
         self.cum = cum
         self.ucum = ucum
-        self.shares = [self._share(c) for c in cum]
+        self.shares = [self._share(c) for c in cum] if len(cum) > 1 else [0.0]
         demand = ucum[-1]
         limit = vec(pol.limit) if pol.limit is not None else (INF, INF, INF, INF)
         # A unit needing a dimension the cluster lacks can never be placed; treat it as a
@@ -123,10 +127,16 @@ class _RoleLadder:
         self.fixed_n = self.lo
 
     def _share(self, v: Vec) -> float:
+        cap = self.cap
         s = 0.0
-        for x, c in zip(v, self.cap, strict=True):
+        for d in range(4):
+            x = v[d]
             if x > _EPS:
-                s = max(s, x / c if c > 0 else INF)
+                c = cap[d]
+                if c <= 0:
+                    return INF
+                if x / c > s:
+                    s = x / c
         return s / self.w
 
     def units_under(self, bound: Vec) -> int:
