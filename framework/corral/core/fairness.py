@@ -31,6 +31,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
+
 from corral.core.model import Tier
 from corral.core.resources import Resources
 
@@ -88,107 +90,102 @@ def _fits(a: Vec, b: Vec) -> bool:
             and a[2] <= b[2] + _EPS and a[3] <= b[3] + _EPS)
 
 
-class _RoleLadder:
-    """One role's demand as cumulative boundaries, for fast 'how many units fit' queries."""
+class _Ladders:
+    """All roles' demand as cumulative *boundaries* in numpy arrays.
 
-    __slots__ = ("cap", "counts", "cum", "fixed_n", "hi", "lo", "name", "segs", "shares",
-                 "ucum", "units", "w")
+    Role ``r`` owns boundaries ``bstart[r] .. bstart[r] + nseg_r``; boundary ``j`` holds the
+    cumulative resources (``cum``) and units (``ucum``) of the role's first ``j`` segments,
+    and ``nunit``/``ncnt`` describe the segment that follows it (zero after the last).
+    "How many units of each role fit under these per-role bounds" is then a handful of
+    array operations for all roles at once, which is what makes a bisection probe cheap.
+    """
 
-    def __init__(self, name: str, segs: Sequence[Segment], pol: RolePolicy, cap: Vec) -> None:
-        self.name = name
-        self.segs = segs
-        self.w = pol.weight if pol.weight > 0 else 1.0
-        self.cap = cap
-        self.units: list[Vec] = [vec(s.unit) for s in segs]
-        self.counts = [max(0, s.count) for s in segs]
-        cum: list[Vec] = [(0.0, 0.0, 0.0, 0.0)]
-        ucum = [0]
-        for u, n in zip(self.units, self.counts, strict=True):
-            c = cum[-1]
-            cum.append((c[0] + u[0] * n, c[1] + u[1] * n, c[2] + u[2] * n, c[3] + u[3] * n))
-            ucum.append(ucum[-1] + n)
-        self.cum = cum
-        self.ucum = ucum
-        self.shares = [self._share(c) for c in cum] if len(cum) > 1 else [0.0]
-        demand = ucum[-1]
-        limit = vec(pol.limit) if pol.limit is not None else (INF, INF, INF, INF)
-        # A unit needing a dimension the cluster lacks can never be placed; treat it as a
-        # limit so the ladder stops there instead of asking for the impossible.
-        limit = tuple(min(lim, c) for lim, c in zip(limit, cap, strict=True))
-        in_limit = self.units_under(limit)
-        protected = 0
-        for s in segs:
-            if not s.protected:
-                break
-            protected += max(0, s.count)
-        floor = max(self.units_under(vec(pol.guarantee)), protected)
-        self.hi = min(demand, in_limit)
-        self.lo = min(floor, self.hi)
-        self.fixed_n = self.lo
+    def __init__(self, names: list[str], segs: list[Sequence[Segment]],
+                 pols: list[RolePolicy], cap: Vec) -> None:
+        nroles = len(names)
+        nseg = np.array([len(x) for x in segs], dtype=np.int64)
+        flat = [sg for x in segs for sg in x]
+        nb = len(flat) + nroles
+        self.names, self.segs, self.cap = names, segs, np.array(cap, dtype=np.float64)
+        self.w = np.array([p.weight if p.weight > 0 else 1.0 for p in pols])
+        self.bstart = np.concatenate(([0], np.cumsum(nseg + 1)[:-1])).astype(np.int64)
+        brole = np.repeat(np.arange(nroles), nseg + 1)
+        seg_role = np.repeat(np.arange(nroles), nseg)
+        # Boundary index just before each segment: its position plus one per earlier role.
+        seg_b = np.arange(len(flat), dtype=np.int64) + seg_role
+        # Attribute access inline rather than vec(): this runs once per segment per pass.
+        units = np.array([(u.cpus, u.mem, u.disk, u.gpus) for u in [sg[1] for sg in flat]],
+                         dtype=np.float64).reshape(-1, 4)
+        cnt = np.maximum(np.array([sg[2] for sg in flat], dtype=np.int64), 0)
+        step = np.zeros((nb, 4))
+        ustep = np.zeros(nb, dtype=np.int64)
+        step[seg_b + 1] = units * cnt[:, None]
+        ustep[seg_b + 1] = cnt
+        g, ug = np.cumsum(step, axis=0), np.cumsum(ustep)
+        self.cum = g - g[self.bstart[brole]]
+        self.ucum = ug - ug[self.bstart[brole]]
+        self.nunit = np.zeros((nb, 4))
+        self.ncnt = np.zeros(nb, dtype=np.int64)
+        self.nunit[seg_b] = units
+        self.ncnt[seg_b] = cnt
+        self.brole, self.seg_role, self.seg_b, self.cnt = brole, seg_role, seg_b, cnt
+        self.demand = self.ucum[self.bstart + nseg]
+        # A dimension the cluster lacks acts as a zero limit: such units can never run.
+        limit = np.array([vec(p.limit) if p.limit is not None else (INF,) * 4 for p in pols]
+                         ).reshape(-1, 4)
+        limit = np.minimum(limit, np.where(self.cap > 0, INF, 0.0))
+        self.hi = np.minimum(self.demand, self.units_under(limit))
+        guar = np.array([vec(p.guarantee) for p in pols]).reshape(-1, 4)
+        protected = np.array([_leading_protected(x) for x in segs], dtype=np.int64)
+        self.lo = np.minimum(np.maximum(self.units_under(guar), protected), self.hi)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(self.cap > 0, self.cum / np.where(self.cap > 0, self.cap, 1.0),
+                             np.where(self.cum > _EPS, INF, 0.0))
+        shares = ratio.max(axis=1) / self.w[brole]
+        self.shares = shares
+        finite = shares[np.isfinite(shares)]
+        self.max_share = float(finite.max()) if finite.size else 1.0
+        # Sorted keys for "which boundary is at or below n units" across all roles at once.
+        self._big = int(self.ucum.max(initial=0)) + 2
+        self._key = self.ucum + brole * self._big
 
-    def _share(self, v: Vec) -> float:
-        cap = self.cap
-        s = 0.0
-        for d in range(4):
-            x = v[d]
-            if x > _EPS:
-                c = cap[d]
-                if c <= 0:
-                    return INF
-                if x / c > s:
-                    s = x / c
-        return s / self.w
+    def units_under(self, bound: np.ndarray) -> np.ndarray:
+        """Per role, the largest prefix in units whose cumulative resources fit ``bound``."""
+        fits = np.all(self.cum <= bound[self.brole] + _EPS, axis=1)
+        return self._prefix(fits, bound)
 
-    def units_under(self, bound: Vec) -> int:
-        """Largest prefix (in units) whose cumulative resources fit ``bound``."""
-        cum = self.cum
-        lo, hi = 0, len(cum) - 1
-        while lo < hi:  # last boundary that fits; boundaries are monotone
-            mid = (lo + hi + 1) // 2
-            if _fits(cum[mid], bound):
-                lo = mid
-            else:
-                hi = mid - 1
-        return self.ucum[lo] + self._within(lo, bound)
+    def at_level(self, s: float) -> np.ndarray:
+        """Units per role at weighted share level ``s`` (before clamping to lo/hi)."""
+        # Boundary shares are precomputed, so "fits under the level" is one comparison.
+        return self._prefix(self.shares <= s + 1e-12, s * self.w[:, None] * self.cap[None, :])
 
-    def _within(self, k: int, bound: Vec) -> int:
-        if k >= len(self.units):
-            return 0
-        u, c = self.units[k], self.cum[k]
-        m = self.counts[k]
-        for d in range(4):
-            if u[d] > 0 and bound[d] != INF:
-                m = min(m, math.floor((bound[d] - c[d] + _EPS) / u[d]))
-        return max(0, m)
+    def _prefix(self, fits: np.ndarray, bound: np.ndarray) -> np.ndarray:
+        # Fitting is monotone along a role's boundaries, so the count of fitting
+        # boundaries locates the last one; the next segment contributes whole units.
+        k = self.bstart + np.add.reduceat(fits, self.bstart, dtype=np.int64) - 1
+        nu = self.nunit[k]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            m = np.where(nu > 0, np.floor((bound - self.cum[k] + _EPS) / np.where(nu > 0, nu, 1)),
+                         INF).min(axis=1)
+        # All-zero units give +inf here: the whole next segment fits.
+        m = np.maximum(np.minimum(m, self.ncnt[k]), 0)
+        return self.ucum[k] + m.astype(np.int64)
 
-    def units_at_level(self, s: float) -> int:
-        """Units of the share prefix at level ``s`` (the caller clamps to its bounds)."""
-        if s == INF:
-            return self.ucum[-1]
-        k = bisect_right(self.shares, s + 1e-12) - 1
-        sw = s * self.w
-        bound = (sw * self.cap[0], sw * self.cap[1], sw * self.cap[2], sw * self.cap[3])
-        return self.ucum[k] + self._within(k, bound)
+    def resources_at(self, n: np.ndarray) -> np.ndarray:
+        k = np.searchsorted(self._key, n + np.arange(len(n)) * self._big, side="right") - 1
+        return self.cum[k] + (n - self.ucum[k])[:, None] * self.nunit[k]
 
-    def resources_at(self, n: int) -> Vec:
-        k = bisect_right(self.ucum, n) - 1
-        if k >= len(self.units):
-            return self.cum[-1]
-        c, u, m = self.cum[k], self.units[k], n - self.ucum[k]
-        return (c[0] + u[0] * m, c[1] + u[1] * m, c[2] + u[2] * m, c[3] + u[3] * m)
+    def fits(self, n: np.ndarray) -> bool:
+        return bool(np.all(self.resources_at(n).sum(axis=0) <= self.cap + _EPS))
 
-    def unit_at(self, n: int) -> Vec:
-        """Resources of unit number ``n`` (0-based) in priority order."""
-        return self.units[bisect_right(self.ucum, n) - 1]
 
-    def granted_by_job(self, n: int) -> dict[str, int]:
-        out: dict[str, int] = {}
-        left = n
-        for s, cnt in zip(self.segs, self.counts, strict=True):
-            take = min(cnt, left)
-            out[s.job] = out.get(s.job, 0) + take
-            left -= take
-        return out
+def _leading_protected(segs: Sequence[Segment]) -> int:
+    n = 0
+    for sg in segs:
+        if not sg.protected:
+            break
+        n += max(0, sg.count)
+    return n
 
 
 def allocate(
@@ -196,89 +193,88 @@ def allocate(
     roles: Mapping[str, RolePolicy], default: RolePolicy = DEFAULT_ROLE,
 ) -> dict[str, RoleAllocation]:
     """Weighted DRF allocation of ``capacity`` over roles' prioritised demands."""
-    cap = vec(capacity)
-    ladders = [_RoleLadder(r, segs, roles.get(r, default), cap)
-               for r, segs in sorted(demands.items())]
-    n = _fill(ladders, cap)
+    if not demands:
+        return {}
+    names = sorted(demands)
+    lad = _Ladders(names, [demands[r] for r in names],
+                   [roles.get(r, default) for r in names], vec(capacity))
+    n = _fill(lad)
+    res = lad.resources_at(n)
+    take = np.clip(n[lad.seg_role] - lad.ucum[lad.seg_b], 0, lad.cnt).tolist()
+    granted: list[dict[str, int]] = [{} for _ in names]
+    i = 0
+    for r, segs in enumerate(lad.segs):
+        g = granted[r]
+        for sg in segs:
+            g[sg.job] = g.get(sg.job, 0) + take[i]
+            i += 1
     out: dict[str, RoleAllocation] = {}
-    for lad, k in zip(ladders, n, strict=True):
-        res = lad.resources_at(k)
+    cap = lad.cap
+    for r, name in enumerate(names):
+        k, v = int(n[r]), res[r]
+        share = max((float(v[d] / cap[d]) for d in range(4) if cap[d] > 0), default=0.0)
         stopped = None
-        if k < lad.ucum[-1]:
-            stopped = "quota" if k >= lad.hi else "share"
-        out[lad.name] = RoleAllocation(lad.granted_by_job(k), to_res(res), lad._share(res),
-                                       stopped)
+        if k < lad.demand[r]:
+            stopped = "quota" if k >= lad.hi[r] else "share"
+        out[name] = RoleAllocation(granted[r], to_res(tuple(v.tolist())),
+                                   share / float(lad.w[r]), stopped)
     return out
 
 
-def _total(ladders: Sequence[_RoleLadder], n: Sequence[int]) -> Vec:
-    t = [0.0, 0.0, 0.0, 0.0]
-    for lad, k in zip(ladders, n, strict=True):
-        r = lad.resources_at(k)
-        t[0] += r[0]
-        t[1] += r[1]
-        t[2] += r[2]
-        t[3] += r[3]
-    return (t[0], t[1], t[2], t[3])
-
-
-def _fill(ladders: Sequence[_RoleLadder], cap: Vec) -> list[int]:
+def _fill(lad: _Ladders) -> np.ndarray:
     """Units per role: bisection on the common level, then unit-by-unit progressive filling.
 
     If guarantees and deadline needs alone oversubscribe the cluster, those protected
     units are shared out first by the same method and nothing else is granted.
     """
-    full = [lad.hi for lad in ladders]
-    if _fits(_total(ladders, full), cap):
-        return full
-    floor = [lad.lo for lad in ladders]
-    if not _fits(_total(ladders, floor), cap):
-        zero = [0] * len(ladders)
-        return _progressive(ladders, _bisect(ladders, cap, zero, floor), floor, cap)
-    return _progressive(ladders, _bisect(ladders, cap, floor, full), full, cap)
-
-
-def _bisect(ladders: Sequence[_RoleLadder], cap: Vec, lo: list[int], hi: list[int]) -> list[int]:
-    """The highest common level (to bisection precision) at which all roles fit."""
-    lo_s = 0.0
-    finite = [s for lad in ladders for s in lad.shares if s != INF]
-    hi_s = max(finite, default=1.0)
-    best = lo
+    if lad.fits(lad.hi):
+        return lad.hi
+    if lad.fits(lad.lo):
+        lo, hi = lad.lo, lad.hi
+    else:
+        lo, hi = np.zeros_like(lad.lo), lad.lo
+    lo_s, hi_s, best = 0.0, lad.max_share, lo
     for _ in range(_BISECT_ROUNDS):
         mid = (lo_s + hi_s) / 2
-        n = [min(h, max(low, lad.units_at_level(mid)))
-             for lad, low, h in zip(ladders, lo, hi, strict=True)]
-        if _fits(_total(ladders, n), cap):
+        n = np.clip(lad.at_level(mid), lo, hi)
+        if lad.fits(n):
             lo_s, best = mid, n
         else:
             hi_s = mid
-    return list(best)
+    return _progressive(lad, best.copy(), hi)
 
 
-def _progressive(
-    ladders: Sequence[_RoleLadder], n: list[int], upto: Sequence[int], cap: Vec,
-) -> list[int]:
+def _progressive(lad: _Ladders, n: np.ndarray, upto: np.ndarray) -> np.ndarray:
     """Give one unit at a time to the role with the lowest share until nothing fits."""
-    used = list(_total(ladders, n))
-    heap: list[tuple[float, int]] = [
-        (lad._share(lad.resources_at(n[i])), i)
-        for i, lad in enumerate(ladders) if n[i] < upto[i]
-    ]
+    held = lad.resources_at(n).tolist()
+    used = [sum(h[d] for h in held) for d in range(4)]
+    cap = lad.cap.tolist()
+    w = lad.w.tolist()
+    nunit = lad.nunit.tolist()
+    bstart, key = lad.bstart.tolist(), lad._key.tolist()
+    nl, up = n.tolist(), upto.tolist()
+
+    def share(r: int) -> float:
+        h = held[r]
+        return max((h[d] / cap[d] for d in range(4) if cap[d] > 0), default=0.0) / w[r]
+
+    heap = [(share(r), r) for r in range(len(nl)) if nl[r] < up[r]]
     heapq.heapify(heap)
-    budget = sum(upto) + len(ladders)  # hard bound on iterations
+    budget = int(sum(up)) + len(nl)  # hard bound on iterations
     while heap and budget > 0:
         budget -= 1
-        _, i = heapq.heappop(heap)
-        lad = ladders[i]
-        u = lad.unit_at(n[i])
-        nxt = (used[0] + u[0], used[1] + u[1], used[2] + u[2], used[3] + u[3])
-        if not _fits(nxt, cap):
+        _, r = heapq.heappop(heap)
+        k = bisect_right(key, nl[r] + r * lad._big, lo=bstart[r]) - 1
+        u = nunit[k]
+        if any(used[d] + u[d] > cap[d] + _EPS for d in range(4)):
             continue  # DRF: a role whose next unit does not fit is saturated
-        used = list(nxt)
-        n[i] += 1
-        if n[i] < upto[i]:
-            heapq.heappush(heap, (lad._share(lad.resources_at(n[i])), i))
-    return n
+        for d in range(4):
+            used[d] += u[d]
+            held[r][d] += u[d]
+        nl[r] += 1
+        if nl[r] < up[r]:
+            heapq.heappush(heap, (share(r), r))
+    return np.array(nl, dtype=np.int64)
 
 
 # ---------------------------------------------------------------- preemption victims
