@@ -156,3 +156,26 @@ def test_allocate_guarantee_first_when_oversubscribed() -> None:
     roles = {"a": RolePolicy(guarantee=Resources(cpus=15))}
     out = allocate(demands, Resources(cpus=20), roles)
     assert out["a"].granted["a/e/j"] == 15 and out["b"].granted["b/e/j"] == 5
+
+
+def test_allocate_edge_cases() -> None:
+    assert allocate({}, Resources(cpus=10), {}) == {}
+    gpu = Resources(cpus=1, gpus=1)
+    demands = {
+        "a": [Segment("a/e/gpu", gpu, 5)],  # the cluster has no GPUs: never granted
+        "b": [],  # a role with nothing to ask for
+        "c": [Segment("c/e/free", Resources(), 3), Segment("c/e/x", Resources(cpus=1), 4)],
+    }
+    out = allocate(demands, Resources(cpus=10), {})
+    assert out["a"].granted == {"a/e/gpu": 0} and out["a"].stopped_by == "quota"
+    assert out["b"].granted == {} and out["b"].stopped_by is None
+    assert out["c"].granted == {"c/e/free": 3, "c/e/x": 4}
+
+
+def test_allocate_mixed_dimensions_is_work_conserving() -> None:
+    # a is cpu-heavy, b memory-heavy: DRF equalises dominant shares, then fills leftovers.
+    demands = {"a": [Segment("a/e/j", Resources(cpus=4, mem=1), 100)],
+               "b": [Segment("b/e/j", Resources(cpus=1, mem=4), 100)]}
+    out = allocate(demands, Resources(cpus=40, mem=40), {})
+    assert out["a"].granted["a/e/j"] == 8 and out["b"].granted["b/e/j"] == 8
+    assert out["a"].share == out["b"].share == 0.8

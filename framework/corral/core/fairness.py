@@ -14,9 +14,11 @@ Vocabulary:
   at its demand, its limit, or when the cluster is full.
 
 ``allocate`` finds the highest level at which everything fits by bisection over the
-level (each evaluation is O(roles * log segments)), then finishes with heap-based
-progressive filling one unit at a time for the little that bisection leaves; the whole
-pass is O(roles log roles + segments) instead of O(units * roles).
+level; each probe evaluates every role at once with numpy over the roles' cumulative
+segment boundaries (``_Ladders``), closed-form inside a segment. Heap-based progressive
+filling, one unit at a time, then hands out the little that bisection leaves. The pass
+costs O(bisection rounds * segments) in array operations plus O(roles log roles) in
+Python, instead of O(units * log roles) for unit-at-a-time filling.
 
 ``choose_victims`` picks workers to preempt: revocable before preemptible before
 preferred, preferred never below its role's guarantee, least work lost first.
