@@ -154,3 +154,20 @@ def test_cooldown_remembered_across_passes() -> None:
     assert r2.targets["a/e/x"].workers == 10 and "cooldown" in r2.targets["a/e/x"].detail
     r3 = compute_targets([job("a/e/x", backlog=12000)], CAP, {}, r2.state, 61.0, cfg)
     assert r3.targets["a/e/x"].workers == 20
+
+
+def test_demand_from_submitted_spec() -> None:
+    from corral.core.spec import parse_job_spec
+
+    spec = parse_job_spec({
+        "role": "ml", "environment": "prod", "name": "resnet", "tier": "preemptible",
+        "priority": 2, "deadline_seconds": 3600,
+        "master": {"command": "m", "cpus": 1, "mem": 512},
+        "workers": {"command": "w", "cpus": 2, "mem": 2048, "min": 1, "max": 8, "initial": 2},
+    })
+    d = JobDemand.from_spec(spec, submitted_at=100.0, backlog=9600.0,
+                            throughput_per_worker=1.0)
+    assert (d.key, d.role, d.tier, d.priority) == ("ml/prod/resnet", "ml", Tier.PREEMPTIBLE, 2)
+    assert (d.min_workers, d.max_workers, d.initial_workers, d.deadline) == (1, 8, 2, 3700.0)
+    t = compute_targets([d], CAP, {}, PolicyState(), 100.0, FAST).targets[d.key]
+    assert (t.workers, t.reason) == (8, "max")  # 9600 / 600 s wants 16, above the maximum
