@@ -20,7 +20,7 @@ from pathlib import Path
 
 from corral.api.client import JobClient
 from corral.core.spec import parse_job_spec
-from corral.procs import Child
+from corral.procs import Child, start_localmesos, start_scheduler
 
 
 def one_run(client: JobClient, workers: int) -> dict[str, float]:
@@ -61,19 +61,11 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=50)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="corral-bench-e2e-"))
-    lm = Child("localmesos", [
-        sys.executable, "-m", "corral.localmesos", "--port", "0", "--agents", "10",
-        "--cpus", "8", "--mem", "16384", "--allocation-interval", "0.2", "--quiet",
-        "--work-dir", str(work / "mesos"),
-    ], work / "localmesos.log")
+    lm, url = start_localmesos(work / "mesos", work, agents=10, cpus=8, mem=16384,
+                               extra=["--quiet"])
     sched: Child | None = None
     try:
-        url = lm.wait_for_line(r"localmesos master at (\S+)", 30).group(1)
-        sched = Child("scheduler", [
-            sys.executable, "-m", "corral.runtime.main", "--master", url,
-            "--api", "127.0.0.1:0", "--log-level", "WARNING",
-        ], work / "scheduler.log")
-        api = sched.wait_for_line(r"corral scheduler API at (\S+)", 30).group(1)
+        sched, api = start_scheduler(url, work, extra=["--log-level", "WARNING"])
         results = []
         with JobClient(api, timeout=10) as client:
             for i in range(args.runs):

@@ -25,7 +25,7 @@ from typing import Any
 
 from corral.core.spec import parse_job_spec
 from corral.core.views import JobView
-from corral.procs import Child, ChildFailed
+from corral.procs import Child, ChildFailed, start_localmesos, start_scheduler
 
 PY = shlex.quote(sys.executable)
 SCORING = f"{PY} -m corral_executor.samples.scoring"
@@ -140,23 +140,15 @@ def _run(args: argparse.Namespace, work: Path, data: Path, out: Path, ckpt: Path
              "--features", str(args.features), "--seed", "7"],
             check=True, stdout=subprocess.DEVNULL,
         )
-        lm = Child("localmesos", [
-            sys.executable, "-m", "corral.localmesos", "--port", "0",
-            "--agents", str(args.agents), "--spot", str(min(args.spot, args.agents)),
-            "--cpus", "4", "--mem", "4096", "--allocation-interval", "0.2",
-            "--work-dir", str(work / "mesos"),
-        ], logs / "localmesos.log")
+        spot = min(args.spot, args.agents)
+        lm, master_url = start_localmesos(
+            work / "mesos", logs, agents=args.agents, spot=spot, cpus=4, mem=4096,
+        )
         children.append(lm)
-        master_url = lm.wait_for_line(r"localmesos master at (\S+)", 30).group(1)
-        on_demand = args.agents - min(args.spot, args.agents)
         print(f"corral demo: localmesos at {master_url} "
-              f"({on_demand} on-demand + {min(args.spot, args.agents)} spot agents)")
-        sched = Child("scheduler", [
-            sys.executable, "-m", "corral.runtime.main", "--master", master_url,
-            "--api", "127.0.0.1:0",
-        ], logs / "scheduler.log")
+              f"({args.agents - spot} on-demand + {spot} spot agents)")
+        sched, api = start_scheduler(master_url, logs)
         children.append(sched)
-        api = sched.wait_for_line(r"corral scheduler API at (\S+)", 30).group(1)
         print(f"corral demo: scheduler API at {api}")
 
         spec = parse_job_spec(job_spec(args, data, out, ckpt))

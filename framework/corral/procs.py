@@ -15,6 +15,7 @@ import re
 import select
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -107,3 +108,37 @@ class Child:
             code = None
         self._log.flush()
         return code
+
+
+def start_localmesos(work: Path, logs: Path, *, agents: int, spot: int = 0,
+                     cpus: float = 4, mem: float = 4096, allocation_interval: float = 0.2,
+                     extra: list[str] | None = None,
+                     timeout: float = 30.0) -> tuple[Child, str]:
+    """Start ``python -m corral.localmesos`` on a free port; return it and its master URL."""
+    child = Child("localmesos", [
+        sys.executable, "-m", "corral.localmesos", "--port", "0", "--agents", str(agents),
+        "--spot", str(spot), "--cpus", f"{cpus:g}", "--mem", f"{mem:g}",
+        "--allocation-interval", f"{allocation_interval:g}", "--work-dir", str(work),
+        *(extra or []),
+    ], logs / "localmesos.log")
+    try:
+        url = child.wait_for_line(r"localmesos master at (\S+)", timeout).group(1)
+    except ChildFailed:
+        child.stop(grace=5)
+        raise
+    return child, url
+
+
+def start_scheduler(master_url: str, logs: Path, *, extra: list[str] | None = None,
+                    name: str = "scheduler", timeout: float = 30.0) -> tuple[Child, str]:
+    """Start ``corral scheduler`` with its API on a free port; return it and the API address."""
+    child = Child(name, [
+        sys.executable, "-m", "corral.runtime.main", "--master", master_url,
+        "--api", "127.0.0.1:0", *(extra or []),
+    ], logs / f"{name}.log")
+    try:
+        api = child.wait_for_line(r"corral scheduler API at (\S+)", timeout).group(1)
+    except ChildFailed:
+        child.stop(grace=5)
+        raise
+    return child, api

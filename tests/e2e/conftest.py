@@ -22,7 +22,7 @@ import pytest
 
 from corral.api.client import JobClient
 from corral.core.views import JobView
-from corral.procs import Child
+from corral.procs import Child, start_localmesos, start_scheduler
 
 PY = shlex.quote(sys.executable)
 SCORING = f"{PY} -m corral_executor.samples.scoring"
@@ -117,19 +117,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     work = tmp_path_factory.mktemp(f"corral-e2e-{uuid.uuid4().hex[:6]}")
     logs = work / "logs"
     logs.mkdir()
-    lm = Child("localmesos", [
-        sys.executable, "-m", "corral.localmesos", "--port", "0", "--agents", "3",
-        "--spot", "1", "--cpus", "4", "--mem", "4096", "--allocation-interval", "0.1",
-        "--work-dir", str(work / "mesos"),
-    ], logs / "localmesos.log")
+    lm, url = start_localmesos(work / "mesos", logs, agents=3, spot=1, cpus=4, mem=4096,
+                               allocation_interval=0.1)
     sched: Child | None = None
     try:
-        url = lm.wait_for_line(r"localmesos master at (\S+)", 30).group(1)
-        sched = Child("scheduler", [
-            sys.executable, "-m", "corral.runtime.main", "--master", url,
-            "--api", "127.0.0.1:0",
-        ], logs / "scheduler.log")
-        api = sched.wait_for_line(r"corral scheduler API at (\S+)", 30).group(1)
+        sched, api = start_scheduler(url, logs)
         yield Cluster(work, url, api, lm, sched)
     finally:
         if sched is not None:
