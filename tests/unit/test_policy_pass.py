@@ -171,3 +171,15 @@ def test_demand_from_submitted_spec() -> None:
     assert (d.min_workers, d.max_workers, d.initial_workers, d.deadline) == (1, 8, 2, 3700.0)
     t = compute_targets([d], CAP, {}, PolicyState(), 100.0, FAST).targets[d.key]
     assert (t.workers, t.reason) == (8, "max")  # 9600 / 600 s wants 16, above the maximum
+
+
+def test_equal_priority_sibling_does_not_grow_at_the_others_expense() -> None:
+    """Role a must give 20 workers to b; its job x must not grow meanwhile by taking
+    running workers from its sibling y (that would preempt more than b needs)."""
+    x = job("a/e/x", running=10, submitted_at=0.0)
+    y = job("a/e/y", running=30, submitted_at=1.0)
+    b = job("b/e/z")
+    r = compute_targets([x, y, b], CAP, {}, PolicyState(), 0.0, FAST)
+    assert r.targets["a/e/x"].workers == 10 and r.targets["a/e/y"].workers == 10
+    assert [(p.job, len(p.victims)) for p in r.preemptions] == [("a/e/y", 20)]
+    assert r.targets["b/e/z"].workers == 20

@@ -248,7 +248,7 @@ def _desire(j: JobDemand, state: PolicyState, now: float, cfg: PolicyConfig) -> 
 
 def _segments(desires: Sequence[_Desire]) -> dict[str, list[Segment]]:
     """Each role's demand in priority order: deadline needs (protected), then every job's
-    master and minimum, then the rest by priority."""
+    master and minimum, then per priority level the running workers, then new ones."""
     by_role: dict[str, list[_Desire]] = {}
     for d in desires:
         by_role.setdefault(d.job.role, []).append(d)
@@ -273,8 +273,20 @@ def _segments(desires: Sequence[_Desire]) -> dict[str, list[Segment]]:
             if not j.master_resources.is_empty():
                 segs.append(Segment(j.key, j.master_resources, 1))
             _add_workers(segs, emitted, d, min(j.min_workers, d.demand), protected=False)
-        for d in ds:
-            _add_workers(segs, emitted, d, d.demand - emitted[d.job.key], protected=False)
+        # At each priority level, workers that already run come before new ones, so
+        # equal-priority jobs keep what they have instead of one growing by preempting
+        # another (churn that loses work for nothing).
+        i = 0
+        while i < len(ds):
+            k = i
+            while k < len(ds) and ds[k].job.priority == ds[i].job.priority:
+                k += 1
+            for d in ds[i:k]:
+                keep = min(d.demand, d.job.running) - emitted[d.job.key]
+                _add_workers(segs, emitted, d, keep, protected=False)
+            for d in ds[i:k]:
+                _add_workers(segs, emitted, d, d.demand - emitted[d.job.key], protected=False)
+            i = k
         out[role] = segs
     return out
 
