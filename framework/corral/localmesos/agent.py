@@ -145,6 +145,7 @@ class Agent:
         self.tasks: dict[tuple[str, str], TaskRun] = {}
         self.executors: dict[tuple[str, str], ExecutorRun] = {}
         self.pids: set[int] = set()
+        self.seen_pids: set[int] = set()     # every process group ever started
         self._runner: web.AppRunner | None = None
         self._bg: set[asyncio.Task[Any]] = set()
 
@@ -168,7 +169,7 @@ class Agent:
     async def start(self) -> None:
         app = web.Application(client_max_size=httputil.MAX_BODY)
         app.router.add_route("*", "/api/v1/executor", self._executor_api)
-        app.router.add_get("/health", lambda _r: web.Response(text=""))
+        app.router.add_get("/health", _health)
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -499,6 +500,7 @@ class Agent:
             out.close()
             err.close()
         self.pids.add(proc.pid)
+        self.seen_pids.add(proc.pid)
         return proc
 
     def _new_executor(self, framework_id: str, executor_id: str, info: Json) -> ExecutorRun:
@@ -718,6 +720,10 @@ class Agent:
             fixed["reason"] = run.drain_reason
         self._record(run, fixed)
         return web.Response(status=202)
+
+
+async def _health(_request: web.Request) -> web.Response:
+    return web.Response(text="")
 
 
 def _event_task_ids(ev: Json) -> list[str]:

@@ -15,7 +15,6 @@ same per role, for DRF.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -205,9 +204,7 @@ class Master:
     async def stop_loops(self) -> None:
         for task in self._loops:
             task.cancel()
-        for task in self._loops:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.gather(*self._loops, return_exceptions=True)
         self._loops.clear()
         for fw in self.frameworks.values():
             if fw.failover_timer is not None:
@@ -226,9 +223,13 @@ class Master:
 
     async def _allocation_loop(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._allocate_soon.wait(),
-                                       self.options.allocation_interval)
+            # Not asyncio.wait_for: on Python 3.11 it can swallow a cancellation that
+            # races with the event being set, and then stop() would wait forever.
+            waiter = asyncio.ensure_future(self._allocate_soon.wait())
+            try:
+                await asyncio.wait([waiter], timeout=self.options.allocation_interval)
+            finally:
+                waiter.cancel()
             self._allocate_soon.clear()
             try:
                 self.allocate()

@@ -66,6 +66,20 @@ class EventStream:
             transport.abort()
         self._queue.put_nowait(_CLOSE)
 
+    async def _get(self, timeout: float | None) -> object | None:
+        """The next queued item, or None after ``timeout`` (cancellation-safe on 3.11)."""
+        if not self._queue.empty():
+            return self._queue.get_nowait()
+        getter = asyncio.ensure_future(self._queue.get())
+        try:
+            done, _ = await asyncio.wait([getter], timeout=timeout)
+        finally:
+            if not getter.done():
+                getter.cancel()
+        if getter in done:
+            return getter.result()
+        return None
+
     async def run(self) -> None:
         """Write queued events until closed or the client disappears."""
         assert self.response is not None
@@ -73,9 +87,8 @@ class EventStream:
         try:
             while True:
                 timeout = None if next_beat is None else max(0.0, next_beat - time.monotonic())
-                try:
-                    item = await asyncio.wait_for(self._queue.get(), timeout)
-                except TimeoutError:
+                item = await self._get(timeout)
+                if item is None:
                     item = encode(dumps(event("HEARTBEAT")))
                     assert self._heartbeat is not None
                     next_beat = time.monotonic() + self._heartbeat
