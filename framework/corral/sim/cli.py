@@ -83,14 +83,15 @@ def format_text(r: dict[str, Any]) -> str:
         f"scenario {r['scenario']}  policy {r['policy']}  seed {r['seed']}  "
         f"horizon {r['horizon_s']:g}s  agents {r['agents']}  roles {r['roles']}",
         f"jobs: {r['jobs']['arrived']} arrived, {r['jobs']['finished']} finished, "
-        f"mean completion {r['jobs']['mean_completion_s']}s",
+        f"mean completion {_num(r['jobs']['mean_completion_s'], 's')}",
         f"utilization: {r['utilization']:.1%}",
         f"cost: {c['total']:.2f} vs all-on-demand {c['all_on_demand']:.2f} "
-        f"(ratio {c['ratio_to_on_demand']}; spot share of cpu {c['spot_cpu_fraction']:.1%})",
-        f"fairness: Jain mean {f['jain_mean']} min {f['jain_min']}; new roles fair after "
+        f"(ratio {_num(c['ratio_to_on_demand'])}; spot share of cpu {c['spot_cpu_fraction']:.1%})",
+        f"fairness: Jain mean {_num(f['jain_mean'])} min {_num(f['jain_min'])}; new roles "
+        f"fair after "
         f"{f['cycles_to_fair_new_roles'] or '-'} cycles",
         f"deadlines: {d['met']} met, {d['missed']} missed, {d['unresolved']} unresolved "
-        f"(met fraction {d['met_fraction']}); risk flags {d['risk_flags']}",
+        f"(met fraction {_num(d['met_fraction'])}); risk flags {d['risk_flags']}",
         f"preemptions: {r['preemptions']['count']} ({r['preemptions']['per_hour']}/h); "
         f"spot terminations {r['spot_terminations']}; retired gracefully "
         f"{r['retired_gracefully']}",
@@ -101,6 +102,10 @@ def format_text(r: dict[str, Any]) -> str:
         lines.append(f"timing: {t['decisions_per_second']:.0f} job decisions/s, "
                      f"{t['tasks_placed_per_second'] or 0:.0f} tasks placed/s (wall clock)")
     return "\n".join(lines) + "\n"
+
+
+def _num(x: float | None, unit: str = "") -> str:
+    return "-" if x is None else f"{x:g}{unit}"
 
 
 if __name__ == "__main__":  # pragma: no cover

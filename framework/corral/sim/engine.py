@@ -101,6 +101,7 @@ class Stats:
     jain: list[tuple[float, float]] = field(default_factory=list)
     role_fair_at: dict[str, float] = field(default_factory=dict)
     role_first_seen: dict[str, float] = field(default_factory=dict)
+    role_cycles: dict[str, int] = field(default_factory=dict)
     risk_flags: int = 0
 
 
@@ -474,9 +475,14 @@ class Simulation:
         ent = entitlements({r: min(1.0, d) for r, d in demand.items()}, weights)
         xs = {r: held.get(r, 0.0) / ent[r] for r in demand if ent[r] > 0}
         self.stats.jain.append((self.now, jain(list(xs.values()))))
-        for r, x in xs.items():
-            if x >= 0.9:
-                self.stats.role_fair_at.setdefault(r, self.now)
+        for r in demand:
+            if r in self.stats.role_fair_at:
+                continue
+            # Count allocation cycles from the role's first, until it holds 90% of what it
+            # is entitled to: 1 means it was fair right at the cycle it arrived in.
+            self.stats.role_cycles[r] = self.stats.role_cycles.get(r, 0) + 1
+            if xs.get(r, 0.0) >= 0.9:
+                self.stats.role_fair_at[r] = self.now
 
 
 def run_scenario(sc: Scenario, policy: str = "corral", seed: int | None = None) -> dict:

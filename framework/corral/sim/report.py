@@ -38,8 +38,7 @@ def build_report(sim: Simulation) -> dict[str, Any]:
     for role, first in sorted(s.role_first_seen.items()):
         if first <= 0:
             continue  # only roles that arrive into a running cluster
-        at = s.role_fair_at.get(role)
-        cycles[role] = None if at is None else math.ceil((at - first) / sc.interval_s - 1e-9)
+        cycles[role] = s.role_cycles.get(role) if role in s.role_fair_at else None
     new_role_cycles = [c for c in cycles.values() if c is not None]
     hours = sc.horizon_s / 3600.0
     report: dict[str, Any] = {
