@@ -20,6 +20,7 @@ from corral.localmesos.protocol import Json, dumps, event
 from corral.mesos.recordio import encode
 
 _CLOSE = object()
+MAX_WRITE_BUFFER = 16 * 1024 * 1024
 
 
 class EventStream:
@@ -45,7 +46,9 @@ class EventStream:
         """Queue one event; False if the stream is closed or was cut off for not reading."""
         if self.closed:
             return False
-        if self._queue.qsize() >= self._max_queue:
+        transport = self._request.transport
+        backlog = transport.get_write_buffer_size() if transport is not None else 0
+        if self._queue.qsize() >= self._max_queue or backlog > MAX_WRITE_BUFFER:
             self.cut_off()
             return False
         self._queue.put_nowait(encode(dumps(ev)))
