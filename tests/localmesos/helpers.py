@@ -100,6 +100,7 @@ class Scheduler:
         self.resp: aiohttp.ClientResponse | None = None
         self._reader: asyncio.Task[None] | None = None
         self.closed = asyncio.Event()
+        self.pending: list[dict[str, Any]] = []     # events no next() has taken yet
 
     async def subscribe(self, info: dict[str, Any], framework_id: str | None = None,
                         expect_subscribed: bool = True) -> Scheduler:
@@ -126,6 +127,8 @@ class Scheduler:
                 for rec in dec.feed(chunk):
                     ev = json.loads(rec)
                     self.all_events.append(ev)
+                    if ev["type"] != "HEARTBEAT":
+                        self.pending.append(ev)
                     await self.events.put(ev)
         except (aiohttp.ClientError, asyncio.CancelledError):
             pass
@@ -134,9 +137,12 @@ class Scheduler:
 
     async def next(self, kind: str, timeout: float = 5.0,
                    where: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:
-        """The next event of ``kind`` (skipping others, e.g. HEARTBEAT and OFFERS)."""
+        """The oldest not yet taken event of ``kind`` (others stay for later calls)."""
         deadline = time.monotonic() + timeout
         while True:
+            for i, ev in enumerate(self.pending if kind != "HEARTBEAT" else []):
+                if ev["type"] == kind and (where is None or where(ev)):
+                    return self.pending.pop(i)
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"no {kind} event within {timeout}s; "
@@ -145,7 +151,7 @@ class Scheduler:
                 ev = await asyncio.wait_for(self.events.get(), left)
             except TimeoutError:
                 continue
-            if ev["type"] == kind and (where is None or where(ev)):
+            if kind == "HEARTBEAT" and ev["type"] == "HEARTBEAT":
                 return ev
 
     async def offers(self, timeout: float = 5.0) -> list[dict[str, Any]]:
