@@ -31,6 +31,7 @@ from corral.core.fairness import (
     RoleAllocation,
     RolePolicy,
     Segment,
+    Vec,
     allocate,
     choose_victims,
     to_res,
@@ -52,6 +53,7 @@ from corral.core.scaling import (
 from corral.core.sla import SlaConfig, miss_reason, sla_need
 
 ZERO = Resources()
+_NO_MEMORY = ScaleMemory()
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +164,9 @@ class _Desire:
     need_risk: str | None = None
     base: int = 0
     new_size: Resources = ZERO  # right-sized reservation for workers not yet running
+    running: int = 0
+    has_master: bool = False
+    emitted: int = 0  # worker units already put in segments this pass
 
 
 def compute_targets(
@@ -191,6 +196,7 @@ def compute_targets(
     targets: dict[str, Target] = {}
     role_shares: dict[str, float] = {}
     for pool, (ds, cap) in pools.items():
+        capv = vec(cap)
         room: dict[str, list[float] | None] = {}
         for role, ra in allocations[pool].items():
             role_shares[role] = max(role_shares.get(role, 0.0), ra.share)
@@ -198,12 +204,12 @@ def compute_targets(
             room[role] = (None if limit is None else
                           [a - b for a, b in zip(vec(limit), vec(ra.resources), strict=True)])
         for d in ds:
-            targets[d.job.key] = _target(d, allocations[pool][d.job.role], cap,
+            targets[d.job.key] = _target(d, allocations[pool][d.job.role], capv,
                                          victims_by_job.get(d.job.key, set()), now, config,
                                          roles, room[d.job.role])
     new_state = PolicyState(
         desired={d.job.key: d.load for d in desires},
-        memory={d.job.key: remember(state.memory.get(d.job.key, ScaleMemory()), d.base,
+        memory={d.job.key: remember(state.memory.get(d.job.key, _NO_MEMORY), d.base,
                                     d.load, now) for d in desires},
         preemptions=window,
     )
@@ -221,7 +227,7 @@ def _desire(j: JobDemand, state: PolicyState, now: float, cfg: PolicyConfig) -> 
     if raw is None:
         wanted, note = base, "throughput not measured yet"
     else:
-        damp = dampen(raw, base, state.memory.get(j.key, ScaleMemory()), now, cfg.scaling)
+        damp = dampen(raw, base, state.memory.get(j.key, _NO_MEMORY), now, cfg.scaling)
         wanted, note = damp.workers, (f"load wants {raw}, {damp.note}" if damp.note
                                       else f"load wants {raw}")
     load = clamp(wanted, lo, hi)
@@ -232,7 +238,8 @@ def _desire(j: JobDemand, state: PolicyState, now: float, cfg: PolicyConfig) -> 
     else:
         reason, detail = "load", note
     d = _Desire(j, load, load, reason, detail, base=base,
-                new_size=rightsize(j.worker_resources, j.measured_per_worker, cfg.rightsizing))
+                new_size=rightsize(j.worker_resources, j.measured_per_worker, cfg.rightsizing),
+                running=len(j.workers), has_master=not j.master_resources.is_empty())
     if cfg.sla_enabled and j.deadline is not None:
         remaining = j.remaining_work if j.remaining_work is not None else j.backlog
         need = sla_need(remaining, j.throughput_per_worker, j.deadline, now, hi, cfg.sla)
@@ -246,66 +253,71 @@ def _desire(j: JobDemand, state: PolicyState, now: float, cfg: PolicyConfig) -> 
 
 # ---------------------------------------------------------------- step 2: segments
 
+def _order(d: _Desire) -> tuple[int, int, float, str]:
+    # Preferred before preemptible at equal priority, so the preemptible job is the one
+    # left over its fair allocation and therefore the one preempted.
+    j = d.job
+    return (-j.priority, -TIER_ORDER[j.tier], j.submitted_at, j.key)
+
+
 def _segments(desires: Sequence[_Desire]) -> dict[str, list[Segment]]:
     """Each role's demand in priority order: deadline needs (protected), then every job's
     master and minimum, then per priority level the running workers, then new ones."""
     by_role: dict[str, list[_Desire]] = {}
     for d in desires:
+        d.emitted = 0
         by_role.setdefault(d.job.role, []).append(d)
     out: dict[str, list[Segment]] = {}
     for role, ds in by_role.items():
-        # Preferred before preemptible at equal priority, so the preemptible job is the one
-        # left over its fair allocation and therefore the one preempted.
-        ds.sort(key=lambda d: (-d.job.priority, -TIER_ORDER[d.job.tier], d.job.submitted_at,
-                               d.job.key))
+        ds.sort(key=_order)
         segs: list[Segment] = []
-        emitted: dict[str, int] = {}
-        sla = sorted((d for d in ds if d.need), key=lambda d: (d.job.deadline, d.job.key))
-        for d in sla:
-            j = d.job
-            if not j.master_resources.is_empty():
-                segs.append(Segment(j.key, j.master_resources, 1, protected=True))
-            _add_workers(segs, emitted, d, min(d.need or 0, d.demand), protected=True)
+        sla = [d for d in ds if d.need]
+        if sla:
+            sla.sort(key=lambda d: (d.job.deadline, d.job.key))
+            for d in sla:
+                if d.has_master:
+                    segs.append(Segment(d.job.key, d.job.master_resources, 1, True))
+                _add_workers(segs, d, min(d.need or 0, d.demand), True)
         for d in ds:
-            j = d.job
-            if j.key in emitted:
+            if d.need:
                 continue
-            if not j.master_resources.is_empty():
-                segs.append(Segment(j.key, j.master_resources, 1))
-            _add_workers(segs, emitted, d, min(j.min_workers, d.demand), protected=False)
+            if d.has_master:
+                segs.append(Segment(d.job.key, d.job.master_resources, 1, False))
+            _add_workers(segs, d, min(d.job.min_workers, d.demand), False)
         # At each priority level, workers that already run come before new ones, so
         # equal-priority jobs keep what they have instead of one growing by preempting
         # another (churn that loses work for nothing).
-        i = 0
-        while i < len(ds):
-            k = i
-            while k < len(ds) and ds[k].job.priority == ds[i].job.priority:
+        i, n = 0, len(ds)
+        while i < n:
+            prio, k = ds[i].job.priority, i
+            while k < n and ds[k].job.priority == prio:
                 k += 1
-            for d in ds[i:k]:
-                keep = min(d.demand, d.job.running) - emitted[d.job.key]
-                _add_workers(segs, emitted, d, keep, protected=False)
-            for d in ds[i:k]:
-                _add_workers(segs, emitted, d, d.demand - emitted[d.job.key], protected=False)
+            level = ds[i:k]
+            for d in level:
+                _add_workers(segs, d, min(d.demand, d.running) - d.emitted, False)
+            for d in level:
+                _add_workers(segs, d, d.demand - d.emitted, False)
             i = k
         out[role] = segs
     return out
 
 
-def _add_workers(
-    segs: list[Segment], emitted: dict[str, int], d: _Desire, n: int, protected: bool,
-) -> None:
+def _add_workers(segs: list[Segment], d: _Desire, n: int, protected: bool) -> None:
     """Append ``n`` more worker units of ``d``: running ones at their reservation, new
     ones at the right-sized reservation they will be launched with."""
-    j = d.job
-    done = emitted.get(j.key, 0)
-    emitted[j.key] = done + max(0, n)
     if n <= 0:
         return
-    old = max(0, min(n, j.running - done))
-    if old:
-        segs.append(Segment(j.key, j.worker_resources, old, protected))
-    if n - old:
-        segs.append(Segment(j.key, d.new_size, n - old, protected))
+    done = d.emitted
+    d.emitted = done + n
+    old = d.running - done
+    if old >= n:
+        segs.append(Segment(d.job.key, d.job.worker_resources, n, protected))
+        return
+    if old > 0:
+        segs.append(Segment(d.job.key, d.job.worker_resources, old, protected))
+    else:
+        old = 0
+    segs.append(Segment(d.job.key, d.new_size, n - old, protected))
 
 
 def _granted_workers(d: _Desire, ra: RoleAllocation) -> int:
@@ -406,7 +418,7 @@ def _wshare(v: Sequence[float], cap: Sequence[float], pol: RolePolicy) -> float:
 # ---------------------------------------------------------------- step 5: targets
 
 def _target(
-    d: _Desire, ra: RoleAllocation, cap: Resources, victims: set[str], now: float,
+    d: _Desire, ra: RoleAllocation, cap: Vec, victims: set[str], now: float,
     cfg: PolicyConfig, roles: Mapping[str, RolePolicy], room: list[float] | None,
 ) -> Target:
     """The job's final target. ``room`` (mutated) is what its role may still hold under
@@ -422,9 +434,10 @@ def _target(
         limit = roles.get(j.role, DEFAULT_ROLE).limit
         detail = (f"granted {granted} of {d.demand} wanted: role {j.role} "
                   + (f"at its limit {_fmt(limit)}" if why == "quota" else "at its fair share"))
-    if j.running > granted:
-        load_excess = max(0, j.running - d.demand)
-        share_excess = j.running - load_excess - granted
+    running = d.running
+    if running > granted:
+        load_excess = max(0, running - d.demand)
+        share_excess = running - load_excess - granted
         kept = max(0, share_excess - len(victims))
         if kept and room is not None:
             # A hard limit is never exceeded: over-limit workers retire like load excess.
@@ -444,10 +457,20 @@ def _target(
         remaining_work = j.remaining_work if j.remaining_work is not None else j.backlog
         risk = miss_reason(remaining_work, j.throughput_per_worker, workers, d.need,
                            j.deadline, now, ra.stopped_by or "capacity")
-    size = d.new_size
-    w, m = vec(j.worker_resources), vec(j.master_resources)
-    share = _wshare([w[i] * workers + m[i] for i in range(4)], vec(cap), DEFAULT_ROLE)
-    return Target(j.key, workers, reason, detail, share, ra.share, risk, retire, size)
+    return Target(j.key, workers, reason, detail,
+                  _job_share(j.worker_resources, j.master_resources, workers, cap), ra.share,
+                  risk, retire, d.new_size)
+
+
+def _job_share(w: Resources, m: Resources, n: int, cap: Vec) -> float:
+    """Dominant share of ``n`` workers of size ``w`` plus a master ``m``, inline because
+    it runs for every job every pass."""
+    s = 0.0
+    for x, c in ((w.cpus * n + m.cpus, cap[0]), (w.mem * n + m.mem, cap[1]),
+                 (w.disk * n + m.disk, cap[2]), (w.gpus * n + m.gpus, cap[3])):
+        if c > 0 and x / c > s:
+            s = x / c
+    return s
 
 
 def _units_in(room: Sequence[float], unit: Sequence[float], most: int) -> int:
