@@ -1,0 +1,129 @@
+"""Fault injection with real processes: spot reclaim, notice, drain, revocation, QoS kill."""
+
+from __future__ import annotations
+
+import asyncio
+
+from corral.localmesos import LocalMesos
+from tests.localmesos.helpers import (
+    async_test,
+    cluster,
+    command_task,
+    executor_task,
+    leftover_processes,
+    scheduler,
+)
+
+
+def _pgids(lm: LocalMesos, agent_id: str) -> set[int]:
+    return set(lm.master.agents[agent_id].agent.seen_pids)
+
+
+@async_test
+async def test_terminate_at_once_is_noticed_after_health_timeout() -> None:
+    async with cluster(agents=0) as lm:
+        for caps, state in (((), "TASK_LOST"), (("PARTITION_AWARE",), "TASK_UNREACHABLE")):
+            await lm.add_agent()
+            async with scheduler(lm, *caps) as s:
+                o = (await s.offers())[0]
+                aid = o["agent_id"]["value"]
+                await s.launch(o, [command_task(o, "t", "sleep 30", cpus=1)], refuse=0)
+                await s.until("t", "TASK_RUNNING")
+                other = (await s.offers())[0]          # the rest of the agent, outstanding
+                await lm.terminate_agent(aid)
+                assert not leftover_processes(_pgids(lm, aid))   # SIGKILLed at once
+                assert lm.master.agents[aid].state == "registered"   # not noticed yet
+                st = await s.update("t", state, timeout=5)
+                assert st["reason"] == "REASON_AGENT_REMOVED" and "uuid" not in st
+                assert st["source"] == "SOURCE_MASTER"
+                fail = await s.next("FAILURE")
+                assert fail["failure"] == {"agent_id": {"value": aid}}
+                resc = await s.next("RESCIND")
+                assert resc["rescind"]["offer_id"] == other["id"]
+                await s.call({"type": "TEARDOWN"})
+
+
+@async_test
+async def test_terminate_with_notice_sends_unavailability_and_inverse_offers() -> None:
+    async with cluster(agents=2) as lm, scheduler(lm, "PARTITION_AWARE") as s:
+        offers = await s.offers()
+        o = offers[0]
+        aid = o["agent_id"]["value"]
+        await s.launch(o, [command_task(o, "t", "sleep 30")], refuse=0)
+        await s.until("t", "TASK_RUNNING")
+        await lm.terminate_agent(f"agent-{lm.master.agents[aid].agent.index}", notice=0.6)
+        inv = (await s.next("INVERSE_OFFERS"))["inverse_offers"]["inverse_offers"][0]
+        assert inv["agent_id"] == {"value": aid} and inv["resources"] == []
+        assert inv["unavailability"]["duration"] == {"nanoseconds": 600_000_000}
+        # Re-made offers from that agent carry the unavailability.
+        offer = await s.next("OFFERS", where=lambda e: any(
+            x["agent_id"]["value"] == aid for x in e["offers"]["offers"]))
+        remade = next(x for x in offer["offers"]["offers"] if x["agent_id"]["value"] == aid)
+        assert "unavailability" in remade
+        assert await s.call({"type": "ACCEPT_INVERSE_OFFERS", "accept_inverse_offers": {
+            "inverse_offer_ids": [inv["id"]]}}) == (202, "")
+        # Then the hard kill at the deadline, noticed after the health timeout.
+        st = await s.update("t", "TASK_UNREACHABLE", timeout=5)
+        assert st["reason"] == "REASON_AGENT_REMOVED"
+
+
+@async_test
+async def test_drain_kills_tasks_with_agent_draining_and_stops_offers() -> None:
+    async with cluster(agents=1) as lm, scheduler(lm) as s:
+        o = (await s.offers())[0]
+        await s.launch(o, [command_task(o, "c", "sleep 30"),
+                           executor_task(o, "e", "ex")], refuse=0)
+        await s.until("c", "TASK_RUNNING")
+        await s.until("e", "TASK_RUNNING")
+        await lm.drain(o["agent_id"]["value"], grace=0.2)
+        for tid in ("c", "e"):
+            st = await s.until(tid, "TASK_KILLED")
+            assert st["reason"] == "REASON_AGENT_DRAINING", tid
+        n = sum(e["type"] == "OFFERS" for e in s.all_events)
+        await s.call({"type": "REVIVE"})
+        await asyncio.sleep(0.3)
+        assert sum(e["type"] == "OFFERS" for e in s.all_events) == n
+        await s.call({"type": "SHUTDOWN", "shutdown": {"executor_id": {"value": "ex"},
+                                                       "agent_id": o["agent_id"]}})
+
+
+@async_test
+async def test_revocable_offers_shrink_and_qos_kill() -> None:
+    async with cluster(agents=1) as lm:
+        aid = lm.agent_ids[0]
+        await lm.set_revocable(aid, cpus=2, mem=512)
+        async with scheduler(lm) as plain:
+            o = (await plain.offers())[0]
+            assert not any("revocable" in r for r in o["resources"])
+            await plain.call({"type": "TEARDOWN"})
+        async with scheduler(lm, "REVOCABLE_RESOURCES", "PARTITION_AWARE") as s:
+            o = (await s.offers())[0]
+            rev = [r for r in o["resources"] if "revocable" in r]
+            assert {r["name"]: r["scalar"]["value"] for r in rev} == {"cpus": 2.0, "mem": 512.0}
+            assert all(r["revocable"] == {} for r in rev)
+            await lm.set_revocable(aid, cpus=1, mem=256)     # shrink: rescind
+            resc = await s.next("RESCIND")
+            assert resc["rescind"]["offer_id"] == o["id"]
+            o = (await s.offers())[0]
+            task = command_task(o, "r", "sleep 30")
+            task["resources"] = [{"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.5},
+                                  "revocable": {}}]
+            await s.launch(o, [task], refuse=0)
+            await s.until("r", "TASK_RUNNING")
+            killed = await lm.qos_kill(aid)
+            assert killed == [(s.framework_id, "r")]
+            st = await s.until("r", "TASK_GONE")
+            assert st["reason"] == "REASON_CONTAINER_PREEMPTED"
+            assert await lm.wait_for(lambda: not lm.master.agents[aid].agent.pids)
+
+
+@async_test
+async def test_add_agent_at_run_time() -> None:
+    async with cluster(agents=0) as lm, scheduler(lm) as s:
+        aid = await lm.add_agent(cpus=1, mem=256, attributes="zone:b", spot=True)
+        o = (await s.offers())[0]
+        assert o["agent_id"]["value"] == aid
+        attrs = {a["name"]: a.get("text", a.get("scalar")) for a in o["attributes"]}
+        assert attrs["zone"] == {"value": "b"} and attrs["market"] == {"value": "spot"}
+        assert attrs["spot"] == {"value": "true"}
+        assert next(r for r in o["resources"] if r["name"] == "cpus")["scalar"]["value"] == 1.0
