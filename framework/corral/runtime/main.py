@@ -5,6 +5,10 @@ SIGINT/SIGTERM. When ready it prints one line, ``corral scheduler API at HOST:PO
 so scripts (and ``corral demo``) can find a port chosen with ``--api 127.0.0.1:0``.
 Stopping a scheduler does not tear the framework down: its tasks keep running and a
 restarted scheduler (same framework id, within the failover timeout) adopts them.
+
+With ``--zk zk://host:port[,host:port]/root`` it runs as one of several replicas
+(``runtime.replica``): the elected leader subscribes and acts, the others answer the API
+with the leader's address. SIGTERM on the leader hands leadership over at once.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 
 from corral.runtime.service import RuntimeConfig, SchedulerService, default_executor_command
@@ -47,8 +52,74 @@ def build_parser(prog: str = "corral scheduler") -> argparse.ArgumentParser:
         "--executor-command", default=None,
         help=f"command agents run as Corral's executor (default: {default_executor_command()})",
     )
+    p.add_argument(
+        "--zk", default=os.environ.get("CORRAL_ZK"),
+        help="run as an HA replica: ZooKeeper ensemble and root, "
+             "zk://host:port[,host:port]/corral (env CORRAL_ZK; default: single replica)",
+    )
+    p.add_argument(
+        "--identity", default=None,
+        help="this replica's unique name among the replicas (default HOSTNAME-APIPORT)",
+    )
+    p.add_argument(
+        "--zk-session-timeout", type=float, default=10.0,
+        help="ZooKeeper session timeout in seconds: how long a dead leader goes unnoticed "
+             "(default %(default)s)",
+    )
+    p.add_argument(
+        "--zk-connect-timeout", type=float, default=30.0,
+        help="seconds to keep retrying ZooKeeper at start-up (default %(default)s)",
+    )
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return p
+
+
+def _advertised(api: str, port: int) -> str:
+    host = api.rsplit(":", 1)[0]
+    if host in ("", "0.0.0.0", "[::]", "::"):
+        host = socket.getfqdn()
+    return f"{host}:{port}"
+
+
+async def serve_replica(args: argparse.Namespace, config: RuntimeConfig) -> int:
+    """HA mode: serve the API at once (followers redirect), contend for leadership."""
+    from corral.api.server import start_api_server
+    from corral.runtime.replica import Replica
+    from corral.store import DuplicateIdentity, StoreError, ZooKeeperUnavailable, parse_zk_url
+
+    try:
+        parse_zk_url(args.zk)
+    except ValueError as exc:
+        print(f"corral scheduler: bad --zk: {exc}", file=sys.stderr)
+        return 2
+    replica = Replica(config, args.zk, "", session_timeout=args.zk_session_timeout,
+                      connect_within=args.zk_connect_timeout)
+    try:
+        server, port = await start_api_server(replica, args.api)
+    except Exception as exc:
+        print(f"corral scheduler: cannot serve the API on {args.api}: {exc}", file=sys.stderr)
+        return 2
+    replica.api_address = _advertised(args.api, port)
+    replica.identity = args.identity or f"{socket.gethostname()}-{port}"
+    log.info("connecting to ZooKeeper at %s as replica %s", args.zk, replica.identity)
+    try:
+        await replica.start()
+    except (ZooKeeperUnavailable, DuplicateIdentity, StoreError, ValueError) as exc:
+        print(f"corral scheduler: {exc}", file=sys.stderr)
+        await server.stop(grace=0)
+        return 2
+    print(f"corral scheduler API at {replica.api_address}", flush=True)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping: handing leadership over")
+    # Stop acting and resign first, so the next replica can take over while we close.
+    await replica.stop()
+    await server.stop(grace=0.5)
+    return 0
 
 
 async def serve(args: argparse.Namespace) -> int:
@@ -62,6 +133,8 @@ async def serve(args: argparse.Namespace) -> int:
         config.user = args.user
     if args.executor_command:
         config.executor_command = args.executor_command
+    if args.zk:
+        return await serve_replica(args, config)
     service = SchedulerService(config)
     try:
         server, port = await start_api_server(service, args.api)

@@ -22,7 +22,7 @@ from corral.store.errors import (
     StoreError,
     ZooKeeperUnavailable,
 )
-from corral.store.records import JobRecord, StoredJob, StoredState, TaskRecord
+from corral.store.records import JobRecord, SlotRecord, StoredJob, StoredState, TaskRecord
 from corral.store.state import Batch, StateStore, WriteStats
 from corral.store.zkurl import ZkAddress, parse_zk_url
 
@@ -37,6 +37,7 @@ __all__ = [
     "LeaderElection",
     "LeaderInfo",
     "LeadershipEvent",
+    "SlotRecord",
     "StateCorrupt",
     "StateStore",
     "StoreError",

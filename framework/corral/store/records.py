@@ -34,6 +34,20 @@ class TaskRecord:
     agent_id: str
     slot: str  # "master" or "worker-<n>"
     attempt: int = 0
+    # Where it runs, so a new leader can tell workers the master's address again before any
+    # offer from that agent arrives. Optional: stored only when known.
+    hostname: str = ""
+    ports: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SlotRecord:
+    """Per-slot counters a new leader must continue: attempts so far (task ids are never
+    reused), failures counted against the restart limit, and whether a worker is done."""
+
+    attempts: int = 0
+    failures: int = 0
+    completed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +58,13 @@ class JobRecord:
     desired_workers: int
     state: JobState = JobState.PENDING
     request_id: str = ""
+    # Optional runtime detail (absent from documents written before it existed):
+    killing: bool = False  # a kill was requested and some task may still run
+    slots: Mapping[str, SlotRecord] = field(default_factory=dict)  # slot label -> counters
+    submitted_at: float = 0.0
+    finished_at: float | None = None
+    message: str = ""
+    target_reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +78,12 @@ class StoredJob:
     request_id: str
     tasks: Mapping[str, TaskRecord] = field(default_factory=dict)
     progress: Mapping[str, int] = field(default_factory=dict)
+    full_record: JobRecord | None = None  # the whole record as loaded (with the detail)
 
     @property
     def record(self) -> JobRecord:
+        if self.full_record is not None:
+            return self.full_record
         return JobRecord(self.spec, self.desired_workers, self.state, self.request_id)
 
 
@@ -122,7 +146,7 @@ def decode_framework_id(path: str, data: bytes) -> str:
 # -- job records ----------------------------------------------------------------------
 
 def encode_job(key: str, record: JobRecord, gen: int, shards: int) -> bytes:
-    return _dumps({
+    doc: dict[str, Any] = {
         "format": FORMAT,
         "key": key,
         "spec": spec_to_dict(record.spec),
@@ -130,7 +154,43 @@ def encode_job(key: str, record: JobRecord, gen: int, shards: int) -> bytes:
         "state": record.state.value,
         "request_id": record.request_id,
         "tasks": {"gen": gen, "shards": shards},
-    })
+    }
+    # The optional detail is written only when set, so plain records stay as they were.
+    if record.killing:
+        doc["killing"] = True
+    if record.slots:
+        doc["slots"] = {label: [s.attempts, s.failures, int(s.completed)]
+                        for label, s in sorted(record.slots.items())}
+    if record.submitted_at:
+        doc["submitted_at"] = record.submitted_at
+    if record.finished_at is not None:
+        doc["finished_at"] = record.finished_at
+    if record.message:
+        doc["message"] = record.message
+    if record.target_reason:
+        doc["target_reason"] = record.target_reason
+    return _dumps(doc)
+
+
+def _decode_slots(path: str, raw: Any) -> dict[str, SlotRecord]:
+    if not isinstance(raw, dict):
+        raise StateCorrupt(path, "field 'slots' must be an object")
+    out: dict[str, SlotRecord] = {}
+    for label, v in raw.items():
+        ok = (isinstance(v, list) and len(v) == 3
+              and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v)
+              and v[2] in (0, 1))
+        if not ok:
+            raise StateCorrupt(path, f"slot {label!r}: expected [attempts, failures, 0|1]")
+        out[label] = SlotRecord(v[0], v[1], bool(v[2]))
+    return out
+
+
+def _optional(path: str, doc: Mapping[str, Any], name: str, kind: type | tuple[type, ...],
+              default: Any) -> Any:
+    if name not in doc or doc[name] is None:
+        return default
+    return _field(path, doc, name, kind)
 
 
 def decode_job(path: str, key: str, data: bytes) -> tuple[JobRecord, int, int]:
@@ -153,7 +213,17 @@ def decode_job(path: str, key: str, data: bytes) -> tuple[JobRecord, int, int]:
     request_id = _field(path, doc, "request_id", str)
     ptr = _field(path, doc, "tasks", dict)
     gen, shards = _nonnegative(path, ptr, "gen"), _nonnegative(path, ptr, "shards")
-    return JobRecord(spec, desired, state, request_id), gen, shards
+    killing = _optional(path, doc, "killing", bool, False)
+    slots = _decode_slots(path, doc["slots"]) if "slots" in doc else {}
+    submitted = float(_optional(path, doc, "submitted_at", (int, float), 0.0))
+    finished = _optional(path, doc, "finished_at", (int, float), None)
+    message = _optional(path, doc, "message", str, "")
+    reason = _optional(path, doc, "target_reason", str, "")
+    record = JobRecord(spec, desired, state, request_id, killing=killing, slots=slots,
+                       submitted_at=submitted,
+                       finished_at=float(finished) if finished is not None else None,
+                       message=message, target_reason=reason)
+    return record, gen, shards
 
 
 # -- progress markers -----------------------------------------------------------------
@@ -173,7 +243,11 @@ def decode_progress(path: str, data: bytes) -> dict[str, int]:
 # -- task shards ----------------------------------------------------------------------
 
 def _task_json(task_id: str, t: TaskRecord) -> str:
-    entry = {"agent_id": t.agent_id, "attempt": t.attempt, "slot": t.slot}
+    entry: dict[str, Any] = {"agent_id": t.agent_id, "attempt": t.attempt, "slot": t.slot}
+    if t.hostname:
+        entry["host"] = t.hostname
+    if t.ports:
+        entry["ports"] = list(t.ports)
     return json.dumps(task_id) + ":" + json.dumps(entry, separators=(",", ":"), sort_keys=True)
 
 
@@ -210,7 +284,12 @@ def decode_shard(path: str, data: bytes) -> dict[str, TaskRecord]:
             raise StateCorrupt(path, f"{where}: agent_id and slot must be strings")
         if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 0:
             raise StateCorrupt(path, f"{where}: attempt must be a non-negative integer")
-        out[task_id] = TaskRecord(agent_id=agent, slot=slot, attempt=attempt)
+        host, ports = entry.get("host", ""), entry.get("ports", [])
+        if not isinstance(host, str) or not isinstance(ports, list) or not all(
+                isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in ports):
+            raise StateCorrupt(path, f"{where}: host must be a string, ports a list of ports")
+        out[task_id] = TaskRecord(agent_id=agent, slot=slot, attempt=attempt, hostname=host,
+                                  ports=tuple(ports))
     return out
 
 

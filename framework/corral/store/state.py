@@ -344,7 +344,7 @@ class StateStore:
                                               "shard")
                 tasks.update(part)
             jobs[key] = StoredJob(key, record.spec, record.desired_workers, record.state,
-                                  record.request_id, tasks, progress)
+                                  record.request_id, tasks, progress, full_record=record)
             known[key] = _Known(record, gen, shards, tasks, progress)
             self._children[key] = children
         self._children = {k: self._children[k] for k in known}
