@@ -30,7 +30,8 @@ async def run(n_agents: int, n_tasks: int, per_offer: int) -> None:
     url = lm.master_url + "/api/v1/scheduler"
     hdr = {"Content-Type": "application/json"}
     per_sec: dict[str, Counter[int]] = {k: Counter() for k in ("offers", "launches", "updates")}
-    launched = finished = 0
+    launched = 0
+    done: set[str] = set()
     t0 = time.monotonic()
     try:
         sub = await session.post(url, data=json.dumps({"type": "SUBSCRIBE", "subscribe": {
@@ -82,8 +83,8 @@ async def run(n_agents: int, n_tasks: int, per_offer: int) -> None:
                             "uuid": st["uuid"]}})
                     if st["state"] in ("TASK_FINISHED", "TASK_FAILED", "TASK_ERROR",
                                        "TASK_LOST"):
-                        finished += 1
-            if finished >= n_tasks:
+                        done.add(st["task_id"]["value"])
+            if len(done) >= n_tasks:
                 break
         wall = time.monotonic() - t0
         await asyncio.gather(*pending, return_exceptions=True)
@@ -92,7 +93,7 @@ async def run(n_agents: int, n_tasks: int, per_offer: int) -> None:
         await session.close()
         await lm.stop()
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"agents={n_agents} tasks={n_tasks} finished={finished} wall={wall:.1f}s")
+    print(f"agents={n_agents} tasks={n_tasks} finished={len(done)} wall={wall:.1f}s")
     for k, c in per_sec.items():
         total = sum(c.values())
         print(f"{k:9s} total={total:6d} sustained={total / wall:8.1f}/s "
