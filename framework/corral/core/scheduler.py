@@ -28,6 +28,7 @@ from typing import Any
 
 from corral.core import effects as fx
 from corral.core import events as ev
+from corral.core.elastic import MANUAL_REASON, Elastic
 from corral.core.job_state import JobInput, JobPhase, job_transition, public_state
 from corral.core.model import JobSpec, TaskKey, TaskKind, TaskTemplate, parse_task_id, task_id_for
 from corral.core.placement import JobFacts, PendingTask, PlacementFacts, Plan, place
@@ -121,6 +122,9 @@ class JobRecord:
     def active(self) -> bool:
         return self.phase in (JobPhase.PENDING, JobPhase.RUNNING)
 
+    def view_progress(self) -> Progress:
+        return _job_progress(self)
+
     def wants(self, key: TaskKey) -> bool:
         """Whether the job still wants a task in this slot."""
         if not self.active():
@@ -160,7 +164,9 @@ class Scheduler:
         self, *, executor_overhead: Resources = ZERO, refuse_short: float = 5.0,
         refuse_long: float = 30.0, reconcile_interval: float = 600.0,
         kill_retry_seconds: float = 30.0, notes_limit: int = 1000,
+        elastic: Elastic | None = None,
     ) -> None:
+        self.elastic = elastic
         self.executor_overhead = executor_overhead
         self.refuse_short = refuse_short
         self.refuse_long = refuse_long
@@ -327,7 +333,14 @@ class Scheduler:
         except (NotFound, Conflict) as err:
             self._note(f"scale ignored: {err}")
             return
-        self._set_target(self.jobs[e.key], e.workers, "scaled by request")
+        self._set_target(self.jobs[e.key], e.workers, MANUAL_REASON)
+
+    def _set_target_of(self, key: str, workers: int, reason: str) -> None:
+        self._set_target(self.jobs[key], workers, reason)
+
+    def lost_agents(self) -> frozenset[str]:
+        """Agents Mesos reported lost and that have not offered since."""
+        return frozenset(self._lost_agents)
 
     def _set_target(self, job: JobRecord, workers: int, reason: str) -> None:
         workers = max(job.spec.workers.min, min(job.spec.workers.max, workers))
@@ -361,6 +374,8 @@ class Scheduler:
 
     def _on_tick(self, e: ev.Tick) -> None:
         now = self._now
+        if self.elastic is not None:
+            self.elastic.step(self, now, self._set_target_of)
         if (self._last_reconcile is not None
                 and now - self._last_reconcile >= self.reconcile_interval):
             self._out.append(fx.Reconcile(()))
@@ -392,6 +407,8 @@ class Scheduler:
     # ------------------------------------------------------------------ offers
 
     def _on_offers(self, e: ev.OffersReceived) -> None:
+        if self.elastic is not None:
+            self.elastic.observe_offers(e.offers)
         for o in e.offers:
             self._agent_attrs[o.agent_id] = dict(o.attributes)
             self._agent_hosts[o.agent_id] = o.hostname

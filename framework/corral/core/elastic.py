@@ -1,0 +1,152 @@
+"""Elastic targets in the running scheduler: the policy pass, fed from the core's state.
+
+``core.policy.compute_targets`` is a pure function of job demands, capacity and role
+policies. This module owns what the scheduler must remember to call it: the capacity
+Corral can use (estimated per agent from offers plus what our own tasks hold there —
+a framework never sees a Mesos cluster's total), each job's measured throughput (from
+the progress its master reports through the SDK), and the policy's own state between
+passes. Every ``interval`` seconds of ``now`` it runs one pass and applies the targets
+through ``Scheduler.set_target_workers`` with a reason a user can read in
+``corral status``: what bound the target (load, deadline, share, quota, min, max) and
+the job's fair share.
+
+A job scaled by hand (``corral scale``) is pinned: the policy leaves its target alone.
+Like the scheduler it is deterministic: no clock, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from corral.core.fairness import RolePolicy
+from corral.core.model import Offer, TaskKind
+from corral.core.policy import JobDemand, PolicyConfig, PolicyState, compute_targets
+from corral.core.resources import ZERO, Resources
+from corral.core.scaling import WorkerState
+
+if TYPE_CHECKING:
+    from corral.core.scheduler import JobRecord, Scheduler
+
+MANUAL_REASON = "scaled by request"
+
+
+@dataclass(slots=True)
+class _Rate:
+    """Exponentially smoothed work units per second of one job."""
+
+    t: float
+    done: int
+    per_second: float = 0.0
+    measured: bool = False
+
+
+@dataclass(slots=True)
+class Elastic:
+    """The policy loop's memory; call ``observe_offers`` and ``step`` from the core."""
+
+    roles: Mapping[str, RolePolicy] = field(default_factory=dict)
+    config: PolicyConfig = field(default_factory=PolicyConfig)
+    interval: float = 5.0
+    smoothing: float = 0.5
+    state: PolicyState = field(default_factory=PolicyState)
+    _offered: dict[str, tuple[Resources, Resources]] = field(default_factory=dict)
+    _rates: dict[str, _Rate] = field(default_factory=dict)
+    _last_pass: float | None = None
+    last_shares: dict[str, float] = field(default_factory=dict)
+
+    # ------------------------------------------------------------ observations
+
+    def observe_offers(self, offers: Sequence[Offer]) -> None:
+        """Remember what each agent offers now (non-revocable, revocable)."""
+        by_agent: dict[str, tuple[Resources, Resources]] = {}
+        for o in offers:
+            res, rev = by_agent.get(o.agent_id, (ZERO, ZERO))
+            by_agent[o.agent_id] = (res + o.resources, rev + o.revocable)
+        self._offered.update(by_agent)
+
+    def capacity(self, sched: Scheduler) -> tuple[Resources, Resources]:
+        """(non-revocable, revocable) capacity: last offers plus what our tasks hold."""
+        held: dict[str, tuple[Resources, Resources]] = {}
+        for job in sched.jobs.values():
+            for slot in (job.master, *job.workers.values()):
+                att = slot.current
+                if att is None or att.agent_id is None or not att.state.live:
+                    continue
+                tmpl = job.spec.master if slot.key.kind is TaskKind.MASTER \
+                    else job.spec.workers.template
+                res, rev = held.get(att.agent_id, (ZERO, ZERO))
+                if att.revocable:
+                    rev = rev + tmpl.resources
+                else:
+                    res = res + tmpl.resources
+                held[att.agent_id] = (res, rev)
+        total, total_rev = ZERO, ZERO
+        lost = sched.lost_agents()
+        for agent in set(self._offered) | set(held):
+            if agent in lost:
+                continue
+            o_res, o_rev = self._offered.get(agent, (ZERO, ZERO))
+            h_res, h_rev = held.get(agent, (ZERO, ZERO))
+            total, total_rev = total + o_res + h_res, total_rev + o_rev + h_rev
+        return total, total_rev
+
+    def _throughput(self, key: str, done: int, workers: int, now: float) -> float:
+        rate = self._rates.get(key)
+        if rate is None or done < rate.done:
+            self._rates[key] = _Rate(now, done)
+            return 0.0
+        dt = now - rate.t
+        if dt > 0 and done > rate.done:
+            sample = (done - rate.done) / dt
+            rate.per_second = sample if not rate.measured else (
+                self.smoothing * sample + (1 - self.smoothing) * rate.per_second)
+            rate.measured = True
+            rate.t, rate.done = now, done
+        return rate.per_second / workers if rate.measured and workers > 0 else 0.0
+
+    # ------------------------------------------------------------ the pass
+
+    def _demand(self, job: JobRecord, now: float) -> JobDemand:
+        workers = []
+        for index, slot in sorted(job.workers.items()):
+            att = slot.current
+            if att is None or not att.state.live:
+                continue
+            age = None if slot.checkpoint is None else max(0.0, now - slot.checkpoint[2])
+            workers.append(WorkerState(att.task_id, index, checkpoint_age_s=age))
+        progress = job.view_progress()
+        throughput = self._throughput(job.key, progress.done, len(workers), now)
+        backlog = float(progress.backlog or max(0, progress.total - progress.done))
+        return JobDemand.from_spec(
+            job.spec, job.submitted_at, workers=tuple(workers), backlog=backlog,
+            throughput_per_worker=throughput,
+        )
+
+    def step(self, sched: Scheduler, now: float,
+             apply: Callable[[str, int, str], None]) -> None:
+        """One policy pass if ``interval`` has passed: ``apply(job, workers, reason)``
+        for every job the policy sizes (the scheduler's own target setter)."""
+        if self._last_pass is not None and now - self._last_pass < self.interval:
+            return
+        self._last_pass = now
+        jobs = [j for j in sched.jobs.values() if j.active()]
+        for key in [k for k in self._rates if k not in sched.jobs]:
+            del self._rates[key]
+        capacity, revocable = self.capacity(sched)
+        if not jobs or capacity.is_empty():
+            return  # nothing to size, or no offer seen yet: keep today's targets
+        demands = [self._demand(j, now) for j in jobs]
+        result = compute_targets(demands, capacity, self.roles, self.state, now, self.config,
+                                 revocable_capacity=revocable)
+        self.state = result.state
+        self.last_shares = dict(result.role_shares)
+        for job in jobs:
+            target = result.targets.get(job.key)
+            if target is None or job.target_reason == MANUAL_REASON:
+                continue
+            reason = f"{target.reason}: {target.detail}; fair share {target.fair_share:.0%}"
+            if target.deadline_risk:
+                reason += f"; deadline at risk: {target.deadline_risk}"
+            apply(job.key, target.workers, reason)

@@ -1,0 +1,112 @@
+"""The elastic policy wired into the scheduler: targets follow measured load and carry
+their reason and fair share; a job scaled by hand is left alone."""
+
+from __future__ import annotations
+
+from corral.core import events as ev
+from corral.core.elastic import Elastic
+from corral.core.fairness import RolePolicy
+from corral.core.policy import PolicyConfig
+from corral.core.scaling import ScalingConfig
+from tests.unit.test_scheduler import KEY, Harness, launches, started
+
+FAST = PolicyConfig(scaling=ScalingConfig(target_duration_s=60.0, cooldown_up_s=0.0,
+                                          cooldown_down_s=0.0))
+
+
+def progress(h: Harness, master: str, done: int, total: int, dt: float) -> None:
+    h(ev.ExecutorMessage("S1", master, {"kind": "progress", "task_id": master, "done": done,
+                                        "total": total, "backlog": total - done,
+                                        "rerun": 0}), dt=dt)
+
+
+def run_workers(h: Harness, ws: list) -> None:
+    for t in ws:
+        h.status(t.task_id, "TASK_RUNNING")
+
+
+def test_load_grows_the_target_and_says_why() -> None:
+    h = Harness(elastic=Elastic(config=FAST, interval=5.0))
+    master, ws = started(h, workers=2, lo=1, hi=8)
+    run_workers(h, ws)
+    # 2 workers clear 1 unit/s each; 600 units left need 600 / (1 * 60) = 10 -> max 8.
+    progress(h, master, 0, 1000, dt=1)
+    h(ev.Tick(), dt=5)
+    progress(h, master, 10, 1000, dt=5)
+    h(ev.Tick(), dt=0.1)
+    progress(h, master, 400, 1000, dt=195)
+    h(ev.Tick(), dt=0.1)
+    view = h.s.view(KEY)
+    assert view.desired_workers == 8
+    assert view.target_reason.startswith("max:"), view.target_reason
+    assert "fair share" in view.target_reason
+    # New workers are placed on the next offers.
+    assert len(launches(h.offers(2))) == 6
+
+
+def test_small_backlog_shrinks_the_job_to_its_minimum() -> None:
+    h = Harness(elastic=Elastic(config=FAST, interval=5.0))
+    master, ws = started(h, workers=4, lo=1, hi=8)
+    run_workers(h, ws)
+    progress(h, master, 0, 100, dt=1)
+    h(ev.Tick(), dt=5)
+    progress(h, master, 98, 100, dt=10)
+    h(ev.Tick(), dt=0.1)
+    view = h.s.view(KEY)
+    assert view.desired_workers == 1
+    assert view.target_reason.startswith(("min:", "load:")), view.target_reason
+
+
+def test_manual_scale_pins_the_target() -> None:
+    h = Harness(elastic=Elastic(config=FAST, interval=5.0))
+    master, ws = started(h, workers=2, lo=1, hi=8)
+    run_workers(h, ws)
+    h(ev.ScaleJob(KEY, 3))
+    progress(h, master, 0, 100, dt=1)
+    h(ev.Tick(), dt=5)
+    progress(h, master, 98, 100, dt=10)
+    h(ev.Tick(), dt=6)
+    view = h.s.view(KEY)
+    assert view.desired_workers == 3 and view.target_reason == "scaled by request"
+
+
+def test_no_offers_seen_means_no_pass() -> None:
+    el = Elastic(config=FAST, interval=5.0)
+    h = Harness(elastic=el)
+    h(ev.Subscribed("fw-1"))
+    from tests.unit.test_scheduler import make_spec
+
+    h(ev.SubmitJob(make_spec(2), "req-1"))
+    h(ev.Tick(), dt=10)
+    view = h.s.view(KEY)
+    assert view.desired_workers == 2 and view.target_reason == "initial"
+    assert el.capacity(h.s)[0].is_empty()
+
+
+def test_capacity_counts_offers_and_our_tasks_but_not_lost_agents() -> None:
+    el = Elastic(config=FAST, interval=5.0)
+    h = Harness(elastic=el)
+    started(h, workers=2)  # master on S1 (1 cpu), then workers on S1 (2 cpus)
+    h.offers(2, cpus=4)
+    total, _ = el.capacity(h.s)
+    # S1 offered 8 cpus in its last offer and holds 3 of ours; S2 offers 4.
+    assert total.cpus == 8 + 3 + 4
+    h(ev.AgentLost("S2"))
+    assert el.capacity(h.s)[0].cpus == 8 + 3
+
+
+def test_quota_limits_the_target() -> None:
+    from corral.core.resources import Resources
+
+    roles = {"ml": RolePolicy(weight=1.0, limit=Resources(cpus=4, mem=1e9, disk=1e9, gpus=1e9))}
+    h = Harness(elastic=Elastic(roles=roles, config=FAST, interval=5.0))
+    master, ws = started(h, workers=2, lo=1, hi=8)
+    run_workers(h, ws)
+    progress(h, master, 0, 10_000, dt=1)
+    h(ev.Tick(), dt=5)
+    progress(h, master, 100, 10_000, dt=50)
+    h(ev.Tick(), dt=0.1)
+    view = h.s.view(KEY)
+    # 4 cpus: the master (1) and three 1-cpu workers.
+    assert view.desired_workers == 3, view.target_reason
+    assert view.target_reason.startswith("quota:")
