@@ -32,6 +32,7 @@ async def run(n_agents: int, n_tasks: int, per_offer: int) -> None:
     per_sec: dict[str, Counter[int]] = {k: Counter() for k in ("offers", "launches", "updates")}
     launched = 0
     done: set[str] = set()
+    errors = 0
     t0 = time.monotonic()
     try:
         sub = await session.post(url, data=json.dumps({"type": "SUBSCRIBE", "subscribe": {
@@ -60,7 +61,12 @@ async def run(n_agents: int, n_tasks: int, per_offer: int) -> None:
                 elif ev["type"] == "OFFERS":
                     for o in ev["offers"]["offers"]:
                         per_sec["offers"][sec] += 1
-                        k = min(per_offer, n_tasks - launched)
+                        cpus = sum(r["scalar"]["value"] for r in o["resources"]
+                                   if r["name"] == "cpus")
+                        mem = sum(r["scalar"]["value"] for r in o["resources"]
+                                  if r["name"] == "mem")
+                        fit = int(min(cpus / 0.1 + 1e-6, mem / 32 + 1e-6))
+                        k = max(0, min(per_offer, n_tasks - launched, fit))
                         tasks = [{"name": "b", "task_id": {"value": f"t{launched + i}"},
                                   "agent_id": o["agent_id"], "command": {"value": "true"},
                                   "resources": [{"name": "cpus", "type": "SCALAR",
@@ -81,6 +87,8 @@ async def run(n_agents: int, n_tasks: int, per_offer: int) -> None:
                         spawn({"type": "ACKNOWLEDGE", "acknowledge": {
                             "agent_id": st["agent_id"], "task_id": st["task_id"],
                             "uuid": st["uuid"]}})
+                    if st["state"] in ("TASK_FAILED", "TASK_ERROR", "TASK_LOST"):
+                        errors += 1
                     if st["state"] in ("TASK_FINISHED", "TASK_FAILED", "TASK_ERROR",
                                        "TASK_LOST"):
                         done.add(st["task_id"]["value"])
@@ -93,7 +101,8 @@ async def run(n_agents: int, n_tasks: int, per_offer: int) -> None:
         await session.close()
         await lm.stop()
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"agents={n_agents} tasks={n_tasks} finished={len(done)} wall={wall:.1f}s")
+    print(f"agents={n_agents} tasks={n_tasks} terminal={len(done)} "
+          f"failed/error/lost={errors} wall={wall:.1f}s")
     for k, c in per_sec.items():
         total = sum(c.values())
         print(f"{k:9s} total={total:6d} sustained={total / wall:8.1f}/s "
