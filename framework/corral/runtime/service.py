@@ -257,9 +257,12 @@ class SchedulerService:
                 except Exception as exc:
                     # Fenced (a newer leader exists) or ZooKeeper gone for the whole retry
                     # budget: the changes are not durable, so none of them may be acted on.
-                    self._fail(cmds, f"cannot persist state ({type(exc).__name__}: {exc})")
+                    if self.acting:
+                        self._fail(cmds, f"cannot persist state ({type(exc).__name__}: {exc})")
+                    else:  # already halted (deposed meanwhile): nothing more to report
+                        self._fail(cmds, self.halt_reason)
                     return
-                if not self.acting:
+                if not self.acting:  # deposed while writing: the effects must not go out
                     self._fail(cmds, self.halt_reason)
                     return
                 if new_fid:
@@ -274,7 +277,8 @@ class SchedulerService:
                     cmd.done.set_result(None)
 
     def _fail(self, cmds: list[_Command], reason: str) -> None:
-        self._fatal(reason)
+        if self.acting:
+            self._fatal(reason)
         for cmd in cmds:
             if cmd.done and not cmd.done.done():
                 cmd.done.set_exception(NotLeader(None))
