@@ -24,8 +24,10 @@ import heapq
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from dataclasses import replace as _replace
 from typing import Any
 
+from corral.core import accounting as acct
 from corral.core import effects as fx
 from corral.core import events as ev
 from corral.core.elastic import MANUAL_REASON, Elastic
@@ -34,6 +36,7 @@ from corral.core.model import JobSpec, TaskKey, TaskKind, TaskTemplate, parse_ta
 from corral.core.placement import JobFacts, PendingTask, PlacementFacts, Plan, place
 from corral.core.placement.types import Assignment
 from corral.core.resources import ZERO, Resources
+from corral.core.spot import OverProvision, spare_workers
 from corral.core.task_state import (
     Cause,
     TaskState,
@@ -41,8 +44,18 @@ from corral.core.task_state import (
     describe_failure,
     transition,
 )
-from corral.core.views import AlreadyExists, Conflict, JobView, NotFound, Progress, TaskView
+from corral.core.views import (
+    AlreadyExists,
+    Conflict,
+    JobView,
+    NotFound,
+    Progress,
+    Resilience,
+    TaskView,
+)
 
+# A job label asking for spare workers: the safety multiple of the over-provisioning rule.
+OVERPROVISION_LABEL = "overprovision"
 _LIVE_MESOS = frozenset({"TASK_STAGING", "TASK_STARTING", "TASK_RUNNING", "TASK_KILLING"})
 
 
@@ -63,6 +76,10 @@ class Attempt:
     reason: str | None = None
     message: str = ""
     kill_sent_at: float | None = None
+    running_since: float | None = None
+    # Set when a notice (inverse offer, unavailability, drain) made Corral move this
+    # attempt: when it must be gone by (the maintenance start), None otherwise.
+    drain_by: float | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -76,6 +93,9 @@ class Slot:
     pending_reason: str | None = None
     completed: bool = False        # a worker that exited 0 is done for good
     checkpoint: tuple[str, int, float] | None = None   # uri, seq, when
+    # A worker attempt on a draining agent that has been replaced but may still be
+    # finishing its last piece of work: the one moment a slot has two live attempts.
+    outgoing: Attempt | None = None
 
     def needs_launch(self) -> bool:
         return not self.completed and (self.current is None or not self.current.state.live)
@@ -102,6 +122,12 @@ class JobRecord:
     live: set[str] = field(default_factory=set)          # task ids of live attempts
     progress: dict[str, Progress] = field(default_factory=dict)
     usage: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    accounting: acct.JobAccounting = field(default_factory=acct.JobAccounting)
+    terminations: list[float] = field(default_factory=list)   # times, for over-provisioning
+    recovery_times: deque[tuple[float, float]] = field(       # (when, seconds it took)
+        default_factory=lambda: deque(maxlen=100))
+    spare: int = 0
+    spare_reason: str = ""
 
     @property
     def key(self) -> str:
@@ -129,7 +155,12 @@ class JobRecord:
         """Whether the job still wants a task in this slot."""
         if not self.active():
             return False
-        return key.kind is TaskKind.MASTER or key.index < self.desired
+        return key.kind is TaskKind.MASTER or key.index < self.effective_workers()
+
+    def effective_workers(self) -> int:
+        """Desired workers plus the spare ones over-provisioning keeps, within the spec."""
+        return min(self.spec.workers.max, self.desired + self.spare) \
+            if self.spare else self.desired
 
 
 def template_of(spec: JobSpec, key: TaskKey) -> TaskTemplate:
@@ -164,9 +195,21 @@ class Scheduler:
         self, *, executor_overhead: Resources = ZERO, refuse_short: float = 5.0,
         refuse_long: float = 30.0, reconcile_interval: float = 600.0,
         kill_retry_seconds: float = 30.0, notes_limit: int = 1000,
-        elastic: Elastic | None = None,
+        elastic: Elastic | None = None, overprovision: OverProvision | None = None,
+        default_spread: str | None = "market", drain_margin_seconds: float = 1.0,
     ) -> None:
+        """``overprovision``: the spare-worker rule (``core.spot``); its multiple is the
+        default for jobs without an ``overprovision`` label (None: 0, i.e. off unless a
+        job asks; a job's label ``overprovision=<multiple>`` overrides it).
+        ``default_spread``: the agent attribute workers spread over when a job names none
+        (the spot market). A drained
+        task still running ``drain_margin_seconds`` before its agent's deadline (and
+        its kill grace) is killed so it can checkpoint on SIGTERM in time."""
         self.elastic = elastic
+        self.overprovision = overprovision if overprovision is not None \
+            else OverProvision(multiple=0.0)
+        self.default_spread = default_spread
+        self.drain_margin_seconds = drain_margin_seconds
         self.executor_overhead = executor_overhead
         self.refuse_short = refuse_short
         self.refuse_long = refuse_long
@@ -183,6 +226,7 @@ class Scheduler:
         self._inverse: dict[str, str] = {}           # inverse offer id -> agent id
         self._inverse_accepted: set[str] = set()
         self._draining: dict[str, tuple[float, float | None]] = {}  # agent -> start, end
+        self._draining_tasks: set[str] = set()       # replaced attempts still draining
         self._timers: list[tuple[float, int, str]] = []
         self._timer_seq = 0
         self._seq = 0
@@ -306,6 +350,7 @@ class Scheduler:
             attempt_base=base,
         )
         self.jobs[spec.key] = job
+        self._refresh_spare(job)
         self._dirty.add(spec.key)
         self._changed_job(job)
         self._note(f"submitted {spec.key} ({spec.workers.initial} workers)")
@@ -348,14 +393,21 @@ class Scheduler:
             return
         job.desired = workers
         job.target_reason = reason
-        for index in sorted(job.workers, reverse=True):
-            if index < workers:
-                break
-            cur = job.workers[index].current
-            if cur is not None and cur.state.live:
-                self._kill(cur)
+        self._trim(job)
         self._dirty.add(job.key)
         self._changed_job(job)
+
+    def _trim(self, job: JobRecord) -> None:
+        """Kill the workers at or above the job's effective count, highest first."""
+        keep = job.effective_workers()
+        for index in sorted(job.workers, reverse=True):
+            if index < keep:
+                break
+            slot = job.workers[index]
+            job.accounting.forget(slot.key.label())
+            for att in (slot.current, slot.outgoing):
+                if att is not None and att.state.live:
+                    self._kill(att)
 
     # ------------------------------------------------------------------ Mesos session
 
@@ -392,6 +444,10 @@ class Scheduler:
         for agent, (_start, end) in list(self._draining.items()):
             if end is not None and now >= end:
                 del self._draining[agent]
+        self._drain_deadlines()
+        for job in self.jobs.values():
+            if job.active() and (job.spare or job.terminations):
+                self._refresh_spare(job)
 
     def _on_agent_lost(self, e: ev.AgentLost) -> None:
         # Mesos sends a status update for every task there; count nothing here.
@@ -413,6 +469,10 @@ class Scheduler:
             self._agent_attrs[o.agent_id] = dict(o.attributes)
             self._agent_hosts[o.agent_id] = o.hostname
             self._lost_agents.discard(o.agent_id)
+            if o.unavailable_at is not None and o.agent_id not in self._draining:
+                # A maintenance window on the offer is how a spot notice reaches Mesos.
+                self._notice(o.agent_id, o.unavailable_at, None,
+                             f"offer unavailability from {o.unavailable_at:.0f}")
         self._refresh()
         pending, facts = self._placement_inputs()
         if not pending:
@@ -438,10 +498,14 @@ class Scheduler:
         for k in order:
             job = self.jobs[k]
             spec = job.spec
+            constraints = spec.constraints
+            if constraints.spread_over is None and self.default_spread:
+                # Diversify by default: one spot market's reclaim takes only its share.
+                constraints = _replace(constraints, spread_over=self.default_spread)
             for key in self._pending[k]:
                 t = template_of(spec, key)
                 pending.append(PendingTask(key, t.resources + self.executor_overhead,
-                                           t.ports, spec.tier, spec.constraints))
+                                           t.ports, spec.tier, constraints))
             jobs[k] = self._job_facts(job)
         draining = {a: start for a, (start, _end) in self._draining.items()}
         return pending, PlacementFacts(jobs=jobs, draining=draining, now=self._now)
@@ -449,7 +513,7 @@ class Scheduler:
     def _job_facts(self, job: JobRecord) -> JobFacts:
         per_agent: Counter[str] = Counter()
         spread: Counter[str] = Counter()
-        attr = job.spec.constraints.spread_over
+        attr = job.spec.constraints.spread_over or self.default_spread
         for tid in job.live:
             att = self._tasks[tid]
             if att.agent_id is None:
@@ -528,12 +592,18 @@ class Scheduler:
         self._dirty.add(job.key)
         slot = job.slot(att.key)
         current = slot.current is att
-        if new.live:
+        if new is TaskState.RUNNING and att.running_since is None:
+            att.running_since = self._now
+        if slot.outgoing is att:
+            self._outgoing_update(job, slot, att)
+        elif new.live:
             unwanted = not current or not job.wants(att.key) or slot.completed
             if unwanted and att.kill_sent_at is None:
                 self._kill(att)
-            elif current and new is TaskState.RUNNING and att.key.kind is TaskKind.MASTER:
-                self._master_running(job, att)
+            elif current and new is TaskState.RUNNING:
+                self._recovered(job, att)
+                if att.key.kind is TaskKind.MASTER:
+                    self._master_running(job, att)
         elif current and (new.terminal or new is TaskState.UNREACHABLE):
             self._slot_ended(job, slot, att)
         if job.phase is JobPhase.KILLING:
@@ -548,10 +618,12 @@ class Scheduler:
         if outcome.applied:
             job.message = f"master running at {address}"
         for slot in sorted(job.workers.values(), key=lambda s: s.key.index):
-            w = slot.current
-            if w is not None and w.state.live and w.agent_id and w.executor_id:
-                self._out.append(fx.SendMessage(
-                    w.agent_id, w.executor_id, {"kind": "master_address", "address": address}))
+            # A draining worker still needs the master to hand in its last result.
+            for w in (slot.current, slot.outgoing):
+                if w is not None and w.state.live and w.agent_id and w.executor_id:
+                    self._out.append(fx.SendMessage(
+                        w.agent_id, w.executor_id,
+                        {"kind": "master_address", "address": address}))
         self._dirty.add(job.key)
 
     def _slot_ended(self, job: JobRecord, slot: Slot, att: Attempt) -> None:
@@ -570,10 +642,14 @@ class Scheduler:
                 slot.completed = True
             return
         if cause is Cause.KILLED:
+            if is_master and att.drain_by is not None:
+                self._master_lost(job, f"master moved off draining agent {att.agent_id}; "
+                                       "relaunching from its checkpoint")
             return
         if cause is Cause.INFRASTRUCTURE:
             self._note(f"{att.task_id} lost ({att.state.mesos_name}, {att.reason}); "
                        f"relaunching {label}")
+            self._record_loss(job, slot, att)
             if is_master:
                 self._master_lost(job, f"master lost ({att.state.mesos_name}); relaunching")
             return
@@ -592,6 +668,140 @@ class Scheduler:
                    f"retry {slot.failures}/{limit} in {delay:g}s")
         if is_master:
             self._master_lost(job, f"master failed ({slot.last_failure}); restarting")
+
+    # ------------------------------------------------------------------ loss and notice
+
+    def _record_loss(self, job: JobRecord, slot: Slot, att: Attempt) -> None:
+        """Account an infrastructure loss of ``att`` and feed the over-provisioning rule."""
+        ckpt = slot.checkpoint[2] if slot.checkpoint else None
+        work = acct.work_lost(self._now, att.running_since, ckpt)
+        if att.drain_by is not None:
+            # Already counted when the notice came; the task just did not finish in time.
+            job.accounting.add_work(slot.key.label(), att.task_id, self._now, work)
+            return
+        if att.reason == "REASON_CONTAINER_PREEMPTED":
+            kind = acct.REVOKED
+        elif att.state is TaskState.UNREACHABLE:
+            kind = acct.UNREACHABLE
+        else:
+            kind = acct.LOST
+        job.accounting.lost(slot.key.label(), att.task_id, kind, self._now, work)
+        job.terminations.append(self._now)
+        self._refresh_spare(job)
+        self._changed_job(job)
+
+    def _recovered(self, job: JobRecord, att: Attempt) -> None:
+        before = job.accounting.recoveries
+        job.accounting.running(att.key.label(), att.task_id, self._now)
+        if job.accounting.recoveries != before:
+            last = next((r for r in reversed(job.accounting.recent)
+                         if r.replacement_task_id == att.task_id), None)
+            if last is not None and last.recovery_seconds is not None:
+                job.recovery_times.append((self._now, last.recovery_seconds))
+            self._changed_job(job)
+
+    def _notice(self, agent: str, start: float, end: float | None, why: str) -> None:
+        """``agent`` goes away at ``start``: stop placing there (the draining set), tell
+        its tasks to checkpoint and wind down, and start their replacements elsewhere now.
+
+        A worker slot keeps its draining attempt as ``outgoing`` and gets a new attempt
+        at once, so for a moment it has two. A master must never have two live attempts,
+        so the master is killed right away (its SDK checkpoints on SIGTERM within the
+        kill grace) and relaunched elsewhere when it has exited: a short gap, no overlap.
+        """
+        if agent not in self._draining:
+            self._draining[agent] = (start, end)
+        moved = 0
+        for tid in sorted(self._agent_tasks.get(agent, ())):
+            att = self._tasks[tid]
+            job = att.job
+            slot = job.slot(att.key)
+            if att.drain_by is not None or slot.current is not att or not job.active():
+                continue
+            att.drain_by = start
+            moved += 1
+            label = att.key.label()
+            if att.state is TaskState.RUNNING and att.executor_id:
+                self._out.append(fx.SendMessage(agent, att.executor_id,
+                                                {"kind": "drain", "deadline": start}))
+            job.accounting.lost(label, tid, acct.NOTICE, self._now, 0.0)
+            job.terminations.append(self._now)
+            if att.key.kind is TaskKind.WORKER:
+                if slot.outgoing is not None and slot.outgoing.state.live:
+                    self._kill(slot.outgoing)
+                slot.outgoing = att
+                slot.current = None
+                self._draining_tasks.add(tid)
+                if att.state is not TaskState.RUNNING:
+                    self._kill(att)       # nothing done yet: nothing to drain
+            else:
+                self._kill(att)
+            self._dirty.add(job.key)
+            self._changed_job(job)
+            self._refresh_spare(job)
+        self._note(f"agent {agent} unavailable from {start:.0f} ({why}); "
+                   f"moving {moved} task(s)")
+
+    def _outgoing_update(self, job: JobRecord, slot: Slot, att: Attempt) -> None:
+        """A status update of a replaced, draining worker attempt."""
+        if att.state.live:
+            if not job.active() and att.kill_sent_at is None:
+                self._kill(att)
+            return
+        slot.outgoing = None
+        self._draining_tasks.discard(att.task_id)
+        cause = classify(att.state, att.reason, kill_requested=att.kill_sent_at is not None,
+                         agent_lost=att.agent_id in self._lost_agents)
+        if cause is Cause.INFRASTRUCTURE or (cause is Cause.JOB_FAILURE and job.active()):
+            # Died with its agent (or crashed) before finishing its drain: the work since
+            # its last checkpoint is redone by the replacement.
+            self._record_loss(job, slot, att)
+        self._note(f"drained {att.task_id} ended ({att.state.mesos_name})")
+
+    def _drain_deadlines(self) -> None:
+        """Kill drained tasks that would otherwise still run when their agent goes away,
+        early enough for their kill grace (the SDK checkpoints on SIGTERM)."""
+        for tid in sorted(self._draining_tasks):
+            att = self._tasks.get(tid)
+            if att is None or not att.state.live:
+                self._draining_tasks.discard(tid)
+                continue
+            if att.kill_sent_at is None and att.drain_by is not None and \
+                    self._now >= att.drain_by - att.job.spec.kill_grace_seconds \
+                    - self.drain_margin_seconds:
+                self._kill(att)
+
+    def _refresh_spare(self, job: JobRecord) -> None:
+        """Re-apply the over-provisioning rule; fewer spares kill the highest indexes."""
+        if not job.active():
+            return
+        horizon = self.overprovision.horizon_seconds
+        while job.terminations and self._now - job.terminations[0] > horizon:
+            job.terminations.pop(0)
+        recoveries = [took for when, took in job.recovery_times if self._now - when <= horizon]
+        room = max(0, job.spec.workers.max - job.desired)
+        rule = self._rule_for(job)
+        sp = spare_workers(job.terminations, recoveries, self._now, rule, room)
+        if sp.workers == job.spare and sp.reason == job.spare_reason:
+            return
+        fewer = sp.workers < job.spare
+        job.spare, job.spare_reason = sp.workers, sp.reason
+        if fewer:
+            self._trim(job)
+        self._dirty.add(job.key)
+        self._changed_job(job)
+
+    def _rule_for(self, job: JobRecord) -> OverProvision:
+        """The scheduler's rule, with the job's ``overprovision`` label as its multiple."""
+        raw = dict(job.spec.labels).get(OVERPROVISION_LABEL)
+        if raw is None:
+            return self.overprovision
+        try:
+            return _replace(self.overprovision, multiple=float(raw))
+        except ValueError:
+            self._note(f"{job.key}: label {OVERPROVISION_LABEL}={raw!r} is not a multiple "
+                       ">= 0; using the default")
+            return self.overprovision
 
     def _master_lost(self, job: JobRecord, message: str) -> None:
         job.master_address = None
@@ -700,7 +910,7 @@ class Scheduler:
             end = start + io.duration if io.duration is not None else None
             self._inverse[io.id] = agent
             self._draining[agent] = (start, end)
-            self._note(f"agent {agent} draining from {start:.0f} (inverse offer {io.id})")
+            self._notice(agent, start, end, f"inverse offer {io.id}")
 
     def _on_inverse_rescinded(self, e: ev.InverseOfferRescinded) -> None:
         agent = self._inverse.pop(e.id, None)
@@ -743,7 +953,7 @@ class Scheduler:
         pending: list[TaskKey] = []
         if job.active():
             slots = [job.master, *(job.slot(TaskKey(job.key, TaskKind.WORKER, i))
-                                   for i in range(job.desired))]
+                                   for i in range(job.effective_workers()))]
             master_running = job.master_running()
             for slot in slots:
                 if not slot.needs_launch():
@@ -806,7 +1016,7 @@ class Scheduler:
 
     def _view(self, job: JobRecord) -> JobView:
         tasks = [self._task_view(job, job.master)]
-        shown = set(range(job.desired)) | {
+        shown = set(range(job.effective_workers())) | {
             i for i, s in job.workers.items()
             if s.completed or (s.current is not None and s.current.state.live)}
         for i in sorted(shown):
@@ -816,7 +1026,17 @@ class Scheduler:
             desired_workers=job.desired, tasks=tuple(tasks), progress=_job_progress(job),
             submitted_at=job.submitted_at, finished_at=job.finished_at, message=job.message,
             target_reason=job.target_reason, request_id=job.request_id, version=job.version,
+            resilience=self._resilience(job),
         )
+
+    def _resilience(self, job: JobRecord) -> Resilience:
+        a = job.accounting
+        return Resilience(
+            losses=a.losses, recoveries=a.recoveries,
+            work_lost_seconds=round(a.work_lost_seconds, 3),
+            recovery_seconds_total=round(a.recovery_seconds_total, 3),
+            recovery_seconds_max=round(a.recovery_seconds_max, 3),
+            spare_workers=job.spare, spare_reason=job.spare_reason, recent=tuple(a.recent))
 
     def _task_view(self, job: JobRecord, slot: Slot) -> TaskView:
         cur = slot.current

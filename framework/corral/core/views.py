@@ -54,6 +54,38 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class LossView:
+    """One loss of a task to the infrastructure (or a notice to move it) and its cost.
+
+    ``kind``: "lost", "unreachable", "revoked" or "notice". ``work_lost_seconds``: task
+    time redone (since the attempt's last checkpoint). ``recovery_seconds``: detection →
+    replacement RUNNING, None while the replacement is not running yet."""
+
+    slot: str
+    task_id: str
+    kind: str
+    detected_at: float
+    work_lost_seconds: float = 0.0
+    recovered_at: float | None = None
+    recovery_seconds: float | None = None
+    replacement_task_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Resilience:
+    """A job's losses, recoveries and spare workers (over-provisioning), as totals."""
+
+    losses: int = 0
+    recoveries: int = 0
+    work_lost_seconds: float = 0.0
+    recovery_seconds_total: float = 0.0
+    recovery_seconds_max: float = 0.0
+    spare_workers: int = 0
+    spare_reason: str = ""
+    recent: tuple[LossView, ...] = ()
+
+
+@dataclass(frozen=True)
 class JobView:
     key: str
     spec: JobSpec
@@ -67,6 +99,7 @@ class JobView:
     target_reason: str = ""      # why desired_workers is what it is (load, share, ...)
     request_id: str = ""
     version: int = 0             # bumps on every change; watch streams use it
+    resilience: Resilience = field(default_factory=Resilience)
 
 
 class NotFound(LookupError):
