@@ -181,6 +181,7 @@ def _print_status(v: Any, out: TextIO) -> None:
     out.write(f"submitted  {_ago(v.submitted_at, now)} ago\n")
     if v.finished_at is not None:
         out.write(f"finished   {_ago(v.finished_at, now)} ago\n")
+    _print_resilience(v, out)
     if not v.tasks:
         out.write("\nno tasks yet\n")
         return
@@ -193,6 +194,27 @@ def _print_status(v: Any, out: TextIO) -> None:
         rows.append([t.slot, state, str(t.attempt), t.hostname or "-", t.task_id or "-",
                      why or "-"])
     _table(rows, out)
+
+
+def _print_resilience(v: Any, out: TextIO) -> None:
+    """Losses to the infrastructure, what they cost, and the spare workers kept."""
+    r = getattr(v, "resilience", None)
+    if r is None:
+        return
+    if r.losses:
+        mean = r.recovery_seconds_total / r.recoveries if r.recoveries else 0.0
+        out.write(f"losses     {r.losses}, recovered {r.recoveries} "
+                  f"(mean {mean:.2f}s, max {r.recovery_seconds_max:.2f}s), "
+                  f"work lost {r.work_lost_seconds:.1f}s\n")
+    else:
+        out.write("losses     none\n")
+    if r.spare_workers or r.spare_reason:
+        out.write(f"spare      {r.spare_workers}"
+                  + (f": {r.spare_reason}" if r.spare_reason else "") + "\n")
+    for x in r.recent[-5:]:
+        took = "recovering" if x.recovery_seconds is None else f"back in {x.recovery_seconds:.2f}s"
+        out.write(f"  {x.kind:<11} {x.slot:<10} {x.task_id}  lost {x.work_lost_seconds:.1f}s, "
+                  f"{took}\n")
 
 
 def _bar(v: Any, width: int = 30) -> str:

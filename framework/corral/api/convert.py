@@ -17,7 +17,7 @@ from typing import Any
 from corral.api.gen.corral.v1 import jobs_pb2 as pb
 from corral.core.model import JobSpec, Tier
 from corral.core.spec import parse_job_spec, spec_to_dict
-from corral.core.views import JobState, JobView, Progress, TaskView
+from corral.core.views import JobState, JobView, LossView, Progress, Resilience, TaskView
 
 _TIER_TO_PB = {
     Tier.PREFERRED: pb.TIER_PREFERRED,
@@ -179,7 +179,37 @@ def job_to_proto(v: JobView) -> pb.Job:
     )
     if v.finished_at is not None:
         msg.finished_at = v.finished_at
+    msg.resilience.CopyFrom(resilience_to_proto(v.resilience))
     return msg
+
+
+def resilience_to_proto(r: Resilience) -> pb.Resilience:
+    msg = pb.Resilience(
+        losses=r.losses, recoveries=r.recoveries, work_lost_seconds=r.work_lost_seconds,
+        recovery_seconds_total=r.recovery_seconds_total,
+        recovery_seconds_max=r.recovery_seconds_max, spare_workers=r.spare_workers,
+        spare_reason=r.spare_reason)
+    for x in r.recent:
+        loss = msg.recent.add(slot=x.slot, task_id=x.task_id, kind=x.kind,
+                              detected_at=x.detected_at, work_lost_seconds=x.work_lost_seconds)
+        for f in ("recovered_at", "recovery_seconds", "replacement_task_id"):
+            value = getattr(x, f)
+            if value is not None:
+                setattr(loss, f, value)
+    return msg
+
+
+def resilience_from_proto(msg: pb.Resilience) -> Resilience:
+    return Resilience(
+        losses=msg.losses, recoveries=msg.recoveries, work_lost_seconds=msg.work_lost_seconds,
+        recovery_seconds_total=msg.recovery_seconds_total,
+        recovery_seconds_max=msg.recovery_seconds_max, spare_workers=msg.spare_workers,
+        spare_reason=msg.spare_reason,
+        recent=tuple(LossView(
+            slot=x.slot, task_id=x.task_id, kind=x.kind, detected_at=x.detected_at,
+            work_lost_seconds=x.work_lost_seconds, recovered_at=_opt(x, "recovered_at"),
+            recovery_seconds=_opt(x, "recovery_seconds"),
+            replacement_task_id=_opt(x, "replacement_task_id")) for x in msg.recent))
 
 
 def job_from_proto(msg: pb.Job) -> JobView:
@@ -201,6 +231,7 @@ def job_from_proto(msg: pb.Job) -> JobView:
         target_reason=msg.target_reason,
         request_id=msg.request_id,
         version=msg.version,
+        resilience=resilience_from_proto(msg.resilience),
     )
 
 
@@ -218,5 +249,6 @@ def view_to_dict(v: JobView) -> dict[str, Any]:
         "message": v.message,
         "request_id": v.request_id,
         "version": v.version,
+        "resilience": asdict(v.resilience),
         "spec": spec_to_dict(v.spec),
     }

@@ -202,7 +202,7 @@ class Progress(_message.Message):
     def __init__(self, done: _Optional[int] = ..., total: _Optional[int] = ..., backlog: _Optional[int] = ..., rerun: _Optional[int] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("key", "spec", "state", "desired_workers", "target_reason", "tasks", "progress", "submitted_at", "finished_at", "message", "request_id", "version")
+    __slots__ = ("key", "spec", "state", "desired_workers", "target_reason", "tasks", "progress", "submitted_at", "finished_at", "message", "request_id", "version", "resilience")
     KEY_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -215,6 +215,7 @@ class Job(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    RESILIENCE_FIELD_NUMBER: _ClassVar[int]
     key: str
     spec: JobSpec
     state: JobState
@@ -227,7 +228,48 @@ class Job(_message.Message):
     message: str
     request_id: str
     version: int
-    def __init__(self, key: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., desired_workers: _Optional[int] = ..., target_reason: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., submitted_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., message: _Optional[str] = ..., request_id: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+    resilience: Resilience
+    def __init__(self, key: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., desired_workers: _Optional[int] = ..., target_reason: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., submitted_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., message: _Optional[str] = ..., request_id: _Optional[str] = ..., version: _Optional[int] = ..., resilience: _Optional[_Union[Resilience, _Mapping]] = ...) -> None: ...
+
+class Loss(_message.Message):
+    __slots__ = ("slot", "task_id", "kind", "detected_at", "work_lost_seconds", "recovered_at", "recovery_seconds", "replacement_task_id")
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DETECTED_AT_FIELD_NUMBER: _ClassVar[int]
+    WORK_LOST_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RECOVERED_AT_FIELD_NUMBER: _ClassVar[int]
+    RECOVERY_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REPLACEMENT_TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    slot: str
+    task_id: str
+    kind: str
+    detected_at: float
+    work_lost_seconds: float
+    recovered_at: float
+    recovery_seconds: float
+    replacement_task_id: str
+    def __init__(self, slot: _Optional[str] = ..., task_id: _Optional[str] = ..., kind: _Optional[str] = ..., detected_at: _Optional[float] = ..., work_lost_seconds: _Optional[float] = ..., recovered_at: _Optional[float] = ..., recovery_seconds: _Optional[float] = ..., replacement_task_id: _Optional[str] = ...) -> None: ...
+
+class Resilience(_message.Message):
+    __slots__ = ("losses", "recoveries", "work_lost_seconds", "recovery_seconds_total", "recovery_seconds_max", "spare_workers", "spare_reason", "recent")
+    LOSSES_FIELD_NUMBER: _ClassVar[int]
+    RECOVERIES_FIELD_NUMBER: _ClassVar[int]
+    WORK_LOST_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RECOVERY_SECONDS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    RECOVERY_SECONDS_MAX_FIELD_NUMBER: _ClassVar[int]
+    SPARE_WORKERS_FIELD_NUMBER: _ClassVar[int]
+    SPARE_REASON_FIELD_NUMBER: _ClassVar[int]
+    RECENT_FIELD_NUMBER: _ClassVar[int]
+    losses: int
+    recoveries: int
+    work_lost_seconds: float
+    recovery_seconds_total: float
+    recovery_seconds_max: float
+    spare_workers: int
+    spare_reason: str
+    recent: _containers.RepeatedCompositeFieldContainer[Loss]
+    def __init__(self, losses: _Optional[int] = ..., recoveries: _Optional[int] = ..., work_lost_seconds: _Optional[float] = ..., recovery_seconds_total: _Optional[float] = ..., recovery_seconds_max: _Optional[float] = ..., spare_workers: _Optional[int] = ..., spare_reason: _Optional[str] = ..., recent: _Optional[_Iterable[_Union[Loss, _Mapping]]] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
     __slots__ = ("request_id", "spec")
