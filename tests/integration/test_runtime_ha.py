@@ -10,6 +10,7 @@ unreachable ZooKeeper give clear errors.
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import time
@@ -131,6 +132,54 @@ def test_takeover_restores_jobs_and_adopts_tasks(zk_url: str, tmp_path: Path) ->
             assert again.key == view.key
             await b.stop()
             a._client.close()
+    asyncio.run(main())
+
+
+def durable_task_ids(zk: KazooClient, root: str) -> set[str]:
+    """Every task id in any task shard under ``root`` (read straight from ZooKeeper)."""
+    out: set[str] = set()
+    jobs = f"{root}/state/jobs"
+    for job in zk.get_children(jobs):
+        for child in zk.get_children(f"{jobs}/{job}"):
+            if child.startswith("tasks-"):
+                data, _ = zk.get(f"{jobs}/{job}/{child}")
+                out |= set(json.loads(data)["tasks"])
+    return out
+
+
+def test_tasks_are_durable_before_they_are_launched(zk_url: str, tmp_path: Path) -> None:
+    async def main() -> None:
+        async with LocalMesos(mesos_config(tmp_path)) as lm:
+            a = replica(lm.master_url, zk_url, "a")
+            await a.start()
+            await until(lambda: a.service is not None and a.service.reconciled.is_set())
+            svc = a.service
+            assert svc is not None
+            addr = parse_zk_url(zk_url)
+            zk = KazooClient(addr.hosts)
+            zk.start(5)
+            checked: list[tuple[set[str], set[str]]] = []
+            original = svc.client.launch
+
+            async def launch(offer_ids: Any, infos: Any, refuse: Any = None) -> None:
+                ids = {i["task_id"]["value"] for i in infos}
+                durable = await asyncio.to_thread(durable_task_ids, zk, addr.path)
+                checked.append((ids, durable))
+                await original(offer_ids, infos, refuse)
+
+            svc.client.launch = launch  # type: ignore[method-assign]
+            try:
+                view = await a.submit(spec("j5", workers=3), "req-5")
+                await until(running(a, view.key), what="running")
+            finally:
+                zk.stop()
+                zk.close()
+            launched = set().union(*(ids for ids, _ in checked))
+            assert len(launched) == 4  # the master and three workers
+            for ids, durable in checked:
+                assert ids <= durable, f"launched before being stored: {ids - durable}"
+            assert len(live_masters(lm, view.key)) == 1
+            await a.stop()
     asyncio.run(main())
 
 

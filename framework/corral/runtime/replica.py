@@ -82,6 +82,7 @@ class Replica:
         self._stopping = False
         self._rejoining = False
         self._leader_cache: tuple[float, str | None] = (0.0, None)
+        self._removed_fid: str | None = None
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -157,7 +158,7 @@ class Replica:
         try:
             state = await store.load_async()
             core = Scheduler()
-            tasks = restore(core, state.framework_id, intents_from(state))
+            tasks = restore(core, None, intents_from(state))
         except (StateCorrupt, RestoreError) as exc:
             self.refused = str(exc)
             log.error("corral: refusing to lead: stored state is corrupt: %s. Fix or remove "
@@ -173,6 +174,13 @@ class Replica:
             return
         if self._election.fence != fence or self._stopping:
             return  # deposed while loading
+        fid = state.framework_id
+        if fid is not None and fid == self._removed_fid:
+            # Mesos removed that framework: subscribe as a new one (its id replaces the
+            # stored one); the stored tasks reconcile as lost and are relaunched.
+            log.warning("framework %s was removed by Mesos; subscribing as a new framework",
+                        fid)
+            fid = None
         log.info("restored %d jobs and %d tasks (framework %s) in %.3f s", len(core.jobs),
                  tasks, state.framework_id or "(new)", time.monotonic() - started)
 
@@ -185,7 +193,7 @@ class Replica:
             return await asyncio.wait_for(asyncio.to_thread(self._holds, fence), timeout=2.0)
 
         service = SchedulerService(
-            self.config, framework_id=state.framework_id, core=core, persist=persist,
+            self.config, framework_id=fid, core=core, persist=persist,
             verify=verify, on_fatal=self._rejoin, reconcile_deadline=self.reconcile_deadline,
         )
         self.service = service
@@ -202,6 +210,8 @@ class Replica:
         svc, self.service = self.service, None
         if svc is None:
             return
+        if svc.framework_removed:
+            self._removed_fid = svc.framework_removed
         svc.halt(reason)
         await svc.stop()
 

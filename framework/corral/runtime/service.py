@@ -137,6 +137,7 @@ class SchedulerService:
         self.effects_done = 0
         self.acting = True  # False once halted: nothing more is decided or carried out
         self.halt_reason = ""
+        self.framework_removed: str | None = None  # set if Mesos says our framework is gone
         self._persist = persist
         self._verify = verify
         self._verified_at = time.monotonic()
@@ -169,7 +170,12 @@ class SchedulerService:
         if task.cancelled() or not self.acting:
             return
         exc = task.exception()
-        if isinstance(exc, (FrameworkFailedOver, FrameworkRemoved)):
+        if isinstance(exc, FrameworkRemoved):
+            # Our framework id is dead (torn down, or no scheduler for longer than the
+            # failover timeout): every task of it is gone too. The next term subscribes anew.
+            self.framework_removed = self.client.framework_id or ""
+            self._fatal(f"Mesos removed framework {self.framework_removed}: {exc}")
+        elif isinstance(exc, FrameworkFailedOver):
             self._fatal(f"Mesos: {exc}")
         elif exc is not None:
             log.error("the Mesos subscription ended: %s", exc)
