@@ -358,6 +358,15 @@ class _Worker:
         self.last_contact = time.monotonic()
         self.backoff = 0.05
         self.completed = 0
+        self.interval = float(os.environ.get("CORRAL_CHECKPOINT_INTERVAL") or 30.0)
+        self.last_ckpt = time.monotonic()
+
+    def save(self) -> None:
+        """Checkpoint the worker's own state. Chunk outputs are already durable, so this
+        is small; it bounds what a lost worker costs to one checkpoint interval."""
+        with contextlib.suppress(sdk.SdkError, OSError):
+            sdk.checkpoint({"completed": self.completed})
+        self.last_ckpt = time.monotonic()
 
     def call(self, path: str, doc: dict[str, Any]) -> dict[str, Any]:
         """One request to wherever the master is now; retried with backoff until the
@@ -387,14 +396,20 @@ class _Worker:
         model = load_model(self.data)
         self.out.mkdir(parents=True, exist_ok=True)
         # Outputs are atomic, so dying mid-chunk is clean: the lease simply expires.
-        sdk.on_terminate(lambda: None)
+        sdk.on_terminate(self.save)
+        with contextlib.suppress(sdk.SdkError, OSError):
+            state = sdk.restore()
+            if isinstance(state, dict) and isinstance(state.get("completed"), int):
+                # A replacement for a lost worker of this index continues its count.
+                self.completed = state["completed"]
+                print(f"worker {self.worker_id}: restored ({self.completed} chunks before)")
         while True:
             if sdk.draining():
+                self.save()
                 print(f"worker {self.worker_id}: draining after {self.completed} chunks")
                 return 0
-            if sdk.should_checkpoint():
-                with contextlib.suppress(sdk.SdkError):
-                    sdk.checkpoint({"completed": self.completed})
+            if sdk.should_checkpoint() or time.monotonic() - self.last_ckpt >= self.interval:
+                self.save()
             answer = self.call("/lease", {"worker": self.worker_id})
             if answer.get("status") == "done":
                 print(f"worker {self.worker_id}: done after {self.completed} chunks")

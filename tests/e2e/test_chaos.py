@@ -1,0 +1,160 @@
+"""Chaos end to end: the sample job survives losing machines, with and without notice.
+
+A real localmesos (7 agents, 4 of them spot, 1 s agent health timeout) and a real
+``corral scheduler``. While the batch-scoring job runs, the test terminates a spot agent
+with no notice, another with a short maintenance notice, QoS-kills (revokes) a worker,
+and kills the master's agent. The job must finish on its own, every chunk's output must
+equal the no-fault baseline (``scoring verify``), and the job's accounting must show each
+loss, what it cost and that every one recovered.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from corral.core.spec import parse_job_spec
+from corral.core.views import JobState, JobView
+from corral.procs import Child, start_localmesos, start_scheduler
+from tests.e2e.conftest import Cluster, wait_for, wait_gone
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+
+
+@pytest.fixture(scope="module")
+def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    work = tmp_path_factory.mktemp(f"corral-chaos-{uuid.uuid4().hex[:6]}")
+    logs = work / "logs"
+    logs.mkdir()
+    lm, url = start_localmesos(work / "mesos", logs, agents=7, spot=4, cpus=4, mem=4096,
+                               allocation_interval=0.1,
+                               extra=["--agent-health-timeout", "1"])
+    sched: Child | None = None
+    try:
+        sched, api = start_scheduler(url, logs)
+        yield Cluster(work, url, api, lm, sched)
+    finally:
+        if sched is not None:
+            sched.stop(grace=10)
+        lm.stop(grace=15)
+    left = wait_gone(str(work))
+    assert not left, f"processes outlived the cluster: {[p.cmdline() for p in left]}"
+
+
+def fault(cluster: Cluster, agent: str, action: str, **body: Any) -> dict[str, Any]:
+    req = urllib.request.Request(
+        f"{cluster.master_url.rstrip('/')}/localmesos/agents/{agent}/{action}",
+        data=json.dumps(body).encode(), headers={"Content-Type": "application/json"},
+        method="POST")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def agents(cluster: Cluster) -> dict[str, dict[str, Any]]:
+    with urllib.request.urlopen(f"{cluster.master_url.rstrip('/')}/localmesos/agents",
+                                timeout=10) as resp:
+        doc = json.loads(resp.read())
+    rows = doc["agents"] if isinstance(doc, dict) else doc
+    return {r["id"]: r for r in rows}
+
+
+def task(view: JobView, slot: str) -> Any:
+    return next(t for t in view.tasks if t.slot == slot)
+
+
+def running_worker_agents(view: JobView) -> dict[str, str]:
+    """slot -> agent id of every RUNNING worker."""
+    return {t.slot: t.agent_id for t in view.tasks
+            if t.slot.startswith("worker") and t.state == "TASK_RUNNING" and t.agent_id}
+
+
+def pick_worker(cluster: Cluster, view: JobView, *, spot: bool) -> tuple[str, str]:
+    """A running worker (slot, agent) whose agent does not host the master, on a spot
+    agent if ``spot`` and one exists."""
+    master_agent = task(view, "master").agent_id
+    info = agents(cluster)
+    cands = [(s, a) for s, a in sorted(running_worker_agents(view).items())
+             if a != master_agent and info.get(a, {}).get("alive", True)]
+    assert cands, view
+    if spot:
+        on_spot = [c for c in cands
+                   if info.get(c[1], {}).get("attributes", {}).get("market") == "spot"]
+        cands = on_spot or cands
+    return cands[0]
+
+
+def recovered(*kinds: str, count: int = 1) -> Any:
+    def pred(v: JobView) -> bool:
+        done = [x for x in v.resilience.recent if x.kind in kinds and x.recovered_at]
+        return len(done) >= count or v.state.terminal
+    return pred
+
+
+def test_job_survives_spot_loss_notice_revocation_and_master_loss(chaos: Cluster) -> None:
+    spec, out = chaos.scoring_spec(chunks=120, workers=4, delay=1.0, max_workers=6,
+                                   labels={"overprovision": "1"})
+    spec["master"]["command"] = spec["master"]["command"].replace(
+        "--lease-seconds 10", "--lease-seconds 3")
+    with chaos.client() as c:
+        job = c.submit(parse_job_spec(spec), request_id=uuid.uuid4().hex)
+        key = job.key
+        view = wait_for(c, key, lambda v: v.progress.done >= 5, timeout=60)
+
+        # 1. A spot agent vanishes with no notice.
+        slot, agent = pick_worker(chaos, view, spot=True)
+        fault(chaos, agent, "terminate")
+        view = wait_for(c, key, recovered("lost", "unreachable"), timeout=30)
+        assert view.state is JobState.RUNNING, view.resilience
+        assert task(view, slot).agent_id != agent
+
+        # 2. A spot agent with a (scaled-down) two-minute notice: 4 s.
+        slot, agent = pick_worker(chaos, view, spot=True)
+        noticed_task = task(view, slot).task_id
+        fault(chaos, agent, "terminate", notice=4)
+        view = wait_for(c, key, recovered("notice"), timeout=30)
+        loss = next(x for x in view.resilience.recent if x.kind == "notice")
+        assert loss.task_id == noticed_task
+        # The replacement ran before the machine went away.
+        assert loss.recovery_seconds is not None and loss.recovery_seconds < 4, loss
+
+        # 3. Revocation: the agent's QoS controller kills a worker's executor.
+        view = wait_for(c, key, lambda v: len(running_worker_agents(v)) >= 4
+                        or v.state.terminal, timeout=30)
+        slot, agent = pick_worker(chaos, view, spot=False)
+        fault(chaos, agent, "qos-kill", executor_id=task(view, slot).task_id)
+        view = wait_for(c, key, recovered("revoked"), timeout=30)
+
+        # 4. The master's machine vanishes.
+        master_agent = task(view, "master").agent_id
+        fault(chaos, master_agent, "terminate")
+        view = wait_for(c, key, lambda v: any(x.slot == "master" and x.recovered_at
+                                               for x in v.resilience.recent)
+                        or v.state.terminal, timeout=40)
+        assert task(view, "master").agent_id != master_agent
+
+        final = wait_for(c, key, lambda v: v.state.terminal, timeout=120)
+    assert final.state is JobState.FINISHED, final
+    assert final.progress.done == final.progress.total == 120
+    r = final.resilience
+    kinds = {x.kind for x in r.recent}
+    assert {"notice", "revoked"} <= kinds and kinds & {"lost", "unreachable"}, r
+    assert r.recoveries >= 4 and all(x.recovered_at for x in r.recent), r
+    # Only lost attempts were replaced: the job never restarted anything else.
+    assert sum(t.attempt - 1 for t in final.tasks) <= r.losses, final
+    result = subprocess.run(
+        [sys.executable, "-m", "corral_executor.samples.scoring", "verify",
+         "--data", str(chaos.data(120)), "--out", str(out)],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK: 120 chunks identical" in result.stdout
+    # Every chunk's output exists exactly once, and nothing else.
+    assert sorted(p.name for p in out.glob("chunk-*.npy")) == [
+        f"chunk-{i:05d}.npy" for i in range(120)]
+    assert not wait_gone(str(out), timeout=15)
