@@ -349,3 +349,13 @@ def test_job_failure_still_counts_while_infra_does_not() -> None:
     view = h.s.view(KEY)
     assert view.state is JobState.FAILED
     assert "worker-0 failed 2 times" in view.message and "exit code 1" in view.message
+
+
+def test_cancelled_unavailability_makes_the_agent_usable_again() -> None:
+    h = Harness()
+    h(ev.Subscribed("fw"))
+    h(ev.SubmitJob(make_spec(0), "r1"))
+    assert launches(h(ev.OffersReceived((h.offer("S1", unavailable_at=h.now + 30),)))) == []
+    assert "draining" in (h.s.view(KEY).tasks[0].pending_reason or "")
+    ((agent, _),) = launches(h.offers("S1"))          # same agent, window gone
+    assert agent == "S1"

@@ -473,6 +473,10 @@ class Scheduler:
                 # A maintenance window on the offer is how a spot notice reaches Mesos.
                 self._notice(o.agent_id, o.unavailable_at, None,
                              f"offer unavailability from {o.unavailable_at:.0f}")
+            elif o.unavailable_at is None and o.agent_id in self._draining \
+                    and o.agent_id not in self._inverse.values():
+                # The window was cancelled (no inverse offer holds it): usable again.
+                del self._draining[o.agent_id]
         self._refresh()
         pending, facts = self._placement_inputs()
         if not pending:
