@@ -170,6 +170,10 @@ class SchedulerService:
         if task.cancelled() or not self.acting:
             return
         exc = task.exception()
+        if exc is not None and self._persist is None:
+            # Single-replica mode keeps its old behaviour: log, keep serving the API.
+            log.error("the Mesos subscription ended: %s", exc)
+            return
         if isinstance(exc, FrameworkRemoved):
             # Our framework id is dead (torn down, or no scheduler for longer than the
             # failover timeout): every task of it is gone too. The next term subscribes anew.
@@ -244,8 +248,19 @@ class SchedulerService:
     # --- the core loop -----------------------------------------------------------------
 
     async def _core_loop(self) -> None:
+        cmds: list[_Command] = []
+        try:
+            await self._turns(cmds)
+        finally:
+            # Halted or cancelled mid-turn: callers waiting on these must not hang.
+            for cmd in cmds:
+                if cmd.done and not cmd.done.done():
+                    cmd.done.set_exception(NotLeader(None))
+
+    async def _turns(self, cmds: list[_Command]) -> None:
         while self.acting:
-            cmds = [await self._inbox.get()]
+            cmds.clear()
+            cmds.append(await self._inbox.get())
             while len(cmds) < _TURN_LIMIT and not self._inbox.empty():
                 cmds.append(self._inbox.get_nowait())
             if not self.acting:
