@@ -359,3 +359,23 @@ def test_cancelled_unavailability_makes_the_agent_usable_again() -> None:
     assert "draining" in (h.s.view(KEY).tasks[0].pending_reason or "")
     ((agent, _),) = launches(h.offers("S1"))          # same agent, window gone
     assert agent == "S1"
+
+
+def test_spread_within_a_market_prefers_agents_without_the_job() -> None:
+    from corral.core.model import TaskKey, TaskKind
+    from corral.core.placement import JobFacts, PendingTask, PlacementFacts, place
+    from corral.core.placement.types import Constraints
+
+    spread = Constraints(spread_over="market")
+    pending = [PendingTask(TaskKey(KEY, TaskKind.WORKER, i), Resources(1, 128),
+                           constraints=spread) for i in range(4)]
+    offers = [Offer(f"O{a}", a, a, Resources(8, 8192), attributes=(("market", m),))
+              for a, m in (("A", "spot"), ("B", "spot"), ("C", "on-demand"), ("D", "spot"))]
+    facts = PlacementFacts(jobs={KEY: JobFacts(master_running=True,
+                                               tasks_per_agent={"D": 1},
+                                               spread_counts={"spot": 1})})
+    plan = place(pending, offers, facts)
+    per_agent = {a: len(ts) for a, ts in plan.assignments.items()}
+    # Markets balance (spot already holds one, on D): on-demand gets two, spot two more,
+    # and within spot the agents without the job (A, B) take them, not a stack on D.
+    assert per_agent.get("C", 0) == 2 and per_agent.get("A") == 1 and per_agent.get("B") == 1

@@ -10,7 +10,8 @@
    from them each agent's capacity (how many more tasks of the group it can take).
 4. *rank and choose*: the best-scoring agent with capacity takes as many tasks as fit
    (bin-packing keeps the fullest agent best); with ``spread_over`` each task goes to the
-   least-used attribute value first.
+   least-used attribute value first, and within it to the agent with the fewest of the
+   job's tasks.
 5. *explain*: tasks left over get the vetoes of every agent, in words.
 
 Capacities are recomputed from the pool after every choice, so an offer is never
@@ -36,6 +37,9 @@ from corral.core.placement.types import (
 )
 
 _BIG = np.iinfo(np.int64).max // 4
+# Weight of one more of the job's tasks on an agent when spreading: above any bin-pack
+# score difference (< 2), below the unavailability penalty (1e3).
+_HOST_SPREAD = 10.0
 _NO_FACTS = JobFacts()
 
 
@@ -175,7 +179,10 @@ def _choose_spread(group: list[PendingTask], ctx: GroupContext, cap: np.ndarray,
             break
         present = np.unique(codes[cand])
         code = int(present[np.argmin(used[present])])
-        i = int(np.argmax(np.where(cand & (codes == code), score, -np.inf)))
+        # Within the value, the agent with the fewest of the job's tasks first: a market
+        # usually has many machines, and losing one should take as few tasks as possible.
+        spread_score = score - _HOST_SPREAD * ctx.counts
+        i = int(np.argmax(np.where(cand & (codes == code), spread_score, -np.inf)))
         _assign(group, done, 1, i, ctx, cap, score, float(jit[i]), plan)
         used[code] += 1
         done += 1
