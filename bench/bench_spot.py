@@ -109,6 +109,9 @@ def run_once(url: str, api: str, work: Path, data: Path, scenario: str,
             # One termination at a time: the previous loss has recovered first.
             if due and all(x.recovered_at for x in view.resilience.recent):
                 agent = victim(url, view)
+                if agent is None and a.verbose:
+                    print(f"  no victim among {[(t.slot, t.state, t.agent_id) for t in view.tasks]}"
+                          f" {agent_rows(url)}", flush=True)
                 if agent is not None:
                     body = {"notice": a.notice} if scenario == "notice" else {}
                     post(url, f"/localmesos/agents/{agent}/terminate", body)
@@ -144,6 +147,8 @@ def main() -> int:
     p.add_argument("--notice", type=float, default=4.0)
     p.add_argument("--checkpoint", type=float, default=1.0, help="checkpoint interval (s)")
     p.add_argument("--agents", type=int, default=6)
+    p.add_argument("--scenarios", default="none,abrupt,notice")
+    p.add_argument("--verbose", action="store_true")
     a = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-spot-") as tmp:
         work = Path(tmp)
@@ -158,7 +163,10 @@ def main() -> int:
                                    cpus=4, mem=4096, allocation_interval=0.1,
                                    extra=["--agent-health-timeout", "1"])
         sched = None
-        results: dict[str, list[dict[str, Any]]] = {"none": [], "abrupt": [], "notice": []}
+        results: dict[str, list[dict[str, Any]]] = {
+            name: [] for name in a.scenarios.split(",") if name}
+        if "none" not in results:
+            results = {"none": [], **results}
         try:
             sched, api = start_scheduler(url, logs)
             for i in range(a.runs):
