@@ -158,3 +158,32 @@ def test_job_survives_spot_loss_notice_revocation_and_master_loss(chaos: Cluster
     assert sorted(p.name for p in out.glob("chunk-*.npy")) == [
         f"chunk-{i:05d}.npy" for i in range(120)]
     assert not wait_gone(str(out), timeout=15)
+
+
+def test_revocable_tier_is_rescheduled_when_revoked(chaos: Cluster) -> None:
+    live = [a for a, row in agents(chaos).items() if row.get("alive")]
+    assert len(live) >= 2
+    for a in live[:2]:
+        fault(chaos, a, "revocable", cpus=3, mem=2048)
+    spec, out = chaos.scoring_spec(chunks=30, workers=2, delay=0.5, tier="revocable")
+    with chaos.client() as c:
+        key = c.submit(parse_job_spec(spec), request_id=uuid.uuid4().hex).key
+        view = wait_for(c, key, lambda v: (len(running_worker_agents(v)) == 2
+                        and v.progress.done >= 2) or v.state.terminal, timeout=60)
+        workers = [t for t in view.tasks if t.slot.startswith("worker")]
+        assert all(t.revocable for t in workers), workers          # only revocable resources
+        assert not task(view, "master").revocable
+        victim = workers[0].agent_id
+        killed = fault(chaos, victim, "qos-kill")["killed"]
+        assert killed
+        view = wait_for(c, key, recovered("revoked"), timeout=30)
+        final = wait_for(c, key, lambda v: v.state.terminal, timeout=90)
+    assert final.state is JobState.FINISHED, final
+    assert {x.kind for x in final.resilience.recent} == {"revoked"}
+    assert all(t.revocable for t in final.tasks if t.slot.startswith("worker")
+               and t.task_id), final.tasks
+    result = subprocess.run(
+        [sys.executable, "-m", "corral_executor.samples.scoring", "verify",
+         "--data", str(chaos.data(30)), "--out", str(out)],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
