@@ -149,6 +149,8 @@ class Replica:
     async def _begin_term(self, fence: Fence) -> None:
         assert self._client is not None and self._election is not None
         await self._end_term("a new term starts")
+        if self._election.fence != fence:
+            return  # a stale event: deposed again before we got to it
         log.info("elected leader as %s, epoch %d t=%.3f", self.identity, fence.epoch,
                  time.time())
         store = StateStore(self._client, self._root)
