@@ -10,20 +10,23 @@ loss, what it cost and that every one recovered.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import psutil
 import pytest
 
 from corral.core.spec import parse_job_spec
 from corral.core.views import JobState, JobView
 from corral.procs import Child, start_localmesos, start_scheduler
-from tests.e2e.conftest import Cluster, wait_for, wait_gone
+from tests.e2e.conftest import Cluster, processes_mentioning, wait_for, wait_gone
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -185,5 +188,61 @@ def test_revocable_tier_is_rescheduled_when_revoked(chaos: Cluster) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "corral_executor.samples.scoring", "verify",
          "--data", str(chaos.data(30)), "--out", str(out)],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def live_master_tasks(cluster: Cluster, key: str) -> list[str]:
+    """The job's master tasks Mesos holds as not yet terminal."""
+    with urllib.request.urlopen(f"{cluster.master_url.rstrip('/')}/master/state",
+                                timeout=10) as resp:
+        doc = json.loads(resp.read())
+    prefix = f"corral.{key.replace('/', '.')}.master."
+    terminal = {"TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR", "TASK_LOST",
+                "TASK_DROPPED", "TASK_GONE", "TASK_GONE_BY_OPERATOR", "TASK_UNKNOWN"}
+    return [t["id"] for fw in doc.get("frameworks", []) for t in fw.get("tasks", [])
+            if t["id"].startswith(prefix) and t["state"] not in terminal]
+
+
+def master_process_roots(out: str) -> list[int]:
+    """Pids of the sample master's process trees (``sh -c`` and its Python are one)."""
+    found: dict[int, int] = {}
+    for p in processes_mentioning(out):
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            if " master " in " ".join(p.cmdline()):
+                found[p.pid] = p.ppid()
+    return [pid for pid, parent in found.items() if parent not in found]
+
+
+def test_notice_on_master_agent_hands_over_without_two_masters(chaos: Cluster) -> None:
+    spec, out = chaos.scoring_spec(chunks=40, workers=2, delay=0.5)
+    with chaos.client() as c:
+        key = c.submit(parse_job_spec(spec), request_id=uuid.uuid4().hex).key
+        view = wait_for(c, key, lambda v: v.progress.done >= 3 or v.state.terminal, timeout=60)
+        master_agent = task(view, "master").agent_id
+        assert master_agent
+        fault(chaos, master_agent, "terminate", notice=5)
+        most = 0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            masters = live_master_tasks(chaos, key)
+            # One master is a process tree (``sh -c`` and its Python): count the roots.
+            procs = master_process_roots(str(out))
+            most = max(most, len(masters), len(procs))
+            view = c.get(key)
+            if any(x.slot == "master" and x.recovered_at for x in view.resilience.recent) \
+                    or view.state.terminal:
+                break
+            time.sleep(0.05)
+        assert most == 1, "two live masters at once"
+        loss = next(x for x in view.resilience.recent if x.slot == "master")
+        assert loss.kind == "notice" and loss.recovery_seconds is not None
+        assert loss.recovery_seconds < 5, loss          # back before the machine went away
+        assert task(view, "master").agent_id != master_agent
+        final = wait_for(c, key, lambda v: v.state.terminal, timeout=90)
+    assert final.state is JobState.FINISHED, final
+    result = subprocess.run(
+        [sys.executable, "-m", "corral_executor.samples.scoring", "verify",
+         "--data", str(chaos.data(40)), "--out", str(out)],
         capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
