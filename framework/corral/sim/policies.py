@@ -27,6 +27,7 @@ from corral.core.policy import (
     Target,
     compute_targets,
 )
+from corral.core.policyfile import policy_config
 from corral.core.resources import Resources
 from corral.core.rightsizing import RightSizingConfig
 from corral.core.scaling import (
@@ -38,7 +39,6 @@ from corral.core.scaling import (
     load_workers,
     remember,
 )
-from corral.core.sla import SlaConfig
 
 POLICIES = ("corral", "drf", "adaptive", "fifo")
 
@@ -143,25 +143,8 @@ class AdaptivePolicy:
 def make_policy(name: str, target_duration_s: float, knobs: Mapping[str, float] | None = None
                 ) -> CorralPolicy | FifoPolicy | AdaptivePolicy:
     """A fresh policy object by name (one of ``POLICIES``), with scenario ``knobs``."""
-    k = dict(knobs or {})
-    base = ScalingConfig()
-    scaling = ScalingConfig(
-        target_duration_s=target_duration_s,
-        hysteresis=k.get("hysteresis", base.hysteresis),
-        cooldown_up_s=k.get("cooldown_up_s", base.cooldown_up_s),
-        cooldown_down_s=k.get("cooldown_down_s", base.cooldown_down_s),
-        max_step_up=int(k.get("max_step_up", base.max_step_up)),
-        max_step_down=int(k.get("max_step_down", base.max_step_down)),
-    )
-    d = PolicyConfig()
-    cfg = PolicyConfig(
-        scaling=scaling,
-        sla=SlaConfig(margin=k.get("sla_margin", d.sla.margin),
-                      startup_s=k.get("sla_startup_s", d.sla.startup_s)),
-        preemption_budget=int(k.get("preemption_budget", d.preemption_budget)),
-        preemption_window_s=k.get("preemption_window_s", d.preemption_window_s),
-        min_share_diff=k.get("min_share_diff", d.min_share_diff),
-    )
+    cfg = policy_config(knobs, target_duration_s)
+    scaling = cfg.scaling
     if name == "corral":
         return CorralPolicy(cfg)
     if name == "drf":

@@ -20,6 +20,7 @@ import yaml
 
 from corral.core.fairness import RolePolicy
 from corral.core.model import Tier
+from corral.core.policyfile import Reader
 from corral.core.resources import Resources
 
 
@@ -88,59 +89,8 @@ class Scenario:
         return replace(self, horizon_s=min(self.horizon_s, horizon_s))
 
 
-POLICY_KNOBS: dict[str, tuple[float, float]] = {
-    # Policy settings a scenario may override, with their allowed ranges.
-    "preemption_budget": (0, 1e9),
-    "preemption_window_s": (1, 1e9),
-    "min_share_diff": (0, 1),
-    "max_step_up": (1, 1e6),
-    "max_step_down": (1, 1e6),
-    "cooldown_up_s": (0, 1e9),
-    "cooldown_down_s": (0, 1e9),
-    "hysteresis": (0, 10),
-    "sla_margin": (0, 10),
-    "sla_startup_s": (0, 1e6),
-}
-
-
-class _P:
-    """Collects errors while reading plain data."""
-
-    def __init__(self) -> None:
-        self.errors: list[str] = []
-
-    def map(self, d: Any, path: str, allowed: set[str], required: set[str] = frozenset()
-            ) -> Mapping[str, Any]:
-        if not isinstance(d, Mapping):
-            self.errors.append(f"{path or 'scenario'}: must be a mapping")
-            return {}
-        for k in d:
-            if k not in allowed:
-                self.errors.append(f"{path}.{k}".lstrip(".") + ": unknown field (expected one"
-                                   f" of: {', '.join(sorted(allowed))})")
-        for k in sorted(required - set(d)):
-            self.errors.append(f"{path}.{k}".lstrip(".") + ": is required")
-        return d
-
-    def num(self, d: Mapping[str, Any], k: str, path: str, default: float | None = None,
-            lo: float = 0.0, hi: float = float("inf")) -> float:
-        v = d.get(k, default)
-        where = f"{path}.{k}".lstrip(".")
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            if k in d or default is None:
-                self.errors.append(f"{where}: must be a number")
-            return default if default is not None else lo
-        if not lo <= v <= hi:
-            self.errors.append(f"{where}: must be between {lo:g} and {hi:g}, got {v:g}")
-            return default if default is not None else lo
-        return float(v)
-
-    def int(self, d: Mapping[str, Any], k: str, path: str, default: int | None = None,
-            lo: int = 0, hi: int = 10**9) -> int:
-        v = self.num(d, k, path, default, lo, hi)
-        if int(v) != v:
-            self.errors.append(f"{path}.{k}".lstrip(".") + ": must be a whole number")
-        return int(v)
+class _P(Reader):
+    """The shared reader plus number ranges, which only scenarios use."""
 
     def range(self, d: Mapping[str, Any], k: str, path: str, lo: float = 0.0,
               hi: float = float("inf")) -> tuple[float, float] | None:
@@ -158,20 +108,10 @@ class _P:
             return None
         return float(v[0]), float(v[1])
 
-    def res(self, d: Any, path: str, required: bool = True) -> Resources:
-        m = self.map(d if d is not None else ({} if not required else None), path,
-                     {"cpus", "mem", "disk", "gpus"})
-        return Resources(
-            cpus=self.num(m, "cpus", path, 0.0 if not required else None, 0, 1e9),
-            mem=self.num(m, "mem", path, 0.0 if not required else None, 0, 1e12),
-            disk=self.num(m, "disk", path, 0.0, 0, 1e12),
-            gpus=self.num(m, "gpus", path, 0.0, 0, 1e6),
-        )
-
 
 def parse_scenario(data: Any) -> Scenario:
     """Build a ``Scenario`` from plain data or raise ``ScenarioError`` listing every problem."""
-    p = _P()
+    p = _P("scenario")
     top = p.map(data, "", {"name", "description", "horizon_s", "interval_s", "seed", "agents",
                            "market", "roles", "workloads", "target_duration_s", "policy"},
                 {"name", "horizon_s", "agents", "workloads"})
@@ -206,22 +146,8 @@ def parse_scenario(data: Any) -> Scenario:
                     p.num(mk, "spot_termination_rate_per_hour", "market", 0.0, 0, 1e3),
                     tuple(sorted(trace)),
                     p.num(mk, "replacement_delay_s", "market", 300.0, 0, 1e9))
-    roles: dict[str, RolePolicy] = {}
-    for i, r in enumerate(top.get("roles", []) or []):
-        path = f"roles[{i}]"
-        m = p.map(r, path, {"name", "weight", "guarantee", "limit", "count"}, {"name"})
-        pol = RolePolicy(weight=p.num(m, "weight", path, 1.0, 1e-6, 1e6),
-                         guarantee=p.res(m.get("guarantee"), f"{path}.guarantee", False),
-                         limit=(p.res(m["limit"], f"{path}.limit", False) if m.get("limit")
-                                else None))
-        n = p.int(m, "count", path, 1, 1, 100_000)
-        name = str(m.get("name", ""))
-        # ``count: N`` expands one entry into roles name-0..name-(N-1) (for scale runs).
-        for k in range(n):
-            roles[name if n == 1 else f"{name}-{k}"] = pol
-    pk = p.map(top.get("policy", {}) or {}, "policy", set(POLICY_KNOBS))
-    knobs = {k: p.num(pk, k, "policy", None, *POLICY_KNOBS[k]) for k in sorted(pk)
-             if k in POLICY_KNOBS}
+    roles = p.roles(top.get("roles"), allow_count=True)
+    knobs = p.knobs(top.get("policy"))
     workloads = []
     raw_wl = top.get("workloads", [])
     if not isinstance(raw_wl, list) or not raw_wl:
@@ -237,16 +163,7 @@ def parse_scenario(data: Any) -> Scenario:
         target_duration_s=p.num(top, "target_duration_s", "", 600.0, 1, 1e9),
         description=str(top.get("description", "")), policy=knobs,
     )
-    if p.errors:
-        # One message per field: a missing field also fails its type check; say it once.
-        seen: set[str] = set()
-        msgs = []
-        for e in p.errors:
-            where = e.split(":", 1)[0]
-            if where not in seen:
-                seen.add(where)
-                msgs.append(e)
-        raise ScenarioError("invalid scenario:\n  " + "\n  ".join(msgs))
+    p.fail_if_errors(ScenarioError, "invalid scenario")
     return sc
 
 
