@@ -57,6 +57,24 @@ def test_small_backlog_shrinks_the_job_to_its_minimum() -> None:
     assert view.target_reason.startswith(("min:", "load:")), view.target_reason
 
 
+def test_submission_starts_the_shrink_cooldown() -> None:
+    slow = PolicyConfig(scaling=ScalingConfig(target_duration_s=60.0, cooldown_up_s=0.0,
+                                              cooldown_down_s=120.0))
+    h = Harness(elastic=Elastic(config=slow, interval=5.0))
+    master, ws = started(h, workers=4, lo=1, hi=8)
+    run_workers(h, ws)
+    progress(h, master, 0, 100, dt=1)
+    h(ev.Tick(), dt=5)
+    progress(h, master, 98, 100, dt=10)
+    h(ev.Tick(), dt=0.1)
+    view = h.s.view(KEY)
+    assert view.desired_workers == 4, view.target_reason      # submitted < 120 s ago
+    assert "cooldown" in view.target_reason, view.target_reason
+    progress(h, master, 99, 100, dt=110)
+    h(ev.Tick(), dt=0.1)
+    assert h.s.view(KEY).desired_workers == 1                 # now it may shrink
+
+
 def test_manual_scale_pins_the_target() -> None:
     h = Harness(elastic=Elastic(config=FAST, interval=5.0))
     master, ws = started(h, workers=2, lo=1, hi=8)

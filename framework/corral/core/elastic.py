@@ -11,20 +11,23 @@ through ``Scheduler.set_target_workers`` with a reason a user can read in
 the job's fair share.
 
 A job scaled by hand (``corral scale``) is pinned: the policy leaves its target alone.
+The size a job is submitted with counts as its first scaling decision, so the policy's
+cooldowns run from submission: a job is not shrunk within ``cooldown_down_s`` of being
+submitted (nor grown within ``cooldown_up_s``), however small its backlog looks at first.
 Like the scheduler it is deterministic: no clock, no I/O.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from corral.core.fairness import RolePolicy
 from corral.core.model import Offer, TaskKind
 from corral.core.policy import JobDemand, PolicyConfig, PolicyState, compute_targets
 from corral.core.resources import ZERO, Resources
-from corral.core.scaling import WorkerState
+from corral.core.scaling import ScaleMemory, WorkerState
 
 if TYPE_CHECKING:
     from corral.core.scheduler import JobRecord, Scheduler
@@ -124,6 +127,13 @@ class Elastic:
             throughput_per_worker=throughput,
         )
 
+    def _seed_memory(self, jobs: Sequence[JobRecord]) -> None:
+        """Jobs the policy has not sized yet: their submission is their last change."""
+        fresh = {j.key: ScaleMemory(last_up_at=j.submitted_at) for j in jobs
+                 if j.key not in self.state.memory}
+        if fresh:
+            self.state = replace(self.state, memory={**self.state.memory, **fresh})
+
     def step(self, sched: Scheduler, now: float,
              apply: Callable[[str, int, str], None]) -> None:
         """One policy pass if ``interval`` has passed: ``apply(job, workers, reason)``
@@ -138,6 +148,7 @@ class Elastic:
         if not jobs or capacity.is_empty():
             return  # nothing to size, or no offer seen yet: keep today's targets
         demands = [self._demand(j, now) for j in jobs]
+        self._seed_memory(jobs)
         result = compute_targets(demands, capacity, self.roles, self.state, now, self.config,
                                  revocable_capacity=revocable)
         self.state = result.state
