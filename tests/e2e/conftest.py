@@ -8,6 +8,7 @@ the test checks that none of the processes started under the cluster's work dire
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import sys
 import time
@@ -112,16 +113,20 @@ def wait_for(client: JobClient, key: str, pred: Any, timeout: float = 60.0) -> J
     return view
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    work = tmp_path_factory.mktemp(f"corral-e2e-{uuid.uuid4().hex[:6]}")
+@contextlib.contextmanager
+def running_cluster(tmp_path_factory: pytest.TempPathFactory, prefix: str, *, agents: int,
+                    spot: int, localmesos_extra: list[str] | None = None,
+                    scheduler_extra: list[str] | None = None) -> Iterator[Cluster]:
+    """localmesos (4 cpus, 4 GiB per agent) and one scheduler in a fresh work directory;
+    on exit both are stopped and no process started under it may outlive them."""
+    work = tmp_path_factory.mktemp(f"{prefix}-{uuid.uuid4().hex[:6]}")
     logs = work / "logs"
     logs.mkdir()
-    lm, url = start_localmesos(work / "mesos", logs, agents=3, spot=1, cpus=4, mem=4096,
-                               allocation_interval=0.1)
+    lm, url = start_localmesos(work / "mesos", logs, agents=agents, spot=spot, cpus=4,
+                               mem=4096, allocation_interval=0.1, extra=localmesos_extra)
     sched: Child | None = None
     try:
-        sched, api = start_scheduler(url, logs)
+        sched, api = start_scheduler(url, logs, extra=scheduler_extra)
         yield Cluster(work, url, api, lm, sched)
     finally:
         if sched is not None:
@@ -129,3 +134,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         lm.stop(grace=15)
     left = wait_gone(str(work))
     assert not left, f"processes outlived the cluster: {[p.cmdline() for p in left]}"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with running_cluster(tmp_path_factory, "corral-e2e", agents=3, spot=1) as c:
+        yield c

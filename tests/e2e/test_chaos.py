@@ -25,30 +25,22 @@ import pytest
 
 from corral.core.spec import parse_job_spec
 from corral.core.views import JobState, JobView
-from corral.procs import Child, start_localmesos, start_scheduler
-from tests.e2e.conftest import Cluster, processes_mentioning, wait_for, wait_gone
+from tests.e2e.conftest import (
+    Cluster,
+    processes_mentioning,
+    running_cluster,
+    wait_for,
+    wait_gone,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 
 @pytest.fixture(scope="module")
 def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    work = tmp_path_factory.mktemp(f"corral-chaos-{uuid.uuid4().hex[:6]}")
-    logs = work / "logs"
-    logs.mkdir()
-    lm, url = start_localmesos(work / "mesos", logs, agents=7, spot=4, cpus=4, mem=4096,
-                               allocation_interval=0.1,
-                               extra=["--agent-health-timeout", "1"])
-    sched: Child | None = None
-    try:
-        sched, api = start_scheduler(url, logs)
-        yield Cluster(work, url, api, lm, sched)
-    finally:
-        if sched is not None:
-            sched.stop(grace=10)
-        lm.stop(grace=15)
-    left = wait_gone(str(work))
-    assert not left, f"processes outlived the cluster: {[p.cmdline() for p in left]}"
+    with running_cluster(tmp_path_factory, "corral-chaos", agents=7, spot=4,
+                         localmesos_extra=["--agent-health-timeout", "1"]) as c:
+        yield c
 
 
 def fault(cluster: Cluster, agent: str, action: str, **body: Any) -> dict[str, Any]:
