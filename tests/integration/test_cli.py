@@ -296,6 +296,40 @@ def test_usage_errors_exit_2_without_traceback() -> None:
     no_traceback(p)
 
 
+def test_scheduler_rejects_a_bad_policy_before_starting(tmp_path: Path) -> None:
+    bad = tmp_path / "policy.yaml"
+    bad.write_text("roles:\n  - {name: ml, weight: -1}\npolicy: {max_step_up: 0}\n")
+    # The master and API addresses are never used: the options are checked first.
+    p = corral("scheduler", "--master", "http://127.0.0.1:9", "--policy", str(bad))
+    assert p.returncode == 2, p.stderr
+    assert "roles[0].weight" in p.stderr and "policy.max_step_up" in p.stderr, p.stderr
+    no_traceback(p)
+    p = corral("scheduler", "--master", "http://127.0.0.1:9", "--overprovision", "-1")
+    assert p.returncode == 2 and "--overprovision must be a number >= 0" in p.stderr
+    no_traceback(p)
+
+
+def test_scheduler_options_configure_the_core(tmp_path: Path) -> None:
+    from corral.runtime.main import build_parser, policy_settings
+    from corral.runtime.service import RuntimeConfig
+
+    good = tmp_path / "policy.yaml"
+    good.write_text("interval_s: 2\nroles:\n  - {name: ml, weight: 3}\n")
+    args = build_parser().parse_args(["--policy", str(good), "--overprovision", "2",
+                                      "--spread-attribute", "zone"])
+    config = RuntimeConfig()
+    assert policy_settings(args, config) is None
+    core = config.make_core()
+    assert core.elastic is not None and core.elastic.interval == 2.0
+    assert core.elastic.roles["ml"].weight == 3.0
+    assert core.overprovision.multiple == 2.0 and core.default_spread == "zone"
+    args = build_parser().parse_args(["--no-elastic", "--spread-attribute", ""])
+    config = RuntimeConfig()
+    assert policy_settings(args, config) is None
+    core = config.make_core()
+    assert core.elastic is None and core.default_spread is None
+
+
 # In-process: the pass-through commands hand argv on untouched.
 
 

@@ -21,7 +21,11 @@ Roles it does not name weigh 1 with no guarantee and no limit.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from corral.core.fairness import RolePolicy
 from corral.core.policy import PolicyConfig
@@ -42,6 +46,10 @@ POLICY_KNOBS: dict[str, tuple[float, float]] = {
     "sla_margin": (0, 10),
     "sla_startup_s": (0, 1e6),
 }
+
+
+class PolicyFileError(ValueError):
+    """A policy file is unreadable or invalid; the message names every bad field."""
 
 
 class Reader:
@@ -168,3 +176,43 @@ def policy_config(knobs: Mapping[str, float] | None = None,
         preemption_window_s=k.get("preemption_window_s", d.preemption_window_s),
         min_share_diff=k.get("min_share_diff", d.min_share_diff),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerPolicy:
+    """What a running scheduler's elastic policy is configured with."""
+
+    roles: Mapping[str, RolePolicy] = field(default_factory=dict)
+    config: PolicyConfig = field(default_factory=PolicyConfig)
+    interval_s: float = 5.0
+
+
+def parse_policy(data: Any) -> SchedulerPolicy:
+    """A ``SchedulerPolicy`` from plain data, or ``PolicyFileError`` naming every bad field.
+    An empty document gives the defaults."""
+    r = Reader()
+    top = r.map(data if data is not None else {}, "",
+                {"interval_s", "target_duration_s", "roles", "policy"})
+    roles = r.roles(top.get("roles"))
+    knobs = r.knobs(top.get("policy"))
+    duration = r.num(top, "target_duration_s", "", ScalingConfig().target_duration_s, 1, 1e9)
+    interval = r.num(top, "interval_s", "", 5.0, 0.1, 86400)
+    r.fail_if_errors(PolicyFileError, "invalid policy file")
+    return SchedulerPolicy(roles=roles, config=policy_config(knobs, duration),
+                           interval_s=interval)
+
+
+def load_policy_file(path: str | Path) -> SchedulerPolicy:
+    """Read and parse a policy file; every problem is a ``PolicyFileError`` with the path."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise PolicyFileError(f"cannot read policy file {path}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PolicyFileError(f"policy file {path} is not valid YAML: {exc}") from None
+    try:
+        return parse_policy(data)
+    except PolicyFileError as exc:
+        raise PolicyFileError(f"{path}: {exc}") from None

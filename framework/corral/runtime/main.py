@@ -6,6 +6,9 @@ so scripts (and ``corral demo``) can find a port chosen with ``--api 127.0.0.1:0
 Stopping a scheduler does not tear the framework down: its tasks keep running and a
 restarted scheduler (same framework id, within the failover timeout) adopts them.
 
+Jobs are sized by the elastic policy (``core.elastic``) unless ``--no-elastic``;
+``--policy FILE`` gives it role weights, guarantees, limits and knobs.
+
 With ``--zk zk://host:port[,host:port]/root`` it runs as one of several replicas
 (``runtime.replica``): the elected leader subscribes and acts, the others answer the API
 with the leader's address. SIGTERM on the leader hands leadership over at once.
@@ -17,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
 import socket
@@ -70,8 +74,48 @@ def build_parser(prog: str = "corral scheduler") -> argparse.ArgumentParser:
         "--zk-connect-timeout", type=float, default=30.0,
         help="seconds to keep retrying ZooKeeper at start-up (default %(default)s)",
     )
+    g = p.add_argument_group("policy")
+    g.add_argument(
+        "--policy", metavar="FILE", default=os.environ.get("CORRAL_POLICY"),
+        help="YAML policy file: role weights, guarantees and limits, and policy knobs "
+             "(see docs/policy.md; env CORRAL_POLICY; default: every role weighs 1)",
+    )
+    g.add_argument(
+        "--no-elastic", dest="elastic", action="store_false",
+        help="keep every job at the worker count it asks for (changed only by "
+             "`corral scale`); default: size jobs by load, fair share and deadline",
+    )
+    g.add_argument(
+        "--overprovision", type=float, default=1.0, metavar="MULTIPLE",
+        help="spare workers per job = most terminations seen within the replacement lead "
+             "time x MULTIPLE; 0 turns it off; a job's label overprovision=M overrides "
+             "(default %(default)s)",
+    )
+    g.add_argument(
+        "--spread-attribute", default="market", metavar="ATTR",
+        help="agent attribute a job's workers spread over when its spec names none, so "
+             "one spot market's reclaim takes a fraction of a job; '' for none "
+             "(default %(default)s)",
+    )
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return p
+
+
+def policy_settings(args: argparse.Namespace, config: RuntimeConfig) -> str | None:
+    """Apply the policy options to ``config``; an error message if one is bad."""
+    from corral.core.policyfile import PolicyFileError, load_policy_file
+
+    if not (args.overprovision >= 0 and math.isfinite(args.overprovision)):
+        return f"--overprovision must be a number >= 0, got {args.overprovision}"
+    config.elastic = args.elastic
+    config.overprovision = args.overprovision
+    config.spread_attribute = args.spread_attribute or None
+    if args.policy:
+        try:
+            config.policy = load_policy_file(args.policy)
+        except PolicyFileError as exc:
+            return str(exc)
+    return None
 
 
 def _advertised(api: str, port: int) -> str:
@@ -133,6 +177,10 @@ async def serve(args: argparse.Namespace) -> int:
         config.user = args.user
     if args.executor_command:
         config.executor_command = args.executor_command
+    bad = policy_settings(args, config)
+    if bad:
+        print(f"corral scheduler: {bad}", file=sys.stderr)
+        return 2
     if args.zk:
         return await serve_replica(args, config)
     service = SchedulerService(config)

@@ -159,7 +159,7 @@ class Replica:
         started = time.monotonic()
         try:
             state = await store.load_async()
-            core = Scheduler()
+            core = self.config.make_core()
             tasks = restore(core, None, intents_from(state))
         except (StateCorrupt, RestoreError) as exc:
             self.refused = str(exc)

@@ -38,8 +38,11 @@ from typing import Any
 
 from corral.core import effects as fx
 from corral.core import events as ev
+from corral.core.elastic import Elastic
 from corral.core.model import JobSpec, parse_task_id
+from corral.core.policyfile import SchedulerPolicy
 from corral.core.scheduler import Scheduler
+from corral.core.spot import OverProvision
 from corral.core.views import JobView, NotFound, NotLeader
 from corral.mesos import codec
 from corral.mesos.client import SchedulerClient
@@ -72,6 +75,18 @@ class RuntimeConfig:
     tick_seconds: float = 1.0
     usage_interval: float = 5.0
     hostname: str = field(default_factory=socket.gethostname)
+    # How the core decides (the same for every term of a replica):
+    elastic: bool = True  # size jobs by load, fair share and deadline; False: as asked
+    policy: SchedulerPolicy = field(default_factory=SchedulerPolicy)
+    overprovision: float = 1.0  # spare-worker safety multiple for jobs without a label
+    spread_attribute: str | None = "market"  # agent attribute workers spread over
+
+    def make_core(self) -> Scheduler:
+        """A fresh scheduler core configured from this (each leader term builds one)."""
+        elastic = Elastic(roles=self.policy.roles, config=self.policy.config,
+                          interval=self.policy.interval_s) if self.elastic else None
+        return Scheduler(elastic=elastic, overprovision=OverProvision(self.overprovision),
+                         default_spread=self.spread_attribute)
 
     def framework_info(self, framework_id: str | None = None) -> dict[str, Any]:
         info: dict[str, Any] = {
@@ -122,7 +137,7 @@ class SchedulerService:
     ) -> None:
         self.config = config
         self._clock = clock
-        self.core = core if core is not None else Scheduler()
+        self.core = core if core is not None else config.make_core()
         self._inbox: asyncio.Queue[_Command] = asyncio.Queue()
         self._outbox: asyncio.Queue[fx.Effect] = asyncio.Queue()
         self._changed = asyncio.Event()
