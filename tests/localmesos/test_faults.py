@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import shlex
+import sys
+import time
+import uuid
+
+import psutil
 
 from corral.localmesos import LocalMesos
 from tests.localmesos.helpers import (
@@ -127,3 +133,57 @@ async def test_add_agent_at_run_time() -> None:
         assert attrs["zone"] == {"value": "b"} and attrs["market"] == {"value": "spot"}
         assert attrs["spot"] == {"value": "true"}
         assert next(r for r in o["resources"] if r["name"] == "cpus")["scalar"]["value"] == 1.0
+
+
+# A container is everything its executor started, as a cgroup would hold it: Corral's
+# executor runs each task in a session of its own, outside the executor's process group.
+
+def _marked(marker: str) -> list[int]:
+    found = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        if p.info["status"] != psutil.STATUS_ZOMBIE and marker in (p.info["cmdline"] or []):
+            found.append(p.pid)
+    return found
+
+
+async def _until_marked(marker: str, present: bool, timeout: float = 5.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while bool(_marked(marker)) != present and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return _marked(marker)
+
+
+def _session_spawning_task(offer: dict, marker: str, then: str) -> dict:
+    """An executor that starts a grandchild in its own session, then runs ``then``."""
+    task = executor_task(offer, "t", "ex-sess")
+    script = ("import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', "
+              f"'import time; time.sleep(60)', {marker!r}], start_new_session=True); {then}")
+    task["executor"]["command"]["value"] = f"exec {sys.executable} -c {shlex.quote(script)}"
+    return task
+
+
+@async_test
+async def test_terminate_kills_processes_in_other_sessions() -> None:
+    marker = f"lm-sess-{uuid.uuid4().hex[:8]}"
+    async with cluster(agents=1) as lm, scheduler(lm) as s:
+        o = (await s.offers())[0]
+        await s.launch(o, [_session_spawning_task(o, marker, "time.sleep(60)")], refuse=0)
+        assert await _until_marked(marker, True), "the grandchild never started"
+        await lm.terminate_agent(o["agent_id"]["value"])
+        left = await _until_marked(marker, False, timeout=3)
+        assert not left, f"outlived its agent: {left}"
+
+
+@async_test
+async def test_executor_exit_takes_its_running_tasks_processes() -> None:
+    marker = f"lm-orphan-{uuid.uuid4().hex[:8]}"
+    async with cluster(agents=1) as lm, scheduler(lm) as s:
+        o = (await s.offers())[0]
+        # The executor dies at once, before it ever runs the task: its grandchild is
+        # reparented away from it and must still go with its container.
+        await s.launch(o, [_session_spawning_task(o, marker, "time.sleep(1); sys.exit(3)")],
+                       refuse=0)
+        st = await s.until("t", "TASK_FAILED", timeout=10)
+        assert st["reason"] == "REASON_EXECUTOR_TERMINATED"
+        left = await _until_marked(marker, False, timeout=3)
+        assert not left, f"outlived its executor: {left}"

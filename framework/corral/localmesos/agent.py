@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import psutil
 from aiohttp import web
 
 from corral.localmesos import httputil
@@ -127,6 +128,41 @@ def _killpg(pid: int | None, sig: int) -> None:
         os.killpg(pid, sig)
 
 
+def _destroy(pid: int | None) -> None:
+    """SIGKILL a container whose leader (executor or command) is ``pid`` and still lives:
+    its process group and every descendant, whatever group or session it moved to (Corral's
+    executor runs each task in a session of its own). Real Mesos destroys a container
+    through its cgroup; localmesos has none, so it follows the process tree, collected
+    before anything dies (an orphan is reparented and can no longer be found this way)."""
+    if pid is None:
+        return
+    try:
+        family = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        family = []
+    _killpg(pid, signal.SIGKILL)
+    for child in family:
+        with contextlib.suppress(psutil.Error, OSError):
+            os.killpg(child.pid, signal.SIGKILL)
+        with contextlib.suppress(psutil.Error, OSError):
+            child.kill()
+
+
+def _destroy_orphans(sandbox: Path) -> int:
+    """SIGKILL processes left running with ``MESOS_SANDBOX`` = ``sandbox`` after their
+    executor died (they were reparented away from it). One scan of the process table, so
+    only for an executor that exited with tasks still running. Returns how many."""
+    wanted = str(sandbox)
+    count = 0
+    for proc in psutil.process_iter(["environ"]):
+        env = proc.info.get("environ") or {}
+        if env.get("MESOS_SANDBOX") == wanted:
+            with contextlib.suppress(psutil.Error, OSError):
+                proc.kill()
+                count += 1
+    return count
+
+
 class Agent:
     def __init__(self, master: MasterPort, agent_id: str, index: int, work_dir: Path,
                  resources: Pool, attributes: list[tuple[str, str]],
@@ -187,7 +223,7 @@ class Agent:
     def kill_all_now(self) -> None:
         """SIGKILL every process group this agent started (safe from signal handlers)."""
         for pid in list(self.pids):
-            _killpg(pid, signal.SIGKILL)
+            _destroy(pid)
 
     async def terminate(self) -> None:
         """Die at once, like a reclaimed spot instance: no updates, no goodbyes."""
@@ -351,7 +387,7 @@ class Agent:
             grace = 0.0
         pid = ex.proc.pid if ex.proc is not None else None
         loop = asyncio.get_running_loop()
-        ex.timers.append(loop.call_later(grace, _killpg, pid, signal.SIGKILL))
+        ex.timers.append(loop.call_later(grace, _destroy, pid))
 
     def shutdown_framework(self, framework_id: str) -> None:
         """The framework was removed: kill everything of it and forget its updates."""
@@ -527,18 +563,25 @@ class Agent:
             ex.timers.append(loop.call_later(
                 self.options.executor_registration_timeout, self._registration_timeout, ex))
             if ex.shutting_down:      # shut down before it even started
-                _killpg(ex.proc.pid, signal.SIGKILL)
+                _destroy(ex.proc.pid)
             rc = await ex.proc.wait()
             # The leader may be gone but its children live on in the group: reap them too.
             _killpg(ex.proc.pid, signal.SIGKILL)
             self.pids.discard(ex.proc.pid)
+            if any(self.tasks[(ex.framework_id, t)].state not in TERMINAL_STATES
+                   for t in ex.tasks if (ex.framework_id, t) in self.tasks):
+                # It died with tasks running: they die with its container.
+                n = await asyncio.to_thread(_destroy_orphans, ex.sandbox)
+                if n:
+                    log.info("executor %s exited; killed %d process(es) it left behind",
+                             ex.executor_id, n)
         self._executor_exited(ex, rc)
 
     def _registration_timeout(self, ex: ExecutorRun) -> None:
         if ex.stream is None and ex.proc is not None and ex.proc.returncode is None:
             log.warning("executor %s did not subscribe in time", ex.executor_id)
             ex.forced = ("TASK_FAILED", "REASON_EXECUTOR_REGISTRATION_TIMEOUT")
-            _killpg(ex.proc.pid, signal.SIGKILL)
+            _destroy(ex.proc.pid)
 
     def _executor_exited(self, ex: ExecutorRun, rc: int | None) -> None:
         for h in ex.timers:
@@ -581,7 +624,7 @@ class Agent:
                          f"{e}")
             return
         if run.killing:
-            _killpg(run.proc.pid, signal.SIGKILL)
+            _destroy(run.proc.pid)
         else:
             self._update(run, "TASK_RUNNING", "SOURCE_EXECUTOR")
         rc = await run.proc.wait()
@@ -623,7 +666,7 @@ class Agent:
             _killpg(proc.pid, signal.SIGTERM)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(proc.wait()), grace)
-        _killpg(proc.pid, signal.SIGKILL)
+        _destroy(proc.pid)
 
     # ------------------------------------------------------------------ executor HTTP API
 
