@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import shlex
+import subprocess
 import sys
 import time
 import uuid
@@ -65,8 +66,6 @@ class Cluster:
     def data(self, chunks: int, rows: int = 500) -> Path:
         d = self.work / f"data-{chunks}-{rows}"
         if not d.exists():
-            import subprocess
-
             subprocess.run(
                 [sys.executable, "-m", "corral_executor.samples.scoring", "make-data",
                  "--data", str(d), "--chunks", str(chunks), "--rows", str(rows),
@@ -74,6 +73,13 @@ class Cluster:
                 check=True, stdout=subprocess.DEVNULL, timeout=60,
             )
         return d
+
+    def verify(self, chunks: int, out: Path) -> subprocess.CompletedProcess[str]:
+        """Check the sample job's outputs in ``out`` against a single-process run."""
+        return subprocess.run(
+            [sys.executable, "-m", "corral_executor.samples.scoring", "verify",
+             "--data", str(self.data(chunks)), "--out", str(out)],
+            capture_output=True, text=True, timeout=60)
 
     def scoring_spec(self, *, chunks: int = 16, workers: int = 4, delay: float = 0.0,
                      name: str | None = None, max_workers: int | None = None,

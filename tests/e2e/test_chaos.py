@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -143,10 +141,7 @@ def test_job_survives_spot_loss_notice_revocation_and_master_loss(chaos: Cluster
     assert r.recoveries >= 4 and all(x.recovered_at for x in r.recent), r
     # Only lost attempts were replaced: the job never restarted anything else.
     assert sum(t.attempt - 1 for t in final.tasks) <= r.losses, final
-    result = subprocess.run(
-        [sys.executable, "-m", "corral_executor.samples.scoring", "verify",
-         "--data", str(chaos.data(120)), "--out", str(out)],
-        capture_output=True, text=True, timeout=60)
+    result = chaos.verify(120, out)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK: 120 chunks identical" in result.stdout
     # Every chunk's output exists exactly once, and nothing else.
@@ -177,10 +172,7 @@ def test_revocable_tier_is_rescheduled_when_revoked(chaos: Cluster) -> None:
     assert {x.kind for x in final.resilience.recent} == {"revoked"}
     assert all(t.revocable for t in final.tasks if t.slot.startswith("worker")
                and t.task_id), final.tasks
-    result = subprocess.run(
-        [sys.executable, "-m", "corral_executor.samples.scoring", "verify",
-         "--data", str(chaos.data(30)), "--out", str(out)],
-        capture_output=True, text=True, timeout=60)
+    result = chaos.verify(30, out)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -233,8 +225,5 @@ def test_notice_on_master_agent_hands_over_without_two_masters(chaos: Cluster) -
         assert task(view, "master").agent_id != master_agent
         final = wait_for(c, key, lambda v: v.state.terminal, timeout=90)
     assert final.state is JobState.FINISHED, final
-    result = subprocess.run(
-        [sys.executable, "-m", "corral_executor.samples.scoring", "verify",
-         "--data", str(chaos.data(40)), "--out", str(out)],
-        capture_output=True, text=True, timeout=60)
+    result = chaos.verify(40, out)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -69,10 +69,7 @@ def test_backlog_grows_the_job_and_status_says_why(elastic: Cluster) -> None:
         final = wait_for(c, key, lambda v: v.state.terminal, timeout=120)
     assert final.state is JobState.FINISHED, final
     # Workers retired as the backlog ran out did not lose or double a chunk.
-    result = subprocess.run(
-        [sys.executable, "-m", "corral_executor.samples.scoring", "verify",
-         "--data", str(elastic.data(90)), "--out", str(out)],
-        capture_output=True, text=True, timeout=60)
+    result = elastic.verify(90, out)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

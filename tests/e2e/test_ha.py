@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -163,10 +161,7 @@ def leader_of(api: str, timeout: float = 20.0) -> str:
 
 
 def verified(ha: Ha, chunks: int, out: Path) -> None:
-    r = subprocess.run(
-        [sys.executable, "-m", "corral_executor.samples.scoring", "verify",
-         "--data", str(ha.cluster.data(chunks)), "--out", str(out)],
-        capture_output=True, text=True, timeout=60)
+    r = ha.cluster.verify(chunks, out)
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"OK: {chunks} chunks identical" in r.stdout
 

@@ -7,8 +7,6 @@ executor. The tests talk to the scheduler only through its gRPC API.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 import uuid
 
@@ -24,14 +22,6 @@ from corral.core.views import JobState
 from tests.e2e.conftest import Cluster, wait_for, wait_gone
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
-
-
-def verify(cluster: Cluster, data_chunks: int, out: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "corral_executor.samples.scoring", "verify",
-         "--data", str(cluster.data(data_chunks)), "--out", str(out)],
-        capture_output=True, text=True, timeout=60,
-    )
 
 
 def test_master_and_four_workers_score_every_chunk(cluster: Cluster) -> None:
@@ -50,7 +40,7 @@ def test_master_and_four_workers_score_every_chunk(cluster: Cluster) -> None:
     assert [v.version for v in seen] == sorted({v.version for v in seen})
     slots = {t.slot for t in final.tasks}
     assert slots == {"master", "worker-0", "worker-1", "worker-2", "worker-3"}
-    result = verify(cluster, 24, out)
+    result = cluster.verify(24, out)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK: 24 chunks identical" in result.stdout
     assert not wait_gone(str(out))

@@ -60,7 +60,7 @@ def test_roles_must_be_a_list_and_the_document_a_mapping() -> None:
 
 def test_file_errors_name_the_file(tmp_path: Path) -> None:
     missing = tmp_path / "nope.yaml"
-    with pytest.raises(PolicyFileError, match="cannot read policy file .*nope.yaml"):
+    with pytest.raises(PolicyFileError, match=r"cannot read policy file .*nope\.yaml"):
         load_policy_file(missing)
     broken = tmp_path / "broken.yaml"
     broken.write_text("roles: [unclosed\n")

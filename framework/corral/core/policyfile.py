@@ -202,16 +202,22 @@ def parse_policy(data: Any) -> SchedulerPolicy:
                            interval_s=interval)
 
 
-def load_policy_file(path: str | Path) -> SchedulerPolicy:
-    """Read and parse a policy file; every problem is a ``PolicyFileError`` with the path."""
+def read_yaml_file(path: str | Path, what: str, exc: type[ValueError]) -> Any:
+    """The parsed YAML of ``path``; an unreadable file or bad YAML raises ``exc`` with a
+    message that names ``what`` (e.g. "policy file") and the path."""
     try:
         text = Path(path).read_text()
-    except OSError as exc:
-        raise PolicyFileError(f"cannot read policy file {path}: {exc.strerror or exc}") from None
+    except OSError as e:
+        raise exc(f"cannot read {what} {path}: {e.strerror or e}") from None
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise PolicyFileError(f"policy file {path} is not valid YAML: {exc}") from None
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise exc(f"{what} {path} is not valid YAML: {e}") from None
+
+
+def load_policy_file(path: str | Path) -> SchedulerPolicy:
+    """Read and parse a policy file; every problem is a ``PolicyFileError`` with the path."""
+    data = read_yaml_file(path, "policy file", PolicyFileError)
     try:
         return parse_policy(data)
     except PolicyFileError as exc:

@@ -16,11 +16,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from corral.core.fairness import RolePolicy
 from corral.core.model import Tier
-from corral.core.policyfile import Reader
+from corral.core.policyfile import Reader, read_yaml_file
 from corral.core.resources import Resources
 
 
@@ -211,15 +209,7 @@ def _workload(p: _P, w: Any, path: str, roles: Mapping[str, RolePolicy]) -> list
 
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario file."""
-    try:
-        text = Path(path).read_text()
-    except OSError as e:
-        raise ScenarioError(f"cannot read scenario {path}: {e.strerror or e}") from e
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ScenarioError(f"scenario {path} is not valid YAML: {e}") from e
-    return parse_scenario(data)
+    return parse_scenario(read_yaml_file(path, "scenario", ScenarioError))
 
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
