@@ -64,7 +64,7 @@ def default_executor_command() -> str:
 
 @dataclass
 class RuntimeConfig:
-    """How one scheduler replica talks to Mesos."""
+    """How one scheduler replica talks to Mesos, and how its core decides."""
 
     master: str = "http://127.0.0.1:5050"
     framework_name: str = "corral"
