@@ -2,7 +2,10 @@
 
 Scenarios (each run several times; medians and p99 printed):
 - scheduler: a Scheduler with 50 jobs x 20 workers (1,000 pending tasks, masters running)
-  handling one OffersReceived of 100 offers — the full decision incl. effects;
+  handling one OffersReceived of 100 offers — the full decision incl. effects — once
+  with agents that have no ``market`` attribute (bin-packing) and once with four markets
+  (the default spread: one task at a time, least-used market, fewest of the job's tasks
+  per host);
 - place-100 / place-1000: the bare ``place()`` with 1,000 pending tasks over 100 and
   1,000 offers, and a worst case of 1,000 single-task jobs (no grouping possible).
 Run: python bench/bench_placement.py
@@ -19,10 +22,16 @@ from corral.core.placement import JobFacts, PendingTask, PlacementFacts, place
 from corral.core.resources import Resources
 from corral.core.scheduler import Scheduler
 
+MARKETS = ("on-demand", "spot-a", "spot-b", "spot-c")
 
-def offers(n: int, tag: str = "") -> tuple[Offer, ...]:
+
+def offers(n: int, tag: str = "", market: bool = False) -> tuple[Offer, ...]:
+    """``n`` offers; with ``market`` each agent also has a ``market`` attribute, so the
+    scheduler's default spread over markets (and hosts within one) applies."""
     return tuple(Offer(f"O{tag}{i}", f"S{i}", f"h{i}", Resources(32, 131072),
-                       ports=((31000, 31999),), attributes=(("zone", "abc"[i % 3]),))
+                       ports=((31000, 31999),),
+                       attributes=(("zone", "abc"[i % 3]),)
+                       + ((("market", MARKETS[i % 4]),) if market else ()))
                  for i in range(n))
 
 
@@ -31,7 +40,7 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(p * len(xs)))]
 
 
-def bench_scheduler(runs: int = 20) -> None:
+def bench_scheduler(runs: int = 20, market: bool = False) -> None:
     times, placed = [], 0
     for r in range(runs):
         s = Scheduler()
@@ -39,16 +48,17 @@ def bench_scheduler(runs: int = 20) -> None:
         for j in range(50):
             spec = JobSpec("r", "e", f"j{j}", master=t, workers=WorkerPool(t, 0, 20, 20))
             s.handle(ev.SubmitJob(spec, f"q{j}"), 0.0)
-        out = s.handle(ev.OffersReceived(offers(100, "m")), 1.0)
+        out = s.handle(ev.OffersReceived(offers(100, "m", market)), 1.0)
         for e in out:
             for task in getattr(e, "tasks", ()):
                 s.handle(ev.StatusUpdate(task.task_id, "TASK_RUNNING", e.agent_id), 2.0)
         t0 = time.perf_counter()
-        out = s.handle(ev.OffersReceived(offers(100, f"w{r}")), 3.0)
+        out = s.handle(ev.OffersReceived(offers(100, f"w{r}", market)), 3.0)
         times.append(time.perf_counter() - t0)
         placed = sum(len(getattr(e, "tasks", ())) for e in out)
     med = statistics.median(times)
-    print(f"scheduler 1000 pending / 100 offers: p50 {med * 1e3:.1f} ms  "
+    what = "spread over 4 markets" if market else "no market attribute"
+    print(f"scheduler 1000 pending / 100 offers ({what}): p50 {med * 1e3:.1f} ms  "
           f"p99 {pct(times, 0.99) * 1e3:.1f} ms  placed {placed}  "
           f"-> {placed / med:,.0f} placements/s")
 
@@ -73,6 +83,7 @@ def bench_place(n_offers: int, jobs: int, per_job: int, runs: int = 20) -> None:
 
 if __name__ == "__main__":
     bench_scheduler()
+    bench_scheduler(market=True)
     bench_place(100, 50, 20)
     bench_place(1000, 50, 20)
     bench_place(100, 1000, 1)

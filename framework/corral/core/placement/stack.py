@@ -85,6 +85,8 @@ def _place_group(group: list[PendingTask], pool: AgentPool, facts: PlacementFact
     cap = _capacity(ctx, static_mask(ctx))
     score = rank.scores(ctx) + rank.jitter(task.key.job, len(pool))
     spread = task.constraints.spread_over if task.key.kind is TaskKind.WORKER else None
+    if spread and pool.attr_codes(spread)[1] == [None]:
+        spread = None  # no offered agent has the attribute: nothing to spread over
     if spread:
         done = _choose_spread(group, ctx, cap, score, spread, job, plan)
     else:
@@ -172,17 +174,25 @@ def _choose_spread(group: list[PendingTask], ctx: GroupContext, cap: np.ndarray,
     used = np.array([job.spread_counts.get(v, 0) if v is not None else _BIG for v in table],
                     dtype=np.int64)
     jit = rank.jitter(group[0].key.job, len(ctx.pool))
+    absent = np.iinfo(np.int64).max  # above _BIG: a value no candidate has is never chosen
     done = 0
     while done < len(group):
         cand = cap > 0
-        if not cand.any():
-            break
-        present = np.unique(codes[cand])
-        code = int(present[np.argmin(used[present])])
+        if len(table) == 1:       # one value (or none at all): nothing to balance over
+            if not cand.any():
+                break
+            code, pick = 0, cand
+        else:
+            present = np.bincount(codes[cand], minlength=len(table)) > 0
+            if not present.any():
+                break
+            # The least used value among the candidates' (lowest code on a tie).
+            code = int(np.argmin(np.where(present, used, absent)))
+            pick = cand & (codes == code)
         # Within the value, the agent with the fewest of the job's tasks first: a market
         # usually has many machines, and losing one should take as few tasks as possible.
         spread_score = score - _HOST_SPREAD * ctx.counts
-        i = int(np.argmax(np.where(cand & (codes == code), spread_score, -np.inf)))
+        i = int(np.argmax(np.where(pick, spread_score, -np.inf)))
         _assign(group, done, 1, i, ctx, cap, score, float(jit[i]), plan)
         used[code] += 1
         done += 1
