@@ -75,6 +75,17 @@ def test_submission_starts_the_shrink_cooldown() -> None:
     assert h.s.view(KEY).desired_workers == 1                 # now it may shrink
 
 
+def test_a_job_that_reports_no_load_keeps_its_size() -> None:
+    h = Harness(elastic=Elastic(config=FAST, interval=5.0))
+    _master, ws = started(h, workers=4, lo=1, hi=8)
+    run_workers(h, ws)
+    for _ in range(5):
+        h(ev.Tick(), dt=30)
+    view = h.s.view(KEY)
+    assert view.desired_workers == 4, view.target_reason
+    assert view.target_reason.startswith("load: no load reported"), view.target_reason
+
+
 def test_manual_scale_pins_the_target() -> None:
     h = Harness(elastic=Elastic(config=FAST, interval=5.0))
     master, ws = started(h, workers=2, lo=1, hi=8)

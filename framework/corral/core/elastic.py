@@ -19,6 +19,7 @@ Like the scheduler it is deterministic: no clock, no I/O.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -121,7 +122,10 @@ class Elastic:
             workers.append(WorkerState(att.task_id, index, checkpoint_age_s=age))
         progress = job.view_progress()
         throughput = self._throughput(job.key, progress.done, len(workers), now)
-        backlog = float(progress.backlog or max(0, progress.total - progress.done))
+        # A job that never reported progress has an unknown load, not an empty one: NaN
+        # keeps it at its current size instead of shrinking it to its minimum.
+        backlog = float(progress.backlog or max(0, progress.total - progress.done)) \
+            if job.progress else math.nan
         return JobDemand.from_spec(
             job.spec, job.submitted_at, workers=tuple(workers), backlog=backlog,
             throughput_per_worker=throughput,

@@ -21,6 +21,7 @@ Reasons (``Target.reason``): ``load``, ``deadline``, ``min``, ``max``, ``share``
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -225,7 +226,8 @@ def _desire(j: JobDemand, state: PolicyState, now: float, cfg: PolicyConfig) -> 
     base = state.desired.get(j.key, clamp(fallback, lo, hi))
     raw = load_workers(j.backlog, j.throughput_per_worker, cfg.scaling.target_duration_s)
     if raw is None:
-        wanted, note = base, "throughput not measured yet"
+        wanted = base
+        note = "no load reported" if math.isnan(j.backlog) else "throughput not measured yet"
     else:
         damp = dampen(raw, base, state.memory.get(j.key, _NO_MEMORY), now, cfg.scaling)
         wanted, note = damp.workers, (f"load wants {raw}, {damp.note}" if damp.note
