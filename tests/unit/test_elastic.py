@@ -6,9 +6,11 @@ from __future__ import annotations
 from corral.core import events as ev
 from corral.core.elastic import Elastic
 from corral.core.fairness import RolePolicy
+from corral.core.model import Offer
 from corral.core.policy import PolicyConfig
+from corral.core.resources import Resources
 from corral.core.scaling import ScalingConfig
-from tests.unit.test_scheduler import KEY, Harness, launches, started
+from tests.unit.test_scheduler import KEY, Harness, launches, make_spec, started
 
 FAST = PolicyConfig(scaling=ScalingConfig(target_duration_s=60.0, cooldown_up_s=0.0,
                                           cooldown_down_s=0.0))
@@ -86,6 +88,25 @@ def test_a_job_that_reports_no_load_keeps_its_size() -> None:
     assert view.target_reason.startswith("load: no load reported"), view.target_reason
 
 
+def test_capacity_counts_launched_resources_once() -> None:
+    el = Elastic(config=FAST, interval=5.0)
+    h = Harness(elastic=el)
+    h(ev.Subscribed("fw-1"))
+    h(ev.SubmitJob(make_spec(2), "req-1"))
+    # One agent of 8 cpus: the master takes 1, its next offer is the 7 left, and the two
+    # workers take 2 of those.
+    (m,) = launches(h(ev.OffersReceived((Offer("O1", "S1", "h1", Resources(8, 8192),
+                                               ports=((31000, 31099),)),))))
+    h.status(m.task_id, "TASK_RUNNING")
+    assert el.capacity(h.s)[0].cpus == 8
+    ws = launches(h(ev.OffersReceived((Offer("O2", "S1", "h1", Resources(7, 7680),
+                                             ports=((31001, 31099),)),))))
+    assert len(ws) == 2
+    total, revocable = el.capacity(h.s)
+    assert (total.cpus, total.mem) == (8, 8192), total        # the agent, counted once
+    assert revocable.is_empty()
+
+
 def test_manual_scale_pins_the_target() -> None:
     h = Harness(elastic=Elastic(config=FAST, interval=5.0))
     master, ws = started(h, workers=2, lo=1, hi=8)
@@ -118,10 +139,11 @@ def test_capacity_counts_offers_and_our_tasks_but_not_lost_agents() -> None:
     started(h, workers=2)  # master on S1 (1 cpu), then workers on S1 (2 cpus)
     h.offers(2, cpus=4)
     total, _ = el.capacity(h.s)
-    # S1 offered 8 cpus in its last offer and holds 3 of ours; S2 offers 4.
-    assert total.cpus == 8 + 3 + 4
+    # S1's last offer had 8 cpus, 2 of which the workers took; it holds 3 of ours; S2
+    # offers 4.
+    assert total.cpus == (8 - 2) + 3 + 4
     h(ev.AgentLost("S2"))
-    assert el.capacity(h.s)[0].cpus == 8 + 3
+    assert el.capacity(h.s)[0].cpus == (8 - 2) + 3
 
 
 def test_quota_limits_the_target() -> None:

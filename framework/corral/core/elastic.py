@@ -36,6 +36,10 @@ if TYPE_CHECKING:
 MANUAL_REASON = "scaled by request"
 
 
+def _at_least_zero(r: Resources) -> Resources:
+    return Resources(max(r.cpus, 0.0), max(r.mem, 0.0), max(r.disk, 0.0), max(r.gpus, 0.0))
+
+
 @dataclass(slots=True)
 class _Rate:
     """Exponentially smoothed work units per second of one job."""
@@ -69,6 +73,17 @@ class Elastic:
             res, rev = by_agent.get(o.agent_id, (ZERO, ZERO))
             by_agent[o.agent_id] = (res + o.resources, rev + o.revocable)
         self._offered.update(by_agent)
+
+    def observe_launch(self, agent_id: str, taken: Resources, revocable: bool) -> None:
+        """``taken`` of the agent's offer went to a task of ours: from now on it counts as
+        held by that task, so it leaves the offered amount (counting it twice would make
+        the cluster look bigger than it is until the agent's next offer)."""
+        res, rev = self._offered.get(agent_id, (ZERO, ZERO))
+        if revocable:
+            rev = _at_least_zero(rev - taken)
+        else:
+            res = _at_least_zero(res - taken)
+        self._offered[agent_id] = (res, rev)
 
     def capacity(self, sched: Scheduler) -> tuple[Resources, Resources]:
         """(non-revocable, revocable) capacity: last offers plus what our tasks hold."""

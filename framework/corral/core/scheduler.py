@@ -488,6 +488,9 @@ class Scheduler:
         refuse = self.refuse_short if plan.vetoes else self.refuse_long
         for agent, assigned in plan.assignments.items():
             launches = tuple(self._launch(a) for a in assigned)
+            if self.elastic is not None:
+                for a in assigned:
+                    self.elastic.observe_launch(agent, a.task.resources, a.revocable)
             self._out.append(fx.LaunchTasks(plan.offer_ids[agent], agent, launches, refuse))
         unused = plan.unused_offer_ids()
         if unused:
