@@ -46,14 +46,20 @@ def test_load_grows_the_target_and_says_why() -> None:
     assert len(launches(h.offers(2))) == 6
 
 
-def test_small_backlog_shrinks_the_job_to_its_minimum() -> None:
-    h = Harness(elastic=Elastic(config=FAST, interval=5.0))
+def nearly_done(config: PolicyConfig) -> tuple[Harness, str]:
+    """A 4-worker job (min 1) that reports 98 of 100 units done after a policy pass."""
+    h = Harness(elastic=Elastic(config=config, interval=5.0))
     master, ws = started(h, workers=4, lo=1, hi=8)
     run_workers(h, ws)
     progress(h, master, 0, 100, dt=1)
     h(ev.Tick(), dt=5)
     progress(h, master, 98, 100, dt=10)
     h(ev.Tick(), dt=0.1)
+    return h, master
+
+
+def test_small_backlog_shrinks_the_job_to_its_minimum() -> None:
+    h, _ = nearly_done(FAST)
     view = h.s.view(KEY)
     assert view.desired_workers == 1
     assert view.target_reason.startswith(("min:", "load:")), view.target_reason
@@ -62,13 +68,7 @@ def test_small_backlog_shrinks_the_job_to_its_minimum() -> None:
 def test_submission_starts_the_shrink_cooldown() -> None:
     slow = PolicyConfig(scaling=ScalingConfig(target_duration_s=60.0, cooldown_up_s=0.0,
                                               cooldown_down_s=120.0))
-    h = Harness(elastic=Elastic(config=slow, interval=5.0))
-    master, ws = started(h, workers=4, lo=1, hi=8)
-    run_workers(h, ws)
-    progress(h, master, 0, 100, dt=1)
-    h(ev.Tick(), dt=5)
-    progress(h, master, 98, 100, dt=10)
-    h(ev.Tick(), dt=0.1)
+    h, master = nearly_done(slow)
     view = h.s.view(KEY)
     assert view.desired_workers == 4, view.target_reason      # submitted < 120 s ago
     assert "cooldown" in view.target_reason, view.target_reason
