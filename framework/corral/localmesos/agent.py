@@ -221,7 +221,7 @@ class Agent:
         task.add_done_callback(self._bg.discard)
 
     def kill_all_now(self) -> None:
-        """SIGKILL every process group this agent started (safe from signal handlers)."""
+        """SIGKILL every container this agent started (safe from signal handlers)."""
         for pid in list(self.pids):
             _destroy(pid)
 
@@ -666,7 +666,10 @@ class Agent:
             _killpg(proc.pid, signal.SIGTERM)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(proc.wait()), grace)
-        _destroy(proc.pid)
+        if proc.returncode is None:
+            _destroy(proc.pid)
+        else:  # reaped: its pid may be reused, but its group (if any is left) is still ours
+            _killpg(proc.pid, signal.SIGKILL)
 
     # ------------------------------------------------------------------ executor HTTP API
 
