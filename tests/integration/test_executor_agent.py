@@ -364,7 +364,7 @@ def test_shutdown_kills_the_task_and_exits(tmp_path: Path) -> None:
 
 def test_unacknowledged_updates_resent_on_resubscribe(tmp_path: Path) -> None:
     async def scenario(agent: ScriptedAgent, task: asyncio.Task[int]) -> None:
-        agent.launch("task-1", {"command": "sleep 0.8", "usage_interval_seconds": 0})
+        agent.launch("task-1", {"command": "sleep 1.5", "usage_interval_seconds": 0})
         await agent.wait_for(lambda: agent.states() == ["TASK_STARTING", "TASK_RUNNING"])
         agent.ack(agent.updates[0])  # STARTING acknowledged, RUNNING not
         await asyncio.sleep(0.1)
@@ -388,11 +388,14 @@ def test_unacknowledged_updates_resent_on_resubscribe(tmp_path: Path) -> None:
 
 def test_terminal_update_made_while_disconnected_travels_in_subscribe(tmp_path: Path) -> None:
     async def scenario(agent: ScriptedAgent, task: asyncio.Task[int]) -> None:
-        agent.launch("task-1", {"command": "sleep 0.3", "usage_interval_seconds": 0})
-        await agent.wait_for(lambda: len(agent.updates) == 2)
+        # The task outlives the RUNNING update by a second, so a busy machine still sees
+        # the agent go away before the task finishes (``== 2`` raced a 0.3 s task).
+        agent.launch("task-1", {"command": "sleep 1", "usage_interval_seconds": 0})
+        await agent.wait_for(lambda: len(agent.updates) >= 2)
         port = agent.port
         await agent.stop()  # agent process "restarts": nothing listens for a while
-        await asyncio.sleep(0.8)  # the task finishes meanwhile
+        assert agent.states() == ["TASK_STARTING", "TASK_RUNNING"]
+        await asyncio.sleep(1.6)  # the task finishes meanwhile
         await agent.start(port)
         await agent.wait_for(lambda: len(agent.subscribes) == 2 and agent._stream is not None)
         for status in agent.subscribes[1]["subscribe"]["unacknowledged_updates"]:
