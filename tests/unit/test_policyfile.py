@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from corral.core.fairness import RolePolicy
-from corral.core.policyfile import PolicyFileError, load_policy_file, parse_policy
+from corral.core.policyfile import PolicyFileError, parse_policy
 from corral.core.resources import Resources
+from corral.yamlfile import load_policy_file
 
 
 def test_empty_document_gives_the_defaults() -> None:

@@ -103,7 +103,8 @@ def build_parser(prog: str = "corral scheduler") -> argparse.ArgumentParser:
 
 def policy_settings(args: argparse.Namespace, config: RuntimeConfig) -> str | None:
     """Apply the policy options to ``config``; an error message if one is bad."""
-    from corral.core.policyfile import PolicyFileError, load_policy_file
+    from corral.core.policyfile import PolicyFileError
+    from corral.yamlfile import load_policy_file
 
     if not (args.overprovision >= 0 and math.isfinite(args.overprovision)):
         return f"--overprovision must be a number >= 0, got {args.overprovision}"

@@ -18,8 +18,9 @@ from typing import Any
 
 from corral.core.fairness import RolePolicy
 from corral.core.model import Tier
-from corral.core.policyfile import Reader, read_yaml_file
+from corral.core.policyfile import Reader
 from corral.core.resources import Resources
+from corral.yamlfile import read_yaml_file
 
 
 class ScenarioError(ValueError):
