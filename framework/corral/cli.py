@@ -230,6 +230,18 @@ def _dump(obj: Any, out: TextIO) -> None:
     out.write(json.dumps(obj, sort_keys=True) + "\n")
 
 
+def _show(args: argparse.Namespace, view: Any, out: TextIO,
+          human: Callable[[Any, TextIO], object]) -> int:
+    """One job view: its JSON with ``--json``, else what ``human`` writes."""
+    if args.json:
+        from corral.api.convert import view_to_dict
+
+        _dump(view_to_dict(view), out)
+    else:
+        human(view, out)
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- commands
 
 
@@ -259,13 +271,7 @@ def _load_spec_file(path: str) -> Any:
 def _cmd_submit(args: argparse.Namespace, client: Any, out: TextIO) -> int:
     spec = args.spec
     view = client.submit(spec, args.request_id or f"cli-{uuid.uuid4()}")
-    if args.json:
-        from corral.api.convert import view_to_dict
-
-        _dump(view_to_dict(view), out)
-    else:
-        out.write(view.key + "\n")
-    return EXIT_OK
+    return _show(args, view, out, lambda v, o: o.write(v.key + "\n"))
 
 
 def _cmd_jobs(args: argparse.Namespace, client: Any, out: TextIO) -> int:
@@ -280,14 +286,7 @@ def _cmd_jobs(args: argparse.Namespace, client: Any, out: TextIO) -> int:
 
 
 def _cmd_status(args: argparse.Namespace, client: Any, out: TextIO) -> int:
-    view = client.get(args.key)
-    if args.json:
-        from corral.api.convert import view_to_dict
-
-        _dump(view_to_dict(view), out)
-    else:
-        _print_status(view, out)
-    return EXIT_OK
+    return _show(args, client.get(args.key), out, _print_status)
 
 
 def _cmd_watch(args: argparse.Namespace, client: Any, out: TextIO) -> int:
@@ -316,25 +315,13 @@ def _cmd_watch(args: argparse.Namespace, client: Any, out: TextIO) -> int:
 
 
 def _cmd_kill(args: argparse.Namespace, client: Any, out: TextIO) -> int:
-    view = client.kill(args.key)
-    if args.json:
-        from corral.api.convert import view_to_dict
-
-        _dump(view_to_dict(view), out)
-    else:
-        out.write(f"{view.key}: kill requested, state {view.state.value}\n")
-    return EXIT_OK
+    return _show(args, client.kill(args.key), out, lambda v, o: o.write(
+        f"{v.key}: kill requested, state {v.state.value}\n"))
 
 
 def _cmd_scale(args: argparse.Namespace, client: Any, out: TextIO) -> int:
-    view = client.scale(args.key, args.workers)
-    if args.json:
-        from corral.api.convert import view_to_dict
-
-        _dump(view_to_dict(view), out)
-    else:
-        out.write(f"{view.key}: desired workers {view.desired_workers}\n")
-    return EXIT_OK
+    return _show(args, client.scale(args.key, args.workers), out, lambda v, o: o.write(
+        f"{v.key}: desired workers {v.desired_workers}\n"))
 
 
 def _cmd_leader(args: argparse.Namespace, client: Any, out: TextIO) -> int:

@@ -119,6 +119,15 @@ def policy_settings(args: argparse.Namespace, config: RuntimeConfig) -> str | No
     return None
 
 
+async def _until_stop_signal() -> None:
+    """Return on the first SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
 def _advertised(api: str, port: int) -> str:
     host = api.rsplit(":", 1)[0]
     if host in ("", "0.0.0.0", "[::]", "::"):
@@ -155,11 +164,7 @@ async def serve_replica(args: argparse.Namespace, config: RuntimeConfig) -> int:
         return 2
     print(f"corral scheduler API at {replica.api_address}", flush=True)
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await _until_stop_signal()
     log.info("stopping: handing leadership over")
     # Stop acting and resign first, so the next replica can take over while we close.
     await replica.stop()
@@ -195,11 +200,7 @@ async def serve(args: argparse.Namespace) -> int:
     print(f"corral scheduler API at {host}:{port}", flush=True)
     log.info("subscribing to Mesos at %s", args.master)
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await _until_stop_signal()
     log.info("stopping")
     await server.stop(grace=1.0)
     await service.stop()
