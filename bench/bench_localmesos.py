@@ -18,7 +18,7 @@ from collections import Counter
 import aiohttp
 
 from corral.localmesos import LocalMesos, LocalMesosConfig
-from corral.mesos.recordio import Decoder
+from corral_executor.recordio import Decoder
 
 
 async def run(n_agents: int, n_tasks: int, per_offer: int) -> None:

@@ -30,7 +30,7 @@ from corral_executor import control
 from corral_executor import state as core
 from corral_executor.durations import duration_env
 from corral_executor.process import TaskProcess, stderr_tail
-from corral_executor.recordio import RecordDecoder, RecordIOError
+from corral_executor.recordio import Decoder, RecordIOError
 
 log = logging.getLogger("corral_executor")
 
@@ -359,7 +359,7 @@ class Executor:
             if resp.status != 200:
                 text = (await resp.text())[:200]
                 raise SubscribeRejected(f"SUBSCRIBE answered {resp.status}: {text}")
-            decoder = RecordDecoder()
+            decoder = Decoder(max_record=16 * 1024 * 1024)  # agent events are small
             async for chunk in resp.content.iter_any():
                 for record in decoder.feed(chunk):
                     try:

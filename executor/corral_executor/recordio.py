@@ -1,14 +1,16 @@
-"""RecordIO decoding for the agent's executor event stream, without I/O.
+"""RecordIO framing for the Mesos v1 streaming APIs, without I/O: Corral's only codec.
 
-The executor package may not import ``corral``, so it carries this small decoder of its
-own. A record is ``<decimal length>\\n<length bytes>``; HTTP chunk boundaries fall
-anywhere, so ``RecordDecoder.feed`` takes any slice and returns the records completed.
-Sizes are bounded so a broken peer cannot make the executor buffer without limit.
+Both sides use it: the executor reads the agent's event stream, the scheduler's Mesos
+client and localmesos read and write the master's. It lives here because ``corral`` may
+import the executor package but never the other way round (agents install only what they
+run). A record is ``<decimal length>\\n<length bytes>``; HTTP chunk boundaries fall
+anywhere, so ``Decoder.feed`` takes any slice and returns the records completed. Sizes
+are bounded so a broken or hostile peer cannot make a reader buffer without limit.
 """
 
 from __future__ import annotations
 
-MAX_RECORD_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_RECORD = 64 * 1024 * 1024  # an OFFERS event of 10,000 offers is ~13 MB
 _MAX_HEADER = 20  # a 64-bit length has at most 20 decimal digits
 
 
@@ -16,15 +18,15 @@ class RecordIOError(ValueError):
     """The stream is not valid RecordIO."""
 
 
-def frame(record: bytes) -> bytes:
-    """Frame one record (used by tests and scripted agents)."""
+def encode(record: bytes) -> bytes:
+    """Frame one record."""
     return b"%d\n%s" % (len(record), record)
 
 
-class RecordDecoder:
+class Decoder:
     """Incremental decoder: ``feed`` bytes, get back whole records in order."""
 
-    def __init__(self, max_record: int = MAX_RECORD_BYTES) -> None:
+    def __init__(self, max_record: int = DEFAULT_MAX_RECORD) -> None:
         self._buf = bytearray()
         self._want: int | None = None
         self._max = max_record

@@ -28,7 +28,7 @@ import pytest
 from aiohttp import web
 
 from corral_executor.main import Config, Executor
-from corral_executor.recordio import frame
+from corral_executor.recordio import encode
 from corral_executor.runspec import encode_run_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,7 +128,7 @@ class ScriptedAgent:
 
     def push(self, event: dict[str, Any]) -> None:
         assert self._stream is not None, "no executor subscribed"
-        self._stream.put_nowait(frame(json.dumps(event).encode()))
+        self._stream.put_nowait(encode(json.dumps(event).encode()))
 
     def ack(self, status: dict[str, Any]) -> None:
         if self._stream is not None:

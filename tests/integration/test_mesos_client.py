@@ -28,7 +28,7 @@ from corral.mesos.errors import (
     MesosCallError,
     NotConnected,
 )
-from corral.mesos.recordio import encode
+from corral_executor.recordio import encode
 
 Json = dict[str, Any]
 FW = {"user": "corral", "name": "corral-test", "failover_timeout": 60.0, "checkpoint": True,

@@ -22,7 +22,7 @@ import aiohttp
 import psutil
 
 from corral.localmesos import LocalMesos, LocalMesosConfig
-from corral.mesos.recordio import Decoder
+from corral_executor.recordio import Decoder
 
 FAST = {
     "port": 0, "agents": 2, "cpus": 4.0, "mem": 4096.0, "disk": 10000.0,

@@ -1,4 +1,4 @@
-"""The executor's own RecordIO decoder and Mesos duration parsing."""
+"""The RecordIO codec (shared by the executor and the scheduler) and Mesos duration parsing."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from corral_executor.durations import duration_env, parse_duration
-from corral_executor.recordio import RecordDecoder, RecordIOError, frame
+from corral_executor.recordio import Decoder, RecordIOError, encode
 
 
 @given(
@@ -17,9 +17,9 @@ from corral_executor.recordio import RecordDecoder, RecordIOError, frame
     cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=30),
 )
 def test_any_chunking_yields_the_same_records(records: list[bytes], cuts: list[int]) -> None:
-    stream = b"".join(frame(r) for r in records)
+    stream = b"".join(encode(r) for r in records)
     points = sorted({c % (len(stream) + 1) for c in cuts} | {0, len(stream)})
-    decoder = RecordDecoder()
+    decoder = Decoder()
     out: list[bytes] = []
     for a, b in itertools.pairwise(points):
         out += decoder.feed(stream[a:b])
@@ -29,11 +29,11 @@ def test_any_chunking_yields_the_same_records(records: list[bytes], cuts: list[i
 
 def test_bad_header_and_oversize_are_errors() -> None:
     with pytest.raises(RecordIOError, match="bad RecordIO"):
-        RecordDecoder().feed(b"12x\nabc")
+        Decoder().feed(b"12x\nabc")
     with pytest.raises(RecordIOError, match="exceeds"):
-        RecordDecoder(max_record=10).feed(b"11\n")
+        Decoder(max_record=10).feed(b"11\n")
     with pytest.raises(RecordIOError, match="too long"):
-        RecordDecoder().feed(b"1" * 25)
+        Decoder().feed(b"1" * 25)
 
 
 @pytest.mark.parametrize(

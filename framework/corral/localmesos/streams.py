@@ -17,7 +17,7 @@ import time
 from aiohttp import web
 
 from corral.localmesos.protocol import Json, dumps, event
-from corral.mesos.recordio import encode
+from corral_executor.recordio import encode
 
 _CLOSE = object()
 MAX_WRITE_BUFFER = 16 * 1024 * 1024

@@ -36,8 +36,8 @@ from corral.mesos.errors import (
     MesosCallError,
     NotConnected,
 )
-from corral.mesos.recordio import Decoder, RecordIOError
 from corral.mesos.retry import IDEMPOTENT, POLICY_BY_CALL, SAFE, Backoff, CallPolicy, Redirected
+from corral_executor.recordio import Decoder, RecordIOError
 
 log = logging.getLogger("corral.mesos.client")
 
