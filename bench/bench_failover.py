@@ -42,7 +42,8 @@ sys.path.insert(0, str(ROOT))
 
 from corral.api.client import ApiError, JobClient  # noqa: E402
 from corral.core import events as ev  # noqa: E402
-from corral.core.restore import restore  # noqa: E402
+from corral.core.intent import JobIntent, TaskIntent, restore  # noqa: E402
+from corral.core.job_state import JobPhase  # noqa: E402
 from corral.core.scheduler import Scheduler  # noqa: E402
 from corral.core.spec import parse_job_spec  # noqa: E402
 from corral.core.views import JobState  # noqa: E402
@@ -51,10 +52,8 @@ from corral.runtime.persist import intents_from  # noqa: E402
 from corral.store import (  # noqa: E402
     Batch,
     Elected,
-    JobRecord,
     LeaderElection,
     StateStore,
-    TaskRecord,
     close,
     connect,
 )
@@ -231,11 +230,11 @@ def big_reload(args: argparse.Namespace, zk: ZooKeeperServer) -> None:
         batch = Batch().set_framework_id("bench-fw")
         for j in range(args.jobs):
             spec = parse_job_spec(job_spec(j) | {"name": f"big{j}"})
-            tasks = {f"corral.bench.ha.big{j}.master.1": TaskRecord(f"S{j % 50}", "master", 1)}
-            tasks |= {f"corral.bench.ha.big{j}.worker-{i}.1": TaskRecord(
-                f"S{(j + i) % 50}", f"worker-{i}", 1) for i in range(per_job - 1)}
-            batch.put_job(JobRecord(spec, per_job - 1, JobState.RUNNING, f"r{j}"))
-            batch.put_tasks(spec.key, tasks).put_progress(spec.key, {"master": 3})
+            tasks = [TaskIntent(f"corral.bench.ha.big{j}.master.1", f"S{j % 50}")]
+            tasks += [TaskIntent(f"corral.bench.ha.big{j}.worker-{i}.1", f"S{(j + i) % 50}")
+                      for i in range(per_job - 1)]
+            batch.put_job(JobIntent(spec, f"r{j}", per_job - 1, JobPhase.RUNNING,
+                                    tasks=tuple(tasks), progress={"master": 3}))
         store.write(batch)
         loads, restores, recons = [], [], []
         for _ in range(args.runs):
@@ -245,14 +244,14 @@ def big_reload(args: argparse.Namespace, zk: ZooKeeperServer) -> None:
             state = fresh.load()
             t1 = time.perf_counter()
             core = Scheduler()
-            n = restore(core, state.framework_id, intents_from(state))
+            n = restore(core, state.framework_id, intents_from(state), now=1.0)
             t2 = time.perf_counter()
             core.handle(ev.Subscribed("bench-fw"), 1.0)
             for tid, agent in core.task_ids_to_reconcile():
                 core.handle(ev.StatusUpdate(tid, "TASK_RUNNING", agent, uuid="u"), 2.0)
             t3 = time.perf_counter()
             assert n == args.jobs * per_job
-            assert all(core.view(k).state is JobState.RUNNING for k in list(core.jobs)[:10])
+            assert all(core.view(k).state is JobState.RUNNING for k in core.job_keys()[:10])
             loads.append(t1 - t0)
             restores.append(t2 - t1)
             recons.append(t3 - t2)

@@ -20,10 +20,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from corral.core.intent import JobIntent, TaskIntent  # noqa: E402
+from corral.core.job_state import JobPhase  # noqa: E402
 from corral.core.spec import parse_job_spec  # noqa: E402
 from corral.store.connection import close, connect  # noqa: E402
 from corral.store.election import Elected, LeaderElection  # noqa: E402
-from corral.store.records import JobRecord, TaskRecord  # noqa: E402
 from corral.store.state import Batch, StateStore  # noqa: E402
 from tests.zk import ZooKeeperServer  # noqa: E402
 
@@ -36,11 +37,10 @@ def make_batch(jobs: int, tasks: int) -> list[Batch]:
         spec = parse_job_spec({"role": "bench", "name": f"job-{j}",
                                "master": {"command": "python train.py"},
                                "workers": {"command": "python worker.py", "max": per_job}})
-        t = {f"corral.bench.default.job-{j}.worker-{i}.0": TaskRecord(f"agent-{i % 50}-S3",
-                                                                      f"worker-{i}", 0)
-             for i in range(per_job)}
-        out.append(Batch().put_job(JobRecord(spec, per_job)).put_tasks(spec.key, t)
-                   .put_progress(spec.key, {"master": 1}))
+        t = tuple(TaskIntent(f"corral.bench.default.job-{j}.worker-{i}.0", f"agent-{i % 50}-S3")
+                  for i in range(per_job))
+        out.append(Batch().put_job(JobIntent(spec, "", per_job, JobPhase.PENDING, tasks=t,
+                                             progress={"master": 1})))
     return out
 
 

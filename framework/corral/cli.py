@@ -187,9 +187,11 @@ def _print_status(v: Any, out: TextIO) -> None:
         return
     out.write("\n")
     rows = [["SLOT", "STATE", "ATTEMPT", "HOST", "TASK ID", "WHY"]]
+    from corral.core.views import render_why
+
     for t in v.tasks:
-        why = t.pending_reason if t.state == "PENDING" and t.pending_reason else (
-            " ".join(x for x in (t.reason, t.message) if x))
+        pending = render_why(t.why, now) if t.state == "PENDING" else None
+        why = pending or " ".join(x for x in (t.reason, t.message) if x)
         state = t.state + (" (revocable)" if t.revocable else "")
         rows.append([t.slot, state, str(t.attempt), t.hostname or "-", t.task_id or "-",
                      why or "-"])

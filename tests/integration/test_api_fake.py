@@ -19,6 +19,8 @@ from typing import Any
 from corral.api.server import start_api_server
 from corral.core.model import JobSpec
 from corral.core.views import (
+    WHY_MASTER,
+    WHY_OFFERS,
     AlreadyExists,
     Conflict,
     JobState,
@@ -27,6 +29,7 @@ from corral.core.views import (
     NotLeader,
     Progress,
     TaskView,
+    Why,
 )
 
 
@@ -80,8 +83,9 @@ class FakeBackend:
             raise AlreadyExists(f"job {spec.key} exists (request {old.request_id})")
         self.requests[request_id] = spec.key
         tasks = (
-            TaskView("master", None, "PENDING", pending_reason="waiting for an offer"),
-            *(TaskView(f"worker-{i}", None, "PENDING", pending_reason="master not running")
+            TaskView("master", None, "PENDING", why=Why(WHY_OFFERS, "waiting for an offer")),
+            *(TaskView(f"worker-{i}", None, "PENDING",
+                       why=Why(WHY_MASTER, "master not running"))
               for i in range(spec.workers.initial)),
         )
         return self._put(JobView(
@@ -135,7 +139,7 @@ def make_running(backend: FakeBackend, key: str, done: int, total: int) -> JobVi
     tasks = tuple(
         dataclasses.replace(t, task_id=f"corral.{key.replace('/', '.')}.{t.slot}.1",
                             state="TASK_RUNNING", attempt=1, agent_id="a1",
-                            hostname="host-1", pending_reason=None)
+                            hostname="host-1", why=None)
         for t in v.tasks
     )
     return backend.update(key, state=JobState.RUNNING, tasks=tasks,

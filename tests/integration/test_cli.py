@@ -322,12 +322,12 @@ def test_scheduler_options_configure_the_core(tmp_path: Path) -> None:
     core = config.make_core()
     assert core.elastic is not None and core.elastic.interval == 2.0
     assert core.elastic.roles["ml"].weight == 3.0
-    assert core.overprovision.multiple == 2.0 and core.default_spread == "zone"
+    assert core.config.overprovision.multiple == 2.0 and core.config.default_spread == "zone"
     args = build_parser().parse_args(["--no-elastic", "--spread-attribute", ""])
     config = RuntimeConfig()
     assert policy_settings(args, config) is None
     core = config.make_core()
-    assert core.elastic is None and core.default_spread is None
+    assert core.elastic is None and core.config.default_spread is None
 
 
 # In-process: the pass-through commands hand argv on untouched.

@@ -61,7 +61,7 @@ def replica(master: str, zk_url: str, name: str, **kw: Any) -> Replica:
     config = RuntimeConfig(master=master, framework_name="corral-ha-it", failover_timeout=60,
                            tick_seconds=0.2)
     return Replica(config, zk_url, name, f"127.0.0.1:{free_port()}", session_timeout=SESSION,
-                   connect_within=kw.pop("connect_within", 5.0), reconcile_deadline=5.0, **kw)
+                   connect_within=kw.pop("connect_within", 5.0), **kw)
 
 
 def mesos_config(tmp: Path) -> LocalMesosConfig:
@@ -89,7 +89,7 @@ async def stop_all(*rs: Replica) -> None:
 def running(r: Replica, key: str) -> Callable[[], bool]:
     def check() -> bool:
         svc = r.service
-        if svc is None or key not in svc.core.jobs:
+        if svc is None or key not in svc.core.job_keys():
             return False
         v = svc.core.view(key)
         return v.state is JobState.RUNNING and all(
@@ -103,7 +103,7 @@ def test_takeover_restores_jobs_and_adopts_tasks(zk_url: str, tmp_path: Path) ->
             a = replica(lm.master_url, zk_url, "a")
             b = replica(lm.master_url, zk_url, "b")
             await a.start()
-            await until(lambda: a.service is not None and a.service.reconciled.is_set(),
+            await until(lambda: a.service is not None and a.service.reconciled(),
                         what="a leads")
             await b.start()
             with pytest.raises(NotLeader) as follower:
@@ -152,7 +152,7 @@ def test_tasks_are_durable_before_they_are_launched(zk_url: str, tmp_path: Path)
         async with LocalMesos(mesos_config(tmp_path)) as lm:
             a = replica(lm.master_url, zk_url, "a")
             await a.start()
-            await until(lambda: a.service is not None and a.service.reconciled.is_set())
+            await until(lambda: a.service is not None and a.service.reconciled())
             svc = a.service
             assert svc is not None
             addr = parse_zk_url(zk_url)
@@ -189,7 +189,7 @@ def test_session_expiry_stops_acting_then_new_term(zk_url: str, zk_server: ZooKe
         async with LocalMesos(mesos_config(tmp_path)) as lm:
             a = replica(lm.master_url, zk_url, "a")
             await a.start()
-            await until(lambda: a.service is not None and a.service.reconciled.is_set())
+            await until(lambda: a.service is not None and a.service.reconciled())
             view = await a.submit(spec("j2", workers=1), "req-2")
             await until(running(a, view.key), what="running")
             old = a.service
@@ -212,7 +212,7 @@ def test_zookeeper_restart_mid_run(zk_url: str, zk_server: ZooKeeperServer,
         async with LocalMesos(mesos_config(tmp_path)) as lm:
             a = replica(lm.master_url, zk_url, "a")
             await a.start()
-            await until(lambda: a.service is not None and a.service.reconciled.is_set())
+            await until(lambda: a.service is not None and a.service.reconciled())
             view = await a.submit(spec("j3", workers=1), "req-3")
             await until(running(a, view.key), what="running")
             old = a.service
@@ -223,7 +223,7 @@ def test_zookeeper_restart_mid_run(zk_url: str, zk_server: ZooKeeperServer,
             await until(lambda: not old.acting, timeout=5, what="halt on SUSPENDED")
             await asyncio.to_thread(zk_server.start)
             await until(lambda: a.service is not None and a.service is not old
-                        and a.service.reconciled.is_set(), timeout=30, what="re-elected")
+                        and a.service.reconciled(), timeout=30, what="re-elected")
             await until(running(a, view.key), timeout=20, what="job carried on")
             assert len(live_masters(lm, view.key)) == 1
             await a.stop()
@@ -235,7 +235,7 @@ def test_stale_fence_halts_the_leader(zk_url: str, tmp_path: Path) -> None:
         async with LocalMesos(mesos_config(tmp_path)) as lm:
             a = replica(lm.master_url, zk_url, "a")
             await a.start()
-            await until(lambda: a.service is not None and a.service.reconciled.is_set())
+            await until(lambda: a.service is not None and a.service.reconciled())
             svc = a.service
             assert svc is not None
             # Someone else took a newer epoch (a successor we have not heard of yet).
@@ -255,8 +255,8 @@ def test_stale_fence_halts_the_leader(zk_url: str, tmp_path: Path) -> None:
             # It steps down and contends again; alone, it leads a new term from ZooKeeper,
             # where the refused job never arrived.
             await until(lambda: a.service is not None and a.service is not svc
-                        and a.service.reconciled.is_set(), timeout=20, what="new term")
-            assert "it/test/j4" not in a.service.core.jobs  # type: ignore[union-attr]
+                        and a.service.reconciled(), timeout=20, what="new term")
+            assert "it/test/j4" not in a.service.core.job_keys()  # type: ignore[union-attr]
             await a.stop()
     asyncio.run(main())
 

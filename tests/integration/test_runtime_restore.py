@@ -6,13 +6,16 @@ and how reconciliation answers then move the restored jobs.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from corral.core import effects as fx
 from corral.core import events as ev
-from corral.core.restore import RestoreError, export_job, restore
+from corral.core.intent import RestoreError, TaskIntent, restore
 from corral.core.scheduler import Scheduler
+from corral.core.slot_state import Life
 from corral.core.views import JobState
-from corral.runtime.persist import batch_for, intents_from, record_of
-from corral.store import StoredJob, StoredState
+from corral.runtime.persist import batch_for, intents_from
+from corral.store import StoredState
 from corral.store import records as rec
 from tests.unit.test_scheduler import KEY, Harness, launches, make_spec, of, started
 
@@ -20,24 +23,25 @@ from tests.unit.test_scheduler import KEY, Harness, launches, make_spec, of, sta
 def through_store(core: Scheduler) -> list:
     """Export every job, encode and decode it as the store would, back to intents."""
     jobs = {}
-    for key in core.jobs:
-        intent = export_job(core, key)
+    for key in core.job_keys():
+        intent = core.intent(key)
         assert intent is not None
-        record, tasks, progress = record_of(intent)
         path = f"/corral/state/jobs/{key.replace('/', '.')}"
-        back, _, _ = rec.decode_job(path, key, rec.encode_job(key, record, 1, 1))
-        assert back == record
+        head, _, _ = rec.decode_job(path, key, rec.encode_job(key, intent, 1, 1))
+        assert head == rec.head_of(intent)
+        tasks = {t.task_id: t for t in intent.tasks}
         shard = rec.decode_shard(path + "/t", b"".join(rec.encode_shards(tasks, 200_000))
                                  or b'{"format":1,"tasks":{}}')
-        jobs[key] = StoredJob(key, back.spec, back.desired_workers, back.state,
-                              back.request_id, shard, progress, full_record=back)
+        progress = rec.decode_progress(path + "/p", rec.encode_progress(intent.progress))
+        jobs[key] = replace(head, tasks=tuple(shard[t] for t in sorted(shard)),
+                            progress=progress)
     return intents_from(StoredState("fw-1", jobs, 1))
 
 
 def fresh(core: Scheduler) -> Harness:
     h = Harness()
-    restore(h.s, core.framework_id, through_store(core))
     h.now = 100.0
+    restore(h.s, core.framework_id, through_store(core), now=h.now)
     return h
 
 
@@ -56,8 +60,13 @@ def test_restored_job_waits_for_reconciliation_then_runs() -> None:
     assert {tid for tid, _ in r.tasks} == {master, *(w.task_id for w in workers)}
     h.status(master, "TASK_RUNNING")
     assert h.s.view(KEY).state is JobState.RUNNING
-    # The master's address survives with its port, so new workers are told where it is.
-    launched = launches(h.offers(1))
+    # Offers wait until every restored task is answered (a new leader never places a
+    # second task into a slot it has not heard about yet).
+    assert launches(h.offers(1)) == []
+    out = [e for w in workers for e in h.status(w.task_id, "TASK_RUNNING")]
+    # The last answer opens the gate: the held offer is placed at once. The master's
+    # address survives with its port, so new workers are told where it is.
+    launched = launches(out)
     assert [t.key.index for t in launched] == [2]
     env = dict(launched[0].env)
     assert env["CORRAL_MASTER_ADDRESS"].startswith("host1:")
@@ -75,7 +84,7 @@ def test_task_ids_are_never_reused_after_restore() -> None:
     (again,) = launches(h.offers(1))
     assert again.task_id != w and again.attempt == 2
     # The failure still counts against the restart limit.
-    slot = h.s.jobs[KEY].workers[0]
+    slot = h.s.state.jobs[KEY].workers[0]
     assert slot.failures == 1
 
 
@@ -86,7 +95,9 @@ def test_lost_tasks_are_relaunched_and_unwanted_ones_killed() -> None:
     h(ev.Subscribed("fw-1"))
     # Mesos no longer knows the master: lost, relaunched, never a job failure.
     h.status(master, "TASK_LOST", reason="REASON_RECONCILIATION")
-    assert h.s.jobs[KEY].master.failures == 0
+    assert h.s.state.jobs[KEY].master.failures == 0
+    for tid, _ in h.s.task_ids_to_reconcile():
+        h.status(tid, "TASK_RUNNING")
     (m2,) = launches(h.offers(1))
     assert m2.task_id.endswith(".master.2")
     # A live task of ours that no slot wants is killed.
@@ -115,7 +126,8 @@ def test_finished_jobs_and_completed_workers_stay_done() -> None:
     h = fresh(old.s)
     h(ev.Subscribed("fw-1"))
     h.status(master, "TASK_RUNNING")
-    assert h.s.jobs[KEY].workers[0].completed
+    h.status(workers[1].task_id, "TASK_RUNNING")
+    assert h.s.state.jobs[KEY].workers[0].vacancy is Life.COMPLETED
     assert launches(h.offers(1)) == []
     old.status(master, "TASK_FINISHED")
     done = fresh(old.s)
@@ -133,8 +145,9 @@ def test_batch_carries_every_changed_job_and_the_framework_id() -> None:
     batch = batch_for(h.s, {KEY, "ml/prod/other", "ml/prod/gone"}, "fw-1")
     assert batch.framework_id == "fw-1"
     assert set(batch.jobs) == {KEY, "ml/prod/other", "ml/prod/gone"}
-    assert batch.jobs["ml/prod/gone"].delete
-    assert len(batch.jobs[KEY].tasks or {}) == 3
+    assert batch.jobs["ml/prod/gone"] is None
+    mine = batch.jobs[KEY]
+    assert mine is not None and len(mine.tasks) == 3
 
 
 def test_restore_refuses_a_busy_core_or_foreign_tasks() -> None:
@@ -148,9 +161,6 @@ def test_restore_refuses_a_busy_core_or_foreign_tasks() -> None:
     else:
         raise AssertionError("restored into a busy core")
     bad = intents[0]
-    from dataclasses import replace
-
-    from corral.core.restore import TaskIntent
     wrong = replace(bad, tasks=(TaskIntent("corral.x.y.z.master.1", "S1"),))
     try:
         restore(Scheduler(), "fw-1", [wrong])

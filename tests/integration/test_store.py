@@ -7,19 +7,20 @@ import asyncio
 import queue
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from kazoo.client import KazooClient
 from kazoo.exceptions import ConnectionLoss, KazooException
 
+from corral.core.intent import JobIntent, TaskIntent
+from corral.core.job_state import JobPhase
 from corral.core.spec import parse_job_spec
-from corral.core.views import JobState
 from corral.store.connection import close, connect
 from corral.store.election import Deposed, Elected, LeaderElection
 from corral.store.errors import Fenced, StateCorrupt, StoreError
 from corral.store.layout import epoch_path, framework_id_path, jobs_dir
-from corral.store.records import JobRecord, TaskRecord
 from corral.store.state import Batch, StateStore
 from tests.zk import ZooKeeperServer, expire_session
 
@@ -31,10 +32,18 @@ def spec(name: str, workers: int = 8) -> Any:
                            "workers": {"command": "python w.py", "max": workers}})
 
 
-def tasks_for(name: str, n: int, agent: str = "agent") -> dict[str, TaskRecord]:
-    return {f"corral.ml.default.{name}.worker-{i}.0": TaskRecord(f"{agent}-{i % 7}-S1",
-                                                                  f"worker-{i}", 0)
-            for i in range(n)}
+def tasks_for(name: str, n: int, agent: str = "agent") -> tuple[TaskIntent, ...]:
+    """``n`` tasks of job ``name``, in task id order (as the store loads them)."""
+    return tuple(sorted((TaskIntent(f"corral.ml.default.{name}.worker-{i}.0",
+                                    f"{agent}-{i % 7}-S1") for i in range(n)),
+                        key=lambda t: t.task_id))
+
+
+def job(s: Any, desired: int, *, phase: JobPhase = JobPhase.PENDING, request_id: str = "",
+        tasks: tuple[TaskIntent, ...] = (), progress: dict[str, int] | None = None
+        ) -> JobIntent:
+    return JobIntent(spec=s, request_id=request_id, desired=desired, phase=phase,
+                     tasks=tasks, progress=progress or {})
 
 
 class Counting:
@@ -133,11 +142,9 @@ def test_state_round_trips_to_another_replica(replicas: Callable[..., Replica]) 
     assert a.lead().epoch == 1
     assert a.store.load().jobs == {}
     s1, s2 = spec("one"), spec("two")
-    batch = (Batch().set_framework_id("fw-0001")
-             .put_job(JobRecord(s1, 3, JobState.RUNNING, "req-1"))
-             .put_tasks(s1.key, tasks_for("one", 4))
-             .put_progress(s1.key, {"worker-0": 7, "master": 2})
-             .put_job(JobRecord(s2, 1)))
+    one_intent = job(s1, 3, phase=JobPhase.RUNNING, request_id="req-1",
+                     tasks=tasks_for("one", 4), progress={"worker-0": 7, "master": 2})
+    batch = Batch().set_framework_id("fw-0001").put_job(one_intent).put_job(job(s2, 1))
     stats = a.store.write(batch)
     assert stats.transactions == 1
 
@@ -145,31 +152,30 @@ def test_state_round_trips_to_another_replica(replicas: Callable[..., Replica]) 
     loaded = b.store.load()
     assert loaded.framework_id == "fw-0001" and loaded.epoch == 1
     one = loaded.jobs[s1.key]
-    assert (one.spec, one.desired_workers, one.state, one.request_id) == (
-        s1, 3, JobState.RUNNING, "req-1")
-    assert one.tasks == tasks_for("one", 4) and one.progress == {"worker-0": 7, "master": 2}
-    assert loaded.jobs[s2.key].tasks == {} and loaded.jobs[s2.key].state is JobState.PENDING
+    assert one == one_intent
+    assert loaded.jobs[s2.key].tasks == () and loaded.jobs[s2.key].phase is JobPhase.PENDING
 
     # Updates: scale one, drop a task, delete two.
-    a.store.update_jobs([JobRecord(s1, 5, JobState.RUNNING, "req-1")])
-    a.store.put_tasks(s1.key, tasks_for("one", 3))
+    a.store.put_jobs([replace(one_intent, desired=5, tasks=tasks_for("one", 3))])
     a.store.delete_job(s2.key)
     again = b.store.load()
     assert set(again.jobs) == {s1.key}
-    assert again.jobs[s1.key].desired_workers == 5
+    assert again.jobs[s1.key].desired == 5
     assert again.jobs[s1.key].tasks == tasks_for("one", 3)
     assert again.jobs[s1.key].progress == {"worker-0": 7, "master": 2}
-    with pytest.raises(KeyError, match="put_job it before"):
-        a.store.put_tasks(s2.key, {})
+    with pytest.raises(ValueError, match="desired workers"):
+        a.store.put_job(job(s2, -1))
 
 
 def test_writes_are_batched_into_few_transactions(replicas: Callable[..., Replica]) -> None:
     a = replicas("a")
     a.lead()
     batch = Batch()
+    intents = {}
     for j in range(20):
         s = spec(f"job{j}", workers=64)
-        batch.put_job(JobRecord(s, 50)).put_tasks(s.key, tasks_for(f"job{j}", 50))
+        intents[s.key] = job(s, 50, tasks=tasks_for(f"job{j}", 50))
+        batch.put_job(intents[s.key])
     a.counting.calls.clear()
     stats = a.store.write(batch)
     # 1,000 tasks + 20 jobs: one or two multi round trips, never one per task or job.
@@ -183,7 +189,9 @@ def test_writes_are_batched_into_few_transactions(replicas: Callable[..., Replic
     # Re-writing unchanged state costs nothing; changing one job costs one transaction.
     a.counting.calls.clear()
     assert a.store.write(batch).transactions == 0
-    assert a.store.put_progress("ml/default/job3", {"worker-1": 4}).transactions == 1
+    three = intents["ml/default/job3"]
+    stats = a.store.put_job(replace(three, progress={"worker-1": 4}))
+    assert (stats.transactions, stats.ops) == (1, 1)  # only the progress znode is rewritten
 
 
 def _all_znodes(client: KazooClient, path: str) -> Iterator[tuple[str, bytes]]:
@@ -201,7 +209,7 @@ def test_huge_task_lists_are_sharded_and_load_back_intact(
     a.lead()
     s = spec("big", workers=10000)
     big = tasks_for("big", 6000)
-    stats = a.store.write(Batch().put_job(JobRecord(s, 6000)).put_tasks(s.key, big))
+    stats = a.store.write(Batch().put_job(job(s, 6000, tasks=big)))
     assert stats.transactions > 3  # more than one transaction's worth: written ahead
     sizes = {p: len(d) for p, d in _all_znodes(a.client, a.root)}
     assert max(sizes.values()) <= 16 * 1024
@@ -210,9 +218,9 @@ def test_huge_task_lists_are_sharded_and_load_back_intact(
     assert replicas("b").store.load().jobs[s.key].tasks == big
 
     # Shrinking replaces the shards: the old generation is gone.
-    a.store.put_tasks(s.key, tasks_for("big", 10))
-    job = f"{jobs_dir(a.root)}/ml.default.big"
-    assert sorted(a.client.get_children(job)) == ["progress", "tasks-2-0000"]
+    a.store.put_job(job(s, 6000, tasks=tasks_for("big", 10)))
+    node = f"{jobs_dir(a.root)}/ml.default.big"
+    assert sorted(a.client.get_children(node)) == ["progress", "tasks-2-0000"]
     assert replicas("c").store.load().jobs[s.key].tasks == tasks_for("big", 10)
 
 
@@ -222,9 +230,9 @@ def test_default_limits_keep_every_znode_under_one_megabyte(
     a = replicas("a")
     a.lead()
     s = spec("huge", workers=10000)
-    huge = {f"corral.ml.default.huge.worker-{i}.{i}": TaskRecord("x" * 60, f"worker-{i}", i)
-            for i in range(15000)}  # about 2.3 MB of JSON
-    a.store.write(Batch().put_job(JobRecord(s, 10000)).put_tasks(s.key, huge))
+    huge = tuple(sorted((TaskIntent(f"corral.ml.default.huge.worker-{i}.{i}", "x" * 60)
+                         for i in range(15000)), key=lambda t: t.task_id))  # ~2.3 MB of JSON
+    a.store.write(Batch().put_job(job(s, 10000, tasks=huge)))
     sizes = [len(d) for _, d in _all_znodes(a.client, a.root)]
     assert sum(sizes) > 2_000_000 and max(sizes) <= 200 * 1024
     assert replicas("b").store.load().jobs[s.key].tasks == huge
@@ -236,7 +244,7 @@ def test_deposed_leaders_late_write_is_fenced(
     a, b = replicas("a"), replicas("b")
     a.lead()
     s = spec("j")
-    a.store.put_job(JobRecord(s, 1))
+    a.store.put_job(job(s, 1))
     b.election.join()
     old_fence = a.store.fence
 
@@ -246,17 +254,17 @@ def test_deposed_leaders_late_write_is_fenced(
     ev = b.election.events.get(timeout=10)
     assert isinstance(ev, Elected) and ev.epoch == 2
     b.store.adopt(ev.fence)
-    assert b.store.load().jobs[s.key].desired_workers == 1
+    assert b.store.load().jobs[s.key].desired == 1
     assert a.store.fence == old_fence  # nobody told a's store: the stale leader's view
     wait_connected(a.client)  # a late write travels on a's new session
     with pytest.raises(Fenced, match="newer leader"):
-        a.store.put_job(JobRecord(s, 99))
+        a.store.put_job(job(s, 99))
     assert a.store.fence is None
     with pytest.raises(Fenced, match="holds no fence"):
-        a.store.put_job(JobRecord(s, 99))
+        a.store.put_job(job(s, 99))
 
-    b.store.put_job(JobRecord(s, 2))
-    assert replicas("c").store.load().jobs[s.key].desired_workers == 2
+    b.store.put_job(job(s, 2))
+    assert replicas("c").store.load().jobs[s.key].desired == 2
 
 
 def test_write_after_resigning_is_fenced_by_the_lease(replicas: Callable[..., Replica]) -> None:
@@ -273,12 +281,12 @@ def test_a_lost_reply_is_retried_idempotently(replicas: Callable[..., Replica]) 
     a = replicas("a", shard_bytes=8 * 1024, max_txn_bytes=24 * 1024)
     a.lead()
     s1, s2 = spec("x"), spec("y")
-    a.store.write(Batch().put_job(JobRecord(s1, 1)).put_tasks(s1.key, tasks_for("x", 5)))
+    a.store.write(Batch().put_job(job(s1, 1, tasks=tasks_for("x", 5))))
     # Each commit "loses" its reply once: the store must re-read and finish without
     # creating anything twice.
     a.counting.fail_after_commit = 3
-    batch = (Batch().put_job(JobRecord(s2, 2)).put_tasks(s2.key, tasks_for("y", 800))
-             .put_tasks(s1.key, tasks_for("x", 3)).set_framework_id("fw-9"))
+    batch = (Batch().put_job(job(s2, 2, tasks=tasks_for("y", 800)))
+             .put_job(job(s1, 1, tasks=tasks_for("x", 3))).set_framework_id("fw-9"))
     a.store.write(batch)
     assert a.counting.fail_after_commit == 0
     loaded = replicas("b").store.load()
@@ -286,8 +294,8 @@ def test_a_lost_reply_is_retried_idempotently(replicas: Callable[..., Replica]) 
     assert loaded.jobs[s1.key].tasks == tasks_for("x", 3)
     assert loaded.jobs[s2.key].tasks == tasks_for("y", 800)
     # No stray shard generations were left behind for the job written twice.
-    job = f"{jobs_dir(a.root)}/ml.default.x"
-    assert len([c for c in a.client.get_children(job) if c.startswith("tasks-")]) == 1
+    node = f"{jobs_dir(a.root)}/ml.default.x"
+    assert len([c for c in a.client.get_children(node) if c.startswith("tasks-")]) == 1
 
 
 def test_orphan_shards_from_an_interrupted_write_are_ignored_then_removed(
@@ -296,12 +304,12 @@ def test_orphan_shards_from_an_interrupted_write_are_ignored_then_removed(
     a = replicas("a")
     a.lead()
     s = spec("o")
-    a.store.write(Batch().put_job(JobRecord(s, 1)).put_tasks(s.key, tasks_for("o", 2)))
-    job = f"{jobs_dir(a.root)}/ml.default.o"
-    a.client.create(f"{job}/tasks-7-0000", b"{half written")  # a crash mid-split
+    a.store.write(Batch().put_job(job(s, 1, tasks=tasks_for("o", 2))))
+    node = f"{jobs_dir(a.root)}/ml.default.o"
+    a.client.create(f"{node}/tasks-7-0000", b"{half written")  # a crash mid-split
     assert a.store.load().jobs[s.key].tasks == tasks_for("o", 2)
-    a.store.put_tasks(s.key, tasks_for("o", 1))
-    assert "tasks-7-0000" not in a.client.get_children(job)
+    a.store.put_job(job(s, 1, tasks=tasks_for("o", 1)))
+    assert "tasks-7-0000" not in a.client.get_children(node)
     assert a.store.load().jobs[s.key].tasks == tasks_for("o", 1)
 
 
@@ -324,7 +332,7 @@ def test_corrupted_znodes_are_refused_naming_the_path(
     a = replicas("a")
     a.lead()
     s = spec("c")
-    a.store.write(Batch().put_job(JobRecord(s, 1)).put_tasks(s.key, tasks_for("c", 3))
+    a.store.write(Batch().put_job(job(s, 1, tasks=tasks_for("c", 3)))
                   .set_framework_id("fw-1"))
     path = {"FRAMEWORK": framework_id_path(a.root), "EPOCH": epoch_path(a.root)}.get(
         where, f"{jobs_dir(a.root)}/{where}")
@@ -342,7 +350,7 @@ def test_missing_shard_is_corrupt(replicas: Callable[..., Replica]) -> None:
     a = replicas("a")
     a.lead()
     s = spec("m")
-    a.store.write(Batch().put_job(JobRecord(s, 1)).put_tasks(s.key, tasks_for("m", 3)))
+    a.store.write(Batch().put_job(job(s, 1, tasks=tasks_for("m", 3))))
     shard = f"{jobs_dir(a.root)}/ml.default.m/tasks-1-0000"
     a.client.delete(shard)
     with pytest.raises(StateCorrupt, match="missing task shard") as e:
@@ -377,10 +385,10 @@ def test_async_wrappers_do_not_block_the_loop(replicas: Callable[..., Replica]) 
                 await asyncio.sleep(0)
 
         t = asyncio.create_task(ticker())
-        await a.store.write_async(Batch().put_job(JobRecord(s, 4)))
+        await a.store.write_async(Batch().put_job(job(s, 4)))
         state = await a.store.load_async()
         t.cancel()
-        assert state.jobs[s.key].desired_workers == 4
+        assert state.jobs[s.key].desired == 4
         return ticks
 
     assert asyncio.run(main()) > 0
@@ -397,8 +405,7 @@ def test_zookeeper_restart_keeps_state_and_the_leader_resumes_under_a_new_epoch(
     a = replicas("a")
     first = a.lead()
     s = spec("r")
-    a.store.write(Batch().set_framework_id("fw-r").put_job(JobRecord(s, 3))
-                  .put_tasks(s.key, tasks_for("r", 10)))
+    a.store.write(Batch().set_framework_id("fw-r").put_job(job(s, 3, tasks=tasks_for("r", 10))))
 
     zk_server.restart()
     deposed = a.election.events.get(timeout=10)
@@ -410,5 +417,5 @@ def test_zookeeper_restart_keeps_state_and_the_leader_resumes_under_a_new_epoch(
     state = a.store.load()
     assert state.framework_id == "fw-r" and state.epoch == again.epoch
     assert state.jobs[s.key].tasks == tasks_for("r", 10)
-    a.store.put_job(JobRecord(s, 4))
-    assert replicas("b").store.load().jobs[s.key].desired_workers == 4
+    a.store.put_job(job(s, 4, tasks=tasks_for("r", 10)))
+    assert replicas("b").store.load().jobs[s.key].desired == 4

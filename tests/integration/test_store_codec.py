@@ -6,17 +6,22 @@ import json
 
 import pytest
 
+from corral.core.intent import JobIntent, SlotIntent, TaskIntent
+from corral.core.job_state import JobPhase
 from corral.core.spec import parse_job_spec
-from corral.core.views import JobState
 from corral.store import records as rec
 from corral.store.errors import StateCorrupt
 from corral.store.layout import job_key_from_node, job_node_name
-from corral.store.records import JobRecord, TaskRecord
 from corral.store.state import Batch
 from corral.store.zkurl import ZkAddress, parse_zk_url
 
 SPEC = parse_job_spec({"role": "ml", "name": "train", "master": {"command": "m"},
                        "workers": {"command": "w", "max": 8}})
+
+
+def job(desired: int, phase: JobPhase = JobPhase.PENDING, request_id: str = "",
+        **kw: object) -> JobIntent:
+    return JobIntent(SPEC, request_id, desired, phase, **kw)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("url, hosts, path", [
@@ -55,25 +60,39 @@ def test_job_node_names_round_trip_and_reject_non_keys() -> None:
 
 def test_shards_respect_the_size_limit_and_round_trip() -> None:
     tasks = {f"corral.ml.default.train.worker-{i}.{i % 3}":
-             TaskRecord(f"agent-{i % 17}-S0", f"worker-{i}", i % 3) for i in range(3000)}
+             TaskIntent(f"corral.ml.default.train.worker-{i}.{i % 3}", f"agent-{i % 17}-S0",
+                        f"host-{i % 17}", (31000 + i % 100,)) for i in range(3000)}
     shards = rec.encode_shards(tasks, 8 * 1024)
     assert len(shards) > 10
     assert all(len(s) <= 8 * 1024 for s in shards)
-    back: dict[str, TaskRecord] = {}
+    # The format keeps each task's slot and attempt, derived from its id.
+    first = json.loads(shards[0])["tasks"]
+    some = next(iter(first))
+    assert first[some]["slot"] == some.split(".")[-2]
+    assert first[some]["attempt"] == int(some.split(".")[-1])
+    back: dict[str, TaskIntent] = {}
     for s in shards:
         back.update(rec.decode_shard("/p", s))
     assert back == tasks
     assert rec.encode_shards({}, 8 * 1024) == []
 
 
-def test_job_record_round_trips() -> None:
-    record = JobRecord(SPEC, 3, JobState.RUNNING, "req-1")
-    data = rec.encode_job(SPEC.key, record, 4, 2)
-    assert rec.decode_job("/p", SPEC.key, data) == (record, 4, 2)
+@pytest.mark.parametrize("phase", list(JobPhase))
+def test_job_record_round_trips(phase: JobPhase) -> None:
+    head = job(3, phase, "req-1", slots={"master": SlotIntent(2, 1, False),
+                                         "worker-3": SlotIntent(1, 0, True)},
+               submitted_at=12.5, finished_at=99.0, message="m", target_reason="load")
+    data = rec.encode_job(SPEC.key, head, 4, 2)
+    assert rec.decode_job("/p", SPEC.key, data) == (head, 4, 2)
+
+
+def test_a_killing_job_keeps_the_stored_format() -> None:
+    doc = json.loads(rec.encode_job(SPEC.key, job(1, JobPhase.KILLING), 1, 0))
+    assert (doc["state"], doc["killing"]) == ("PENDING", True)
 
 
 def _job_doc(**over: object) -> bytes:
-    doc = json.loads(rec.encode_job(SPEC.key, JobRecord(SPEC, 1), 1, 0))
+    doc = json.loads(rec.encode_job(SPEC.key, job(1), 1, 0))
     doc.update(over)
     return json.dumps(doc).encode()
 
@@ -110,15 +129,16 @@ def test_bad_shards_and_progress_are_corrupt() -> None:
 
 def test_batch_rejects_bad_input_early() -> None:
     b = Batch()
-    with pytest.raises(ValueError, match="desired_workers"):
-        b.put_job(JobRecord(SPEC, -1))
-    with pytest.raises(ValueError, match="attempt"):
-        b.put_tasks(SPEC.key, {"t": TaskRecord("a", "master", -2)})
+    with pytest.raises(ValueError, match="desired workers"):
+        b.put_job(job(-1))
+    with pytest.raises(ValueError, match="listed twice"):
+        b.put_job(job(1, tasks=(TaskIntent("t", "a"), TaskIntent("t", "b"))))
+    with pytest.raises(ValueError, match="integer >= 0"):
+        b.put_job(job(1, progress={"master": -1}))
     with pytest.raises(ValueError, match="not a job key"):
-        b.put_progress("nope", {})
+        b.delete_job("nope")
     b.delete_job(SPEC.key)
-    with pytest.raises(ValueError, match="deleted in this batch"):
-        b.put_tasks(SPEC.key, {})
-    # Putting the job again after deleting it in the same batch recreates it empty.
-    b.put_job(JobRecord(SPEC, 1))
-    assert b.jobs[SPEC.key].tasks == {} and not b.jobs[SPEC.key].delete
+    assert b.jobs[SPEC.key] is None
+    # The later change of the same job wins.
+    b.put_job(job(1))
+    assert b.jobs[SPEC.key] == job(1)

@@ -1,6 +1,11 @@
-"""Properties of the scheduler under random event sequences: offers never over-committed,
-never two live masters per job, live workers never above the target, and duplicate
-(reconciliation) updates change nothing."""
+"""Properties of the scheduler under random event sequences, with ``validate()`` (every
+invariant of the core's state) after each event: offers never over-committed and always
+answered (or held while reconciling), never two live masters per job, active workers never
+above the target, every update acknowledged, and duplicate (reconciliation) updates
+change nothing. The sequences mix offers, status updates in every Mesos state, scaling,
+kills, lost agents, inverse offers and their rescinds, unavailability windows, offer
+rescinds, executor messages (progress, checkpoints, garbage), effects the shell failed to
+carry out, re-subscriptions, and the elastic policy's passes."""
 
 from __future__ import annotations
 
@@ -11,14 +16,19 @@ from hypothesis import strategies as st
 
 from corral.core import effects as fx
 from corral.core import events as ev
+from corral.core.elastic import Elastic
 from corral.core.model import JobSpec, Offer, RestartPolicy, TaskKind, TaskTemplate, WorkerPool
 from corral.core.placement.pool import milli
+from corral.core.policy import PolicyConfig
 from corral.core.resources import Resources
+from corral.core.scaling import ScalingConfig
 from corral.core.scheduler import Scheduler
-from corral.core.task_state import MESOS_STATES, TaskState
+from corral.core.slot_state import Life
+from corral.core.task_state import MESOS_STATES
 
 REASONS = [None, "REASON_AGENT_REMOVED", "REASON_COMMAND_EXECUTOR_FAILED",
            "REASON_EXECUTOR_TERMINATED", "REASON_CONTAINER_PREEMPTED"]
+MARKETS = ["spot-a", "spot-b", "on-demand"]
 
 
 def spec(j: int, workers: int) -> JobSpec:
@@ -32,80 +42,100 @@ def spec(j: int, workers: int) -> JobSpec:
 STATES = [*MESOS_STATES, "TASK_RUNNING", "TASK_RUNNING", "TASK_RUNNING"]
 
 offers_action = st.tuples(st.just("offers"), st.lists(
-    st.tuples(st.integers(0, 3), st.sampled_from([0.5, 1, 2, 3, 8])), min_size=1, max_size=4))
+    st.tuples(st.integers(0, 3), st.sampled_from([0.5, 1, 2, 3, 8]), st.booleans()),
+    min_size=1, max_size=4))
 action = st.one_of(
     st.tuples(st.just("submit"), st.integers(0, 2), st.integers(0, 4)),
     offers_action, offers_action,
     st.tuples(st.just("status"), st.integers(0, 50), st.sampled_from(STATES),
               st.sampled_from(REASONS)),
     st.tuples(st.just("status"), st.integers(0, 50), st.just("TASK_RUNNING"), st.none()),
-    st.tuples(st.just("tick"), st.sampled_from([0.5, 3, 20])),
+    st.tuples(st.just("tick"), st.sampled_from([0.5, 3, 20, 45])),
     st.tuples(st.just("scale"), st.integers(0, 2), st.integers(0, 6)),
     st.tuples(st.just("kill"), st.integers(0, 2)),
     st.tuples(st.just("lost"), st.integers(0, 3)),
+    st.tuples(st.just("inverse"), st.integers(0, 3), st.sampled_from([5.0, 30.0])),
+    st.tuples(st.just("unrescind"), st.integers(0, 5)),
+    st.tuples(st.just("rescind"), st.integers(0, 30)),
+    st.tuples(st.just("message"), st.integers(0, 50),
+              st.sampled_from(["progress", "checkpoint", "usage", "junk"]),
+              st.integers(-1, 500)),
+    st.tuples(st.just("failed"), st.integers(0, 30)),
+    st.tuples(st.just("resubscribe"),),
+    st.tuples(st.just("disconnect"),),
 )
 
 
-def check_offers(out: list[fx.Effect], offers: list[Offer]) -> None:
+def check_offers(out: list[fx.Effect], offers: list[Offer], gated: bool) -> None:
     by_id = {o.id: o for o in offers}
     used_ids: list[str] = []
     for e in out:
         if isinstance(e, fx.LaunchTasks | fx.DeclineOffers):
             used_ids += list(e.offer_ids)
         if isinstance(e, fx.LaunchTasks):
-            mine = [by_id[i] for i in e.offer_ids]
-            assert {o.agent_id for o in mine} == {e.agent_id}
+            mine = [by_id[i] for i in e.offer_ids if i in by_id]
+            assert {o.agent_id for o in mine} <= {e.agent_id}
             for pool in (False, True):
                 offered = sum((milli(o.revocable if pool else o.resources) for o in mine), 0)
                 used = sum((milli(t.resources) for t in e.tasks if t.revocable == pool), 0)
                 assert (used <= offered).all()
             ports = [p for t in e.tasks for p in t.ports]
             assert len(ports) == len(set(ports))
-    # Every offer is answered exactly once: accepted or declined, never held.
-    assert sorted(used_ids) == sorted(by_id)
+    if not gated:
+        # Every offer is answered exactly once: accepted or declined, never held.
+        assert sorted(i for i in used_ids if i in by_id) == sorted(by_id)
 
 
 def check_state(s: Scheduler) -> None:
-    live_masters: Counter[str] = Counter()
-    live_workers: Counter[str] = Counter()
-    for att in s._tasks.values():
-        if att.state.live and att.kill_sent_at is None:
+    s.validate()
+    active_masters: Counter[str] = Counter()
+    active_workers: Counter[str] = Counter()
+    for att in s.state.attempts.values():
+        if att.live and att.life.active:
+            job = s.state.jobs[att.key.job]
             if att.key.kind is TaskKind.MASTER:
-                live_masters[att.key.job] += 1
+                active_masters[att.key.job] += 1
             else:
-                live_workers[att.key.job] += 1
-                assert att.key.index < s.jobs[att.key.job].desired
-    assert all(n <= 1 for n in live_masters.values())
-    for job, n in live_workers.items():
-        assert n <= s.jobs[job].desired
+                active_workers[att.key.job] += 1
+                assert att.key.index < job.effective_workers()
+    assert all(n <= 1 for n in active_masters.values())
+    for job, n in active_workers.items():
+        assert n <= s.state.jobs[job].effective_workers()
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(st.integers(0, 4), min_size=1, max_size=3),
-       st.lists(action, min_size=15, max_size=80))
-def test_random_runs_keep_invariants(initial: list[int], actions: list) -> None:
-    s = Scheduler()
+       st.lists(action, min_size=15, max_size=90), st.booleans())
+def test_random_runs_keep_invariants(initial: list[int], actions: list, elastic: bool) -> None:
+    policy = Elastic(config=PolicyConfig(scaling=ScalingConfig(
+        target_duration_s=10.0, cooldown_up_s=0.0, cooldown_down_s=5.0)), interval=5.0)
+    s = Scheduler(elastic=policy if elastic else None, staging_timeout=30.0,
+                  reconcile_timeout=20.0)
     now = 0.0
     s.handle(ev.Subscribed("fw"), now)
     for j, workers in enumerate(initial):
         s.handle(ev.SubmitJob(spec(j, workers), f"first{j}"), now)
     n_offer = 0
+    sent: list[fx.Effect] = []
     for a in actions:
         now += 0.1
         offers: list[Offer] = []
+        ids = sorted(s.state.attempts)
         if a[0] == "submit":
             e: ev.Event = ev.SubmitJob(spec(a[1], a[2]), f"req{a[1]}-{a[2]}")
         elif a[0] == "offers":
-            for agent, cpus in a[1]:
+            for agent, cpus, notice in a[1]:
                 n_offer += 1
-                offers.append(Offer(f"O{n_offer}", f"S{agent}", f"h{agent}",
-                                    Resources(cpus, 2048), ports=((100, 102),)))
+                offers.append(Offer(
+                    f"O{n_offer}", f"S{agent}", f"h{agent}", Resources(cpus, 2048),
+                    revocable=Resources(1, 512) if agent == 3 else Resources(),
+                    ports=((100, 102),), attributes=(("market", MARKETS[agent % 3]),),
+                    unavailable_at=now + 20 if notice and agent == 2 else None))
             e = ev.OffersReceived(tuple(offers))
         elif a[0] == "status":
-            ids = sorted(s._tasks)
             if not ids:
                 continue
-            att = s._tasks[ids[a[1] % len(ids)]]
+            att = s.state.attempts[ids[a[1] % len(ids)]]
             e = ev.StatusUpdate(att.task_id, a[2], att.agent_id, reason=a[3],
                                 uuid=f"u{now}")
         elif a[0] == "tick":
@@ -115,27 +145,66 @@ def test_random_runs_keep_invariants(initial: list[int], actions: list) -> None:
             e = ev.ScaleJob(f"r/e/j{a[1]}", a[2])
         elif a[0] == "kill":
             e = ev.KillJob(f"r/e/j{a[1]}")
-        else:
+        elif a[0] == "lost":
             e = ev.AgentLost(f"S{a[1]}")
+        elif a[0] == "inverse":
+            e = ev.InverseOffersReceived((ev.InverseOffer(
+                f"I{a[1]}", f"S{a[1]}", f"h{a[1]}", now + a[2], 60.0),))
+        elif a[0] == "unrescind":
+            e = ev.InverseOfferRescinded(f"I{a[1]}")
+        elif a[0] == "rescind":
+            e = ev.OfferRescinded(f"O{a[1]}")
+        elif a[0] == "message":
+            if not ids:
+                continue
+            tid = ids[a[1] % len(ids)]
+            data: dict = {"kind": a[2], "task_id": tid}
+            if a[2] == "progress":
+                data.update(done=a[3], total=500, backlog=max(0, 500 - a[3]), rerun=0)
+            elif a[2] == "checkpoint":
+                data.update(uri="file:///ck", seq=a[3])
+            elif a[2] == "usage":
+                data.update(cpu_percent=a[3])
+            e = ev.ExecutorMessage("S0", tid, data)
+        elif a[0] == "failed":
+            calls = [x for x in sent if isinstance(x, fx.LaunchTasks | fx.KillTask)]
+            if not calls:
+                continue
+            e = ev.EffectFailed(calls[a[1] % len(calls)], "connection refused")
+        elif a[0] == "resubscribe":
+            e = ev.Subscribed("fw")
+        else:
+            e = ev.Disconnected("connection refused")
+        gated = s.state.session.gated
         out = s.handle(e, now)
+        sent += out
         if offers:
-            check_offers(out, offers)
+            check_offers(out, offers, gated)
         if isinstance(e, ev.StatusUpdate):
             assert fx.Acknowledge(e.agent_id, e.task_id, e.uuid) in out
         check_state(s)
         launched = [t.key for x in out if isinstance(x, fx.LaunchTasks) for t in x.tasks]
         assert len(launched) == len(set(launched))
 
-    event(f"tasks launched: {min(len(s._tasks), 8)}")
-    # Reconciling (twice) answers every task with the state we already hold: no change.
+    event(f"tasks launched: {min(len(s.state.attempts), 8)}")
+    event(f"drained: {any(a.life is Life.DRAINING for a in s.state.attempts.values())}")
+    # Reconciliation answers every task with the state we already hold. The first round
+    # may finish a reconciliation in progress (the gate opens); after that, answering
+    # again (twice) changes nothing and only kills what Corral wrote off.
+    def answer_all() -> list[fx.Effect]:
+        effects: list[fx.Effect] = []
+        for att in list(s.state.attempts.values()):
+            if att.mesos.terminal or att.life in (Life.LAUNCHED, Life.RECONCILING):
+                continue
+            effects += s.handle(ev.StatusUpdate(
+                att.task_id, att.mesos.mesos_name, att.agent_id, source="SOURCE_MASTER",
+                reason="REASON_RECONCILIATION"), now)
+            check_state(s)
+        return effects
+
+    answer_all()
     before = s.views()
     for _ in range(2):
-        for att in list(s._tasks.values()):
-            if att.state is TaskState.PENDING:
-                continue
-            out = s.handle(ev.StatusUpdate(att.task_id, att.state.mesos_name, att.agent_id,
-                                           source="SOURCE_MASTER",
-                                           reason="REASON_RECONCILIATION"), now)
-            # Only a kill may follow (a task we wrote off that Mesos still reports live).
-            assert all(isinstance(x, fx.KillTask) for x in out)
+        out = answer_all()
+        assert all(isinstance(x, fx.KillTask) for x in out), out
     assert s.views() == before

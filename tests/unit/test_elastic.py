@@ -98,11 +98,11 @@ def test_capacity_counts_launched_resources_once() -> None:
     (m,) = launches(h(ev.OffersReceived((Offer("O1", "S1", "h1", Resources(8, 8192),
                                                ports=((31000, 31099),)),))))
     h.status(m.task_id, "TASK_RUNNING")
-    assert el.capacity(h.s)[0].cpus == 8
+    assert el.capacity(h.s.state)[0].cpus == 8
     ws = launches(h(ev.OffersReceived((Offer("O2", "S1", "h1", Resources(7, 7680),
                                              ports=((31001, 31099),)),))))
     assert len(ws) == 2
-    total, revocable = el.capacity(h.s)
+    total, revocable = el.capacity(h.s.state)
     assert (total.cpus, total.mem) == (8, 8192), total        # the agent, counted once
     assert revocable.is_empty()
 
@@ -130,7 +130,7 @@ def test_no_offers_seen_means_no_pass() -> None:
     h(ev.Tick(), dt=10)
     view = h.s.view(KEY)
     assert view.desired_workers == 2 and view.target_reason == "initial"
-    assert el.capacity(h.s)[0].is_empty()
+    assert el.capacity(h.s.state)[0].is_empty()
 
 
 def test_capacity_counts_offers_and_our_tasks_but_not_lost_agents() -> None:
@@ -138,12 +138,12 @@ def test_capacity_counts_offers_and_our_tasks_but_not_lost_agents() -> None:
     h = Harness(elastic=el)
     started(h, workers=2)  # master on S1 (1 cpu), then workers on S1 (2 cpus)
     h.offers(2, cpus=4)
-    total, _ = el.capacity(h.s)
+    total, _ = el.capacity(h.s.state)
     # S1's last offer had 8 cpus, 2 of which the workers took; it holds 3 of ours; S2
     # offers 4.
     assert total.cpus == (8 - 2) + 3 + 4
     h(ev.AgentLost("S2"))
-    assert el.capacity(h.s)[0].cpus == (8 - 2) + 3
+    assert el.capacity(h.s.state)[0].cpus == (8 - 2) + 3
 
 
 def test_quota_limits_the_target() -> None:

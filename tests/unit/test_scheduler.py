@@ -360,6 +360,13 @@ def test_reconcile_on_subscribe_and_periodically() -> None:
     (rec,) = of(out, fx.Reconcile)
     assert sorted(rec.tasks) == sorted([(m, "S1"), *((t.task_id, "S1") for t in ws)])
     assert sorted(h.s.task_ids_to_reconcile()) == sorted(rec.tasks)
+    # Mesos answers every task; the last answer ends explicit reconciliation, and an
+    # implicit round follows at once.
+    answers = [h.status(tid, "TASK_RUNNING" if tid == m else "TASK_STAGING", "S1",
+                        source="SOURCE_MASTER", reason="REASON_RECONCILIATION", uuid=None)
+               for tid, _ in rec.tasks]
+    assert of(answers[-1], fx.Reconcile) == [fx.Reconcile(())]
+    assert all(not of(a, fx.Reconcile) for a in answers[:-1])
     assert of(h(ev.Tick(), 50), fx.Reconcile) == []
     assert of(h(ev.Tick(), 60), fx.Reconcile) == [fx.Reconcile(())]
 
@@ -379,7 +386,7 @@ def test_executor_messages_progress() -> None:
                                           "done": -1})) == []
     h(ev.ExecutorMessage("S1", m, {"kind": "usage", "task_id": m, "cpu_percent": 50.0}))
     h(ev.ExecutorMessage("S1", m, {"kind": "checkpoint", "task_id": m, "uri": "u", "seq": 2}))
-    assert h.s.jobs[KEY].master.checkpoint == ("u", 2, h.now)
+    assert h.s.state.jobs[KEY].master.checkpoint == ("u", 2, h.now)
 
 
 def test_inverse_offer_drains_agent_and_is_accepted_when_empty() -> None:

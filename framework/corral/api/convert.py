@@ -16,8 +16,18 @@ from typing import Any
 
 from corral.api.gen.corral.v1 import jobs_pb2 as pb
 from corral.core.model import JobSpec, Tier
+from corral.core.placement.types import Veto
 from corral.core.spec import parse_job_spec, spec_to_dict
-from corral.core.views import JobState, JobView, LossView, Progress, Resilience, TaskView
+from corral.core.views import (
+    JobState,
+    JobView,
+    LossView,
+    Progress,
+    Resilience,
+    TaskView,
+    Why,
+    render_why,
+)
 
 _TIER_TO_PB = {
     Tier.PREFERRED: pb.TIER_PREFERRED,
@@ -143,12 +153,34 @@ def _opt(msg: Any, f: str) -> Any:
     return getattr(msg, f) if msg.HasField(f) else None
 
 
-def task_to_proto(t: TaskView) -> pb.Task:
-    msg = pb.Task(slot=t.slot, state=t.state, attempt=t.attempt, revocable=t.revocable)
-    for f in ("task_id", "agent_id", "hostname", "reason", "message", "pending_reason"):
+def why_to_proto(why: Why) -> pb.PendingWhy:
+    msg = pb.PendingWhy(code=why.code, detail=why.detail, vetoes=[
+        pb.Veto(check=v.check, agents=v.agents, example_agent=v.example, detail=v.detail)
+        for v in why.vetoes])
+    if why.until is not None:
+        msg.until = why.until
+    return msg
+
+
+def why_from_proto(msg: pb.PendingWhy) -> Why:
+    return Why(code=msg.code, detail=msg.detail, until=_opt(msg, "until"),
+               vetoes=tuple(Veto(v.check, v.agents, v.example_agent, v.detail)
+                            for v in msg.vetoes))
+
+
+def task_to_proto(t: TaskView, now: float | None = None) -> pb.Task:
+    """``now``: the server's clock, for the text's relative times (``render_why``)."""
+    msg = pb.Task(slot=t.slot, state=t.state, attempt=t.attempt, revocable=t.revocable,
+                  life=t.life)
+    for f in ("task_id", "agent_id", "hostname", "reason", "message"):
         v = getattr(t, f)
         if v is not None:
             setattr(msg, f, v)
+    if t.why is not None:
+        msg.why.CopyFrom(why_to_proto(t.why))
+        text = render_why(t.why, now)
+        if text is not None:
+            msg.pending_reason = text
     return msg
 
 
@@ -157,19 +189,20 @@ def task_from_proto(msg: pb.Task) -> TaskView:
         slot=msg.slot, task_id=_opt(msg, "task_id"), state=msg.state,
         agent_id=_opt(msg, "agent_id"), hostname=_opt(msg, "hostname"),
         reason=_opt(msg, "reason"), message=_opt(msg, "message"),
-        pending_reason=_opt(msg, "pending_reason"), attempt=msg.attempt,
-        revocable=msg.revocable,
+        why=why_from_proto(msg.why) if msg.HasField("why") else None, attempt=msg.attempt,
+        revocable=msg.revocable, life=msg.life,
     )
 
 
-def job_to_proto(v: JobView) -> pb.Job:
+def job_to_proto(v: JobView, now: float | None = None) -> pb.Job:
+    """``now``: the server's clock, to render relative times in the tasks' reasons."""
     msg = pb.Job(
         key=v.key,
         spec=spec_to_proto(v.spec),
         state=_STATE_TO_PB[v.state],
         desired_workers=v.desired_workers,
         target_reason=v.target_reason,
-        tasks=[task_to_proto(t) for t in v.tasks],
+        tasks=[task_to_proto(t, now) for t in v.tasks],
         progress=pb.Progress(done=v.progress.done, total=v.progress.total,
                              backlog=v.progress.backlog, rerun=v.progress.rerun),
         submitted_at=v.submitted_at,
@@ -235,14 +268,19 @@ def job_from_proto(msg: pb.Job) -> JobView:
     )
 
 
-def view_to_dict(v: JobView) -> dict[str, Any]:
+def task_to_dict(t: TaskView, now: float | None = None) -> dict[str, Any]:
+    """A task as JSON: its fields, ``why`` as data and ``pending_reason`` in words."""
+    return {**asdict(t), "pending_reason": render_why(t.why, now)}
+
+
+def view_to_dict(v: JobView, now: float | None = None) -> dict[str, Any]:
     """The JSON-ready form of a job, as ``corral --json`` prints it."""
     return {
         "key": v.key,
         "state": v.state.value,
         "desired_workers": v.desired_workers,
         "target_reason": v.target_reason,
-        "tasks": [asdict(t) for t in v.tasks],
+        "tasks": [task_to_dict(t, now) for t in v.tasks],
         "progress": asdict(v.progress),
         "submitted_at": v.submitted_at,
         "finished_at": v.finished_at,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
@@ -152,7 +153,7 @@ class JobServicer(pb_grpc.JobServiceServicer):
             return await self.backend.submit(spec, request_id)
 
         view = await self._call(context, run)
-        return pb.SubmitJobResponse(job=job_to_proto(view))
+        return pb.SubmitJobResponse(job=job_to_proto(view, time.time()))
 
     async def GetJob(self, request: pb.GetJobRequest,
                      context: grpc.aio.ServicerContext) -> pb.GetJobResponse:
@@ -160,12 +161,12 @@ class JobServicer(pb_grpc.JobServiceServicer):
             _require_key(request.key)
             return await self.backend.get(request.key)
 
-        return pb.GetJobResponse(job=job_to_proto(await self._call(context, run)))
+        return pb.GetJobResponse(job=job_to_proto(await self._call(context, run), time.time()))
 
     async def ListJobs(self, request: pb.ListJobsRequest,
                        context: grpc.aio.ServicerContext) -> pb.ListJobsResponse:
         views = await self._call(context, lambda: self.backend.list(request.role or None))
-        return pb.ListJobsResponse(jobs=[job_to_proto(v) for v in views])
+        return pb.ListJobsResponse(jobs=[job_to_proto(v, time.time()) for v in views])
 
     async def KillJob(self, request: pb.KillJobRequest,
                       context: grpc.aio.ServicerContext) -> pb.KillJobResponse:
@@ -173,7 +174,7 @@ class JobServicer(pb_grpc.JobServiceServicer):
             _require_key(request.key)
             return await self.backend.kill(request.key)
 
-        return pb.KillJobResponse(job=job_to_proto(await self._call(context, run)))
+        return pb.KillJobResponse(job=job_to_proto(await self._call(context, run), time.time()))
 
     async def ScaleJob(self, request: pb.ScaleJobRequest,
                        context: grpc.aio.ServicerContext) -> pb.ScaleJobResponse:
@@ -184,14 +185,14 @@ class JobServicer(pb_grpc.JobServiceServicer):
                 raise InvalidRequest([bad])
             return await self.backend.scale(request.key, request.workers)
 
-        return pb.ScaleJobResponse(job=job_to_proto(await self._call(context, run)))
+        return pb.ScaleJobResponse(job=job_to_proto(await self._call(context, run), time.time()))
 
     async def WatchJob(self, request: pb.WatchJobRequest,
                        context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchJobResponse]:
         try:
             _require_key(request.key)
             async for view in self.backend.watch(request.key):
-                yield pb.WatchJobResponse(job=job_to_proto(view))
+                yield pb.WatchJobResponse(job=job_to_proto(view, time.time()))
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -2,8 +2,8 @@
 
 ``Scheduler.handle`` returns a list of these; the shell turns each into a Mesos call
 (ACCEPT, DECLINE, KILL, ACKNOWLEDGE, RECONCILE, REVIVE, SUPPRESS, MESSAGE,
-ACCEPT_INVERSE_OFFERS) or an internal action (persisting and waking API watchers on
-``JobChanged``). Effects are plain frozen data so tests compare them directly.
+ACCEPT_INVERSE_OFFERS) or an internal action (waking API watchers on ``JobChanged``,
+persisting on ``PersistJob``). Effects are plain frozen data so tests compare them directly.
 """
 
 from __future__ import annotations
@@ -102,12 +102,20 @@ class AcceptInverseOffers:
 
 @dataclass(frozen=True, slots=True)
 class JobChanged:
-    """The job's view changed: the shell persists it and wakes watchers."""
+    """The job's view changed: the shell wakes its watchers."""
+
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class PersistJob:
+    """The job's durable intent changed: the shell writes it before carrying out any
+    effect of the same turn (write-ahead)."""
 
     key: str
 
 
 Effect = (
     LaunchTasks | DeclineOffers | KillTask | Acknowledge | Reconcile | Revive | Suppress |
-    SendMessage | AcceptInverseOffers | JobChanged
+    SendMessage | AcceptInverseOffers | JobChanged | PersistJob
 )

@@ -6,8 +6,8 @@ Corral can use (estimated per agent from offers plus what our own tasks hold the
 a framework never sees a Mesos cluster's total), each job's measured throughput (from
 the progress its master reports through the SDK), and the policy's own state between
 passes. Every ``interval`` seconds of ``now`` it runs one pass and applies the targets
-through ``Scheduler.set_target_workers`` with a reason a user can read in
-``corral status``: what bound the target (load, deadline, share, quota, min, max) and
+through the core's target setter with a reason a user can read in ``corral status``:
+what bound the target (load, deadline, share, quota, min, max) and
 the job's fair share.
 
 A job scaled by hand (``corral scale``) is pinned: the policy leaves its target alone.
@@ -20,18 +20,18 @@ Like the scheduler it is deterministic: no clock, no I/O.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from corral.core.fairness import RolePolicy
-from corral.core.model import Offer, TaskKind
+from corral.core.model import Offer
 from corral.core.policy import JobDemand, PolicyConfig, PolicyState, compute_targets
 from corral.core.resources import ZERO, Resources
 from corral.core.scaling import ScaleMemory, WorkerState
 
 if TYPE_CHECKING:
-    from corral.core.scheduler import JobRecord, Scheduler
+    from corral.core.state import CoreState, Job
 
 MANUAL_REASON = "scaled by request"
 
@@ -85,29 +85,16 @@ class Elastic:
             res = _at_least_zero(res - taken)
         self._offered[agent_id] = (res, rev)
 
-    def capacity(self, sched: Scheduler) -> tuple[Resources, Resources]:
-        """(non-revocable, revocable) capacity: last offers plus what our tasks hold."""
-        held: dict[str, tuple[Resources, Resources]] = {}
-        for job in sched.jobs.values():
-            for slot in (job.master, *job.workers.values()):
-                att = slot.current
-                if att is None or att.agent_id is None or not att.state.live:
-                    continue
-                tmpl = job.spec.master if slot.key.kind is TaskKind.MASTER \
-                    else job.spec.workers.template
-                res, rev = held.get(att.agent_id, (ZERO, ZERO))
-                if att.revocable:
-                    rev = rev + tmpl.resources
-                else:
-                    res = res + tmpl.resources
-                held[att.agent_id] = (res, rev)
+    def capacity(self, st: CoreState) -> tuple[Resources, Resources]:
+        """(non-revocable, revocable) capacity: last offers plus what our tasks hold on
+        every agent not reported lost."""
         total, total_rev = ZERO, ZERO
-        lost = sched.lost_agents()
-        for agent in set(self._offered) | set(held):
-            if agent in lost:
+        for agent_id in set(self._offered) | {a for a, ag in st.agents.items() if ag.tasks}:
+            agent = st.agents.get(agent_id)
+            if agent is not None and agent.lost:
                 continue
-            o_res, o_rev = self._offered.get(agent, (ZERO, ZERO))
-            h_res, h_rev = held.get(agent, (ZERO, ZERO))
+            o_res, o_rev = self._offered.get(agent_id, (ZERO, ZERO))
+            h_res, h_rev = agent.held.pools() if agent is not None else (ZERO, ZERO)
             total, total_rev = total + o_res + h_res, total_rev + o_rev + h_rev
         return total, total_rev
 
@@ -127,15 +114,15 @@ class Elastic:
 
     # ------------------------------------------------------------ the pass
 
-    def _demand(self, job: JobRecord, now: float) -> JobDemand:
+    def _demand(self, job: Job, now: float) -> JobDemand:
         workers = []
         for index, slot in sorted(job.workers.items()):
             att = slot.current
-            if att is None or not att.state.live:
+            if att is None or not att.live:
                 continue
             age = None if slot.checkpoint is None else max(0.0, now - slot.checkpoint[2])
             workers.append(WorkerState(att.task_id, index, checkpoint_age_s=age))
-        progress = job.view_progress()
+        progress = job.progress_total()
         throughput = self._throughput(job.key, progress.done, len(workers), now)
         # A job that never reported progress has an unknown load, not an empty one: NaN
         # keeps it at its current size instead of shrinking it to its minimum.
@@ -146,32 +133,32 @@ class Elastic:
             throughput_per_worker=throughput,
         )
 
-    def _seed_memory(self, jobs: Sequence[JobRecord]) -> None:
+    def _seed_memory(self, jobs: Sequence[Job]) -> None:
         """Jobs the policy has not sized yet: their submission is their last change."""
         fresh = {j.key: ScaleMemory(last_up_at=j.submitted_at) for j in jobs
                  if j.key not in self.state.memory}
         if fresh:
             self.state = replace(self.state, memory={**self.state.memory, **fresh})
 
-    def step(self, sched: Scheduler, now: float,
-             apply: Callable[[str, int, str], None]) -> None:
-        """One policy pass if ``interval`` has passed: ``apply(job, workers, reason)``
-        for every job the policy sizes (the scheduler's own target setter)."""
+    def step(self, st: CoreState, now: float) -> list[tuple[str, int, str]]:
+        """One policy pass if ``interval`` has passed: ``(job, workers, reason)`` for
+        every job the policy sizes (the core applies them)."""
         if self._last_pass is not None and now - self._last_pass < self.interval:
-            return
+            return []
         self._last_pass = now
-        jobs = [j for j in sched.jobs.values() if j.active()]
-        for key in [k for k in self._rates if k not in sched.jobs]:
+        jobs = st.active_jobs()
+        for key in [k for k in self._rates if k not in st.jobs]:
             del self._rates[key]
-        capacity, revocable = self.capacity(sched)
+        capacity, revocable = self.capacity(st)
         if not jobs or capacity.is_empty():
-            return  # nothing to size, or no offer seen yet: keep today's targets
+            return []  # nothing to size, or no offer seen yet: keep today's targets
         demands = [self._demand(j, now) for j in jobs]
         self._seed_memory(jobs)
         result = compute_targets(demands, capacity, self.roles, self.state, now, self.config,
                                  revocable_capacity=revocable)
         self.state = result.state
         self.last_shares = dict(result.role_shares)
+        out: list[tuple[str, int, str]] = []
         for job in jobs:
             target = result.targets.get(job.key)
             if target is None or job.target_reason == MANUAL_REASON:
@@ -179,4 +166,5 @@ class Elastic:
             reason = f"{target.reason}: {target.detail}; fair share {target.fair_share:.0%}"
             if target.deadline_risk:
                 reason += f"; deadline at risk: {target.deadline_risk}"
-            apply(job.key, target.workers, reason)
+            out.append((job.key, target.workers, reason))
+        return out

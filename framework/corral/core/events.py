@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from corral.core.effects import Effect
 from corral.core.model import JobSpec, Offer
 
 
@@ -27,7 +28,19 @@ class Subscribed:
 
 @dataclass(frozen=True, slots=True)
 class Disconnected:
-    """The event stream to the master broke; outstanding offers are void."""
+    """Corral is not subscribed to the master (the stream broke, or it cannot connect);
+    outstanding offers are void. ``reason`` says why, in words."""
+
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FrameworkRemoved:
+    """Mesos removed our framework (torn down, or the failover timeout passed): every
+    task of it is gone; the shell registers a fresh framework next."""
+
+    framework_id: str
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,8 +143,16 @@ class Tick:
     """The shell's heartbeat (about once a second): drives backoffs and reconciliation."""
 
 
+@dataclass(frozen=True, slots=True)
+class EffectFailed:
+    """The shell could not carry out ``effect`` (a Mesos call failed); the core re-plans."""
+
+    effect: Effect
+    reason: str = ""
+
+
 Event = (
-    Subscribed | Disconnected | OffersReceived | OfferRescinded | InverseOffersReceived |
-    InverseOfferRescinded | StatusUpdate | ExecutorMessage | AgentLost | ExecutorExited |
-    SubmitJob | KillJob | ScaleJob | Tick
+    Subscribed | Disconnected | FrameworkRemoved | OffersReceived | OfferRescinded |
+    InverseOffersReceived | InverseOfferRescinded | StatusUpdate | ExecutorMessage |
+    AgentLost | ExecutorExited | SubmitJob | KillJob | ScaleJob | Tick | EffectFailed
 )

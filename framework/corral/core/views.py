@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from corral.core.model import JobSpec
+from corral.core.placement.types import Veto
 
 
 class JobState(StrEnum):
@@ -27,6 +28,51 @@ class JobState(StrEnum):
         return self in (JobState.FINISHED, JobState.FAILED, JobState.KILLED)
 
 
+# Codes of ``Why``: what a slot that is not running waits for.
+WHY_MASTER = "waiting-for-master"   # a worker waits for its master to run
+WHY_BACKOFF = "backoff"             # restart backoff after the job's own failure
+WHY_PLACEMENT = "placement"         # offers came, none fit: see the vetoes
+WHY_OFFERS = "offers"               # no offer has been tried for it yet
+WHY_MESOS = "mesos"                 # Corral is not subscribed to the Mesos master
+WHY_RECONCILING = "reconciling"     # after (re)subscribing, Corral reconciles first
+WHY_NOT_RUNNING = "not-running"     # launched or being replaced: see the task's state
+
+
+@dataclass(frozen=True)
+class Why:
+    """Why a slot is not running, as data: a code (``WHY_*``), words, the time it waits
+    until (if it waits for a time), and placement's vetoes per check. Text is made from it
+    only where it is shown (``render_why``)."""
+
+    code: str
+    detail: str = ""
+    until: float | None = None
+    vetoes: tuple[Veto, ...] = ()
+
+
+def render_why(why: Why | None, now: float | None = None) -> str | None:
+    """``why`` in words; with ``now``, a time it waits until is shown relative to it."""
+    if why is None:
+        return None
+    if why.vetoes:
+        return "; ".join(v.render() for v in why.vetoes)
+    text = why.detail or why.code
+    if why.until is not None and now is not None:
+        left = why.until - now
+        when = f"for {_duration(left)} more" if left > 0 else "ending now"
+        head, sep, tail = text.partition("; ")
+        text = f"{head} ({when}){sep}{tail}"
+    return text
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f}s" if seconds >= 1 else f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
 @dataclass(frozen=True)
 class TaskView:
     """One slot of a job (master or worker N) and its current attempt."""
@@ -38,9 +84,15 @@ class TaskView:
     hostname: str | None = None
     reason: str | None = None    # last Mesos reason or Corral's own
     message: str | None = None
-    pending_reason: str | None = None  # why it is not placed yet (feasibility veto)
+    why: Why | None = None       # why it is not running (a vacant slot), as data
     attempt: int = 0
     revocable: bool = False
+    life: str = ""               # Corral's lifecycle state of the slot (slot_state.Life)
+
+    @property
+    def pending_reason(self) -> str | None:
+        """Why it is not placed yet, in words (no relative times: see ``render_why``)."""
+        return render_why(self.why)
 
 
 @dataclass(frozen=True)

@@ -115,6 +115,7 @@ class SchedulerClient:
         self.heartbeat_interval = DEFAULT_HEARTBEAT_SECONDS
         self.connected = asyncio.Event()
         self.subscriptions = 0  # SUBSCRIBED events seen, for observers and tests
+        self.last_error = ""  # why the last subscription attempt failed ("" once subscribed)
 
         self._on_event = on_event
         self._detector = detector if detector is not None else detector_for(
@@ -200,7 +201,8 @@ class SchedulerClient:
             except (MasterUnavailable, aiohttp.ClientError, TimeoutError, RecordIOError,
                     DetectorError, ValueError, OSError) as e:
                 healthy = False
-                log.warning("mesos subscription attempt failed: %s", _describe(e))
+                self.last_error = _describe(e)
+                log.warning("mesos subscription attempt failed: %s", self.last_error)
             if self._closed:
                 return
             if healthy:
@@ -296,6 +298,7 @@ class SchedulerClient:
         self.master_url = url
         self.stream_id = stream_id
         self.subscriptions += 1
+        self.last_error = ""
         self.connected.set()
         log.info("mesos subscribed framework %s at %s (stream %s, heartbeat %.1fs)",
                  fid, url, stream_id, self.heartbeat_interval)

@@ -1,44 +1,21 @@
-"""Between the core's intents (``core.restore``) and the store's records (``corral.store``).
+"""Between the core's intents (``core.intent``) and a store of them.
 
-``batch_for(core, keys, framework_id)`` exports the changed jobs of one loop turn into one
-``Batch``; ``intents_from(state)`` turns a loaded ``StoredState`` into what
-``core.restore.restore`` takes. Nothing here talks to ZooKeeper.
+``batch_for(core, keys, framework_id)`` exports the intents of the jobs one loop turn
+changed durably into one ``Batch`` (a job gone from the core is deleted). A *store* is
+anything that writes a batch: ``StateStore`` in ZooKeeper for HA replicas, or
+``MemoryStore`` for a single replica, which keeps the same intents in memory so both run
+the same path through the runtime. Nothing here talks to ZooKeeper itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
-from corral.core.job_state import JobPhase
-from corral.core.restore import JobIntent, SlotIntent, TaskIntent, export_job
+from corral.core.intent import JobIntent
 from corral.core.scheduler import Scheduler
-from corral.core.views import JobState
-from corral.store import Batch, JobRecord, SlotRecord, StoredState, TaskRecord
+from corral.store import Batch, StoredState
 
-
-def _slot_label(task_id: str) -> str:
-    # corral.<role>.<env>.<name>.<slot label>.<attempt>
-    return task_id.split(".")[-2]
-
-
-def record_of(intent: JobIntent) -> tuple[JobRecord, dict[str, TaskRecord], dict[str, int]]:
-    killing = intent.phase is JobPhase.KILLING
-    state = JobState.PENDING if killing else JobState(intent.phase.value)
-    record = JobRecord(
-        spec=intent.spec, desired_workers=intent.desired, state=state,
-        request_id=intent.request_id, killing=killing,
-        slots={k: SlotRecord(v.attempts, v.failures, v.completed)
-               for k, v in intent.slots.items()},
-        submitted_at=intent.submitted_at, finished_at=intent.finished_at,
-        message=intent.message, target_reason=intent.target_reason,
-    )
-    tasks = {
-        t.task_id: TaskRecord(agent_id=t.agent_id, slot=_slot_label(t.task_id),
-                              attempt=int(t.task_id.rsplit(".", 1)[1]),
-                              hostname=t.hostname, ports=t.ports)
-        for t in intent.tasks
-    }
-    return record, tasks, dict(intent.progress)
+Persist = Callable[[Batch], Awaitable[None]]
 
 
 def batch_for(core: Scheduler, keys: Iterable[str], framework_id: str | None = None) -> Batch:
@@ -47,27 +24,36 @@ def batch_for(core: Scheduler, keys: Iterable[str], framework_id: str | None = N
     if framework_id:
         batch.set_framework_id(framework_id)
     for key in sorted(set(keys)):
-        intent = export_job(core, key)
+        intent = core.intent(key)
         if intent is None:
             batch.delete_job(key)
-            continue
-        record, tasks, progress = record_of(intent)
-        batch.put_job(record).put_tasks(key, tasks).put_progress(key, progress)
+        else:
+            batch.put_job(intent)
     return batch
 
 
 def intents_from(state: StoredState) -> list[JobIntent]:
-    out = []
-    for job in state.jobs.values():
-        r = job.record
-        phase = JobPhase.KILLING if r.killing else JobPhase(r.state.value)
-        out.append(JobIntent(
-            spec=r.spec, request_id=r.request_id, desired=r.desired_workers, phase=phase,
-            tasks=tuple(TaskIntent(tid, t.agent_id, t.hostname, t.ports)
-                        for tid, t in sorted(job.tasks.items())),
-            slots={k: SlotIntent(v.attempts, v.failures, v.completed)
-                   for k, v in r.slots.items()},
-            progress=dict(job.progress), submitted_at=r.submitted_at,
-            finished_at=r.finished_at, message=r.message, target_reason=r.target_reason,
-        ))
-    return out
+    return list(state.jobs.values())
+
+
+class MemoryStore:
+    """A single replica's store: the latest intents, in memory (lost with the process;
+    a single replica starts a new framework each time)."""
+
+    def __init__(self) -> None:
+        self.framework_id: str | None = None
+        self.jobs: dict[str, JobIntent] = {}
+        self.writes = 0
+
+    async def write(self, batch: Batch) -> None:
+        if batch.framework_id is not None:
+            self.framework_id = batch.framework_id
+        for key, intent in batch.jobs.items():
+            if intent is None:
+                self.jobs.pop(key, None)
+            else:
+                self.jobs[key] = intent
+        self.writes += 1
+
+    def state(self) -> StoredState:
+        return StoredState(self.framework_id, dict(self.jobs), 0)

@@ -33,13 +33,13 @@ from typing import Any
 
 from kazoo.client import KazooClient
 
+from corral.core.intent import RestoreError, restore
 from corral.core.model import JobSpec
-from corral.core.restore import RestoreError, restore
-from corral.core.scheduler import Scheduler
 from corral.core.views import JobView, NotLeader
-from corral.runtime.persist import batch_for, intents_from
+from corral.runtime.persist import intents_from
 from corral.runtime.service import RuntimeConfig, SchedulerService
 from corral.store import (
+    Batch,
     Deposed,
     Elected,
     Fence,
@@ -62,7 +62,6 @@ class Replica:
     def __init__(
         self, config: RuntimeConfig, zk_url: str, identity: str, api_address: str = "", *,
         session_timeout: float = 10.0, connect_within: float = 30.0,
-        reconcile_deadline: float = 60.0,
     ) -> None:
         self.config = config
         self.zk_url = zk_url
@@ -70,7 +69,6 @@ class Replica:
         self.api_address = api_address
         self.session_timeout = session_timeout
         self.connect_within = connect_within
-        self.reconcile_deadline = reconcile_deadline
         self.service: SchedulerService | None = None
         self.refused: str | None = None  # why this replica refuses to lead, if it does
         self.terms = 0
@@ -82,7 +80,6 @@ class Replica:
         self._stopping = False
         self._rejoining = False
         self._leader_cache: tuple[float, str | None] = (0.0, None)
-        self._removed_fid: str | None = None
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -159,8 +156,8 @@ class Replica:
         started = time.monotonic()
         try:
             state = await store.load_async()
-            core = self.config.make_core()
-            tasks = restore(core, None, intents_from(state))
+            core = self.config.make_core(term=fence.epoch)
+            tasks = restore(core, None, intents_from(state), now=time.time())
         except (StateCorrupt, RestoreError) as exc:
             self.refused = str(exc)
             log.error("corral: refusing to lead: stored state is corrupt: %s. Fix or remove "
@@ -177,17 +174,10 @@ class Replica:
         if self._election.fence != fence or self._stopping:
             return  # deposed while loading
         fid = state.framework_id
-        if fid is not None and fid == self._removed_fid:
-            # Mesos removed that framework: subscribe as a new one (its id replaces the
-            # stored one); the stored tasks reconcile as lost and are relaunched.
-            log.warning("framework %s was removed by Mesos; subscribing as a new framework",
-                        fid)
-            fid = None
-        log.info("restored %d jobs and %d tasks (framework %s) in %.3f s", len(core.jobs),
-                 tasks, state.framework_id or "(new)", time.monotonic() - started)
+        log.info("restored %d jobs and %d tasks (framework %s) in %.3f s",
+                 len(core.job_keys()), tasks, fid or "(new)", time.monotonic() - started)
 
-        async def persist(c: Scheduler, keys: set[str], fid: str | None) -> None:
-            batch = batch_for(c, keys, fid)
+        async def persist(batch: Batch) -> None:
             if batch:
                 await store.write_async(batch)
 
@@ -196,7 +186,7 @@ class Replica:
 
         service = SchedulerService(
             self.config, framework_id=fid, core=core, persist=persist,
-            verify=verify, on_fatal=self._rejoin, reconcile_deadline=self.reconcile_deadline,
+            verify=verify, on_fatal=self._rejoin,
         )
         self.service = service
         self.terms += 1
@@ -212,8 +202,6 @@ class Replica:
         svc, self.service = self.service, None
         if svc is None:
             return
-        if svc.framework_removed:
-            self._removed_fid = svc.framework_removed
         svc.halt(reason)
         await svc.stop()
 
@@ -282,6 +270,13 @@ class Replica:
         svc = await self._leader()
         async for view in svc.watch(key):
             yield view
+
+    async def ready(self) -> bool:
+        """Serving: leading and subscribed to Mesos, or following a known leader."""
+        svc = self.service
+        if svc is not None:
+            return svc.ready()
+        return self.refused is None and await self.leader_address() is not None
 
     def describe(self) -> dict[str, Any]:
         return {"identity": self.identity, "leading": self.service is not None,

@@ -1,24 +1,28 @@
-"""The scheduler service: the asyncio shell around the pure core.
+"""The scheduler service: the asyncio shell around the pure core — a pump.
 
 One loop owns the core. Mesos events (translated by ``translate``), API commands and a
-one-second tick enter through a single inbox and are handed to ``Scheduler.handle`` one
-at a time with ``now``; the effects it returns go to an outbox that one worker carries
-out as Mesos calls, in order, so the core never waits on the network. ``JobChanged``
-effects wake API watchers. The service implements ``corral.core.views.JobBackend``.
+one-second tick enter through a single inbox and are handed to ``Scheduler.handle`` one at
+a time with ``now`` from the injected clock. Each loop *turn* drains the inbox (up to
+``_TURN_LIMIT`` commands), handles them, writes the intent of the jobs that changed
+durably as ONE batch to the store, and only then releases the turn's effects to the
+outbox, which one worker carries out as Mesos calls, in order (write-ahead: a task is
+durable before it is launched, so a successor always knows it). A write that fails
+(``Fenced``: a newer leader exists; or the store is gone) halts the service at once:
+nothing queued is carried out.
 
-A call that fails is logged and dropped, never retried blindly: Mesos resends
-unacknowledged updates, declined offers come back, and a launch whose fate is unknown is
-settled by the reconciliation the core asks for after every (re)subscription.
+Every decision is the core's: the reconciliation gate after subscribing, the timeouts of
+launches and kills, what to do about a call that failed. The shell only reports: a Mesos
+call that could not be carried out comes back to the core as ``EffectFailed``; a
+subscription that cannot be made comes back as ``Disconnected(reason)``; a framework Mesos
+removed comes back as ``FrameworkRemoved``, after which the shell subscribes as a new
+framework. The match over effects is exhaustive.
 
-With a ``persist`` function (HA mode, see ``runtime.replica``) the service is one leader's
-*term*: each loop turn drains the inbox, handles every command, writes the intent of the
-jobs that changed as ONE batch, and only then releases the turn's effects to Mesos (write
-ahead: a task is durable before it is launched, so a successor always knows it). A write
-that fails (``Fenced``: a newer leader exists) halts the service at once: nothing queued is
-carried out. ``halt()`` is also what a lost leadership calls. After each subscription the
-service follows Mesos' reconciliation advice: explicit reconciliation of every task it
-knows, repeated with backoff for those not yet answered, then one implicit reconciliation;
-offers that arrive meanwhile are held back and placed only when it is finished.
+A single replica runs exactly this path with a ``MemoryStore``; an HA replica
+(``runtime.replica``) gives each leadership term a service with the ZooKeeper store and a
+``verify`` that re-confirms leadership before launches and kills.
+
+API watchers are woken per job: a change wakes only the watchers of that job, and the
+view they are sent is built once per change, whatever the number of watchers.
 """
 
 from __future__ import annotations
@@ -34,12 +38,12 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, assert_never
 
 from corral.core import effects as fx
 from corral.core import events as ev
 from corral.core.elastic import Elastic
-from corral.core.model import JobSpec, parse_task_id
+from corral.core.model import JobSpec
 from corral.core.policyfile import SchedulerPolicy
 from corral.core.scheduler import Scheduler
 from corral.core.spot import OverProvision
@@ -48,6 +52,7 @@ from corral.mesos import codec
 from corral.mesos.client import SchedulerClient
 from corral.mesos.errors import FrameworkFailedOver, FrameworkRemoved, MesosError
 from corral.runtime import translate
+from corral.runtime.persist import MemoryStore, Persist, batch_for
 
 log = logging.getLogger("corral.runtime")
 
@@ -80,13 +85,15 @@ class RuntimeConfig:
     policy: SchedulerPolicy = field(default_factory=SchedulerPolicy)
     overprovision: float = 1.0  # spare-worker safety multiple for jobs without a label
     spread_attribute: str | None = "market"  # agent attribute workers spread over
+    core_timeouts: dict[str, float] = field(default_factory=dict)  # CoreConfig overrides
 
-    def make_core(self) -> Scheduler:
+    def make_core(self, term: int = 0) -> Scheduler:
         """A fresh scheduler core configured from this (each leader term builds one)."""
         elastic = Elastic(roles=self.policy.roles, config=self.policy.config,
                           interval=self.policy.interval_s) if self.elastic else None
         return Scheduler(elastic=elastic, overprovision=OverProvision(self.overprovision),
-                         default_spread=self.spread_attribute)
+                         default_spread=self.spread_attribute, term=term,
+                         **self.core_timeouts)
 
     def framework_info(self, framework_id: str | None = None) -> dict[str, Any]:
         info: dict[str, Any] = {
@@ -105,24 +112,13 @@ class RuntimeConfig:
 
 @dataclass
 class _Command:
-    event: ev.Event | _Internal
+    event: ev.Event
     done: asyncio.Future[None] | None = None
 
 
-@dataclass(frozen=True)
-class _Internal:
-    """A shell-only command for the core loop (never handed to the core)."""
-
-    what: str  # "reconcile-timeout"
-    generation: int = 0
-
-
-# Write-ahead: the turn's changes are persisted before its effects are released.
-Persist = Callable[[Scheduler, set[str], str | None], Awaitable[None]]
 Verify = Callable[[], Awaitable[bool]]
 
 _TURN_LIMIT = 512  # commands handled per loop turn (one batch write per turn)
-_RECONCILE_BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0)  # seconds between explicit re-reconciles
 
 
 class SchedulerService:
@@ -132,72 +128,74 @@ class SchedulerService:
         self, config: RuntimeConfig, *, clock: Callable[[], float] = time.time,
         framework_id: str | None = None, core: Scheduler | None = None,
         persist: Persist | None = None, verify: Verify | None = None,
-        on_fatal: Callable[[str], None] | None = None,
-        reconcile_deadline: float = 60.0, verify_every: float = 1.0,
+        on_fatal: Callable[[str], None] | None = None, verify_every: float = 1.0,
     ) -> None:
         self.config = config
         self._clock = clock
         self.core = core if core is not None else config.make_core()
-        self._inbox: asyncio.Queue[_Command] = asyncio.Queue()
-        self._outbox: asyncio.Queue[fx.Effect] = asyncio.Queue()
-        self._changed = asyncio.Event()
-        self._offer_roles: dict[str, str | None] = {}
-        self._tasks: list[asyncio.Task[Any]] = []
-        ha = persist is not None
-        self.client = SchedulerClient(
-            config.master, config.framework_info(framework_id), self._on_mesos_event,
-            # In HA mode a successor subscribing with our framework id means we are done.
-            stop_on_failover=ha,
-        )
-        self.effects_done = 0
-        self.acting = True  # False once halted: nothing more is decided or carried out
-        self.halt_reason = ""
-        self.framework_removed: str | None = None  # set if Mesos says our framework is gone
+        self.memory: MemoryStore | None = None
+        if persist is None:
+            self.memory = MemoryStore()
+            persist = self.memory.write
         self._persist = persist
         self._verify = verify
         self._verified_at = time.monotonic()
         self._verify_every = verify_every
         self._on_fatal = on_fatal
+        self._ha = verify is not None
+        self._inbox: asyncio.Queue[_Command] = asyncio.Queue()
+        self._outbox: asyncio.Queue[fx.Effect] = asyncio.Queue()
+        self._watch: dict[str, asyncio.Event] = {}
+        self._views: dict[str, JobView] = {}   # built once per change, shared by watchers
+        self._offer_roles: dict[str, str | None] = {}
+        self._tasks: list[asyncio.Task[Any]] = []
         self._stored_fid = framework_id
-        # Reconciliation gate (HA mode only, so single-replica behaviour is unchanged).
-        self._gate = ha
-        self._awaiting: dict[str, str | None] | None = None  # task id -> agent, until answered
-        self._held: list[ev.OffersReceived] = []
-        self._reconcile_gen = 0
-        self._reconcile_started = 0.0
-        self._reconcile_deadline = reconcile_deadline
-        self.reconciled = asyncio.Event()
+        self.client = self._new_client(framework_id)
+        self.effects_done = 0
+        self.acting = True  # False once halted: nothing more is decided or carried out
+        self.halt_reason = ""
+        self.frameworks_removed = 0  # times Mesos removed our framework this term
+
+    def _new_client(self, framework_id: str | None) -> SchedulerClient:
+        return SchedulerClient(
+            self.config.master, self.config.framework_info(framework_id),
+            self._on_mesos_event,
+            # In HA mode a successor subscribing with our framework id means we are done.
+            stop_on_failover=self._ha,
+        )
 
     # --- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        mesos = loop.create_task(self.client.run(), name="corral-mesos")
-        mesos.add_done_callback(self._mesos_ended)
         self._tasks = [
             loop.create_task(self._core_loop(), name="corral-core"),
             loop.create_task(self._outbox_loop(), name="corral-outbox"),
             loop.create_task(self._ticker(), name="corral-tick"),
-            mesos,
+            loop.create_task(self._subscription(), name="corral-mesos"),
         ]
 
-    def _mesos_ended(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled() or not self.acting:
-            return
-        exc = task.exception()
-        if exc is not None and self._persist is None:
-            # Single-replica mode keeps its old behaviour: log, keep serving the API.
-            log.error("the Mesos subscription ended: %s", exc)
-            return
-        if isinstance(exc, FrameworkRemoved):
-            # Our framework id is dead (torn down, or no scheduler for longer than the
-            # failover timeout): every task of it is gone too. The next term subscribes anew.
-            self.framework_removed = self.client.framework_id or ""
-            self._fatal(f"Mesos removed framework {self.framework_removed}: {exc}")
-        elif isinstance(exc, FrameworkFailedOver):
-            self._fatal(f"Mesos: {exc}")
-        elif exc is not None:
-            log.error("the Mesos subscription ended: %s", exc)
+    async def _subscription(self) -> None:
+        """Keep a Mesos subscription; a removed framework is replaced by a fresh one."""
+        while self.acting:
+            try:
+                await self.client.run()
+                return  # closed
+            except FrameworkRemoved as exc:
+                fid = self.client.framework_id or self._stored_fid or ""
+                self.frameworks_removed += 1
+                log.error("Mesos removed framework %s (%s): registering a new framework; its "
+                          "tasks are lost and will be replaced", fid, exc)
+                await self._inbox.put(_Command(ev.FrameworkRemoved(fid, str(exc))))
+                await asyncio.sleep(min(1.0 * self.frameworks_removed, 10.0))
+                self.client = self._new_client(None)
+            except FrameworkFailedOver as exc:
+                self._fatal(f"Mesos: {exc}")
+                return
+            except Exception as exc:
+                log.error("the Mesos subscription ended: %s", exc)
+                await self._inbox.put(_Command(ev.Disconnected(f"subscription ended: {exc}")))
+                return
 
     def _fatal(self, reason: str) -> None:
         self.halt(reason)
@@ -218,7 +216,8 @@ class SchedulerService:
             cmd = self._inbox.get_nowait()
             if cmd.done and not cmd.done.done():
                 cmd.done.set_exception(NotLeader(None))
-        self._changed.set()  # wake watchers so they notice
+        for e in self._watch.values():
+            e.set()  # wake watchers so they notice
 
     async def stop(self) -> None:
         with contextlib.suppress(Exception):
@@ -229,6 +228,14 @@ class SchedulerService:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._tasks = []
+
+    def ready(self) -> bool:
+        """Serving: acting, and subscribed to Mesos."""
+        return self.acting and self.client.connected.is_set()
+
+    def reconciled(self) -> bool:
+        """Subscribed and done reconciling: offers are placed again."""
+        return self.acting and self.core.reconciled()
 
     # --- inputs --------------------------------------------------------------------
 
@@ -242,18 +249,23 @@ class SchedulerService:
             await self._inbox.put(_Command(e))
 
     async def _ticker(self) -> None:
-        was_connected = False
+        """A Tick every ``tick_seconds``; ``Disconnected`` whenever the subscription is
+        down and its reason changed (so the core can say why jobs wait)."""
+        told: str | None = None
         while True:
             await asyncio.sleep(self.config.tick_seconds)
-            connected = self.client.stream_id is not None
-            if was_connected and not connected:
-                await self._inbox.put(_Command(ev.Disconnected()))
-            was_connected = connected
+            if self.client.connected.is_set():
+                told = None
+            else:
+                reason = self.client.last_error or "connecting to the Mesos master"
+                if reason != told:
+                    told = reason
+                    await self._inbox.put(_Command(ev.Disconnected(reason)))
             await self._inbox.put(_Command(ev.Tick()))
 
     async def _send(self, event: ev.Event) -> None:
-        """Feed a command to the core and wait until it has been handled (and, in HA mode,
-        its changes are durable)."""
+        """Feed a command to the core and wait until it has been handled and its changes
+        are durable."""
         if not self.acting:
             raise NotLeader(None)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -282,21 +294,21 @@ class SchedulerService:
                 break
             effects: list[fx.Effect] = []
             changed: set[str] = set()
+            durable: set[str] = set()
             for cmd in cmds:
-                self._handle(cmd, effects, changed)
+                self._handle(cmd, effects, changed, durable)
             new_fid = self.core.framework_id
             if new_fid == self._stored_fid:
                 new_fid = None
-            if self._persist is not None and (changed or new_fid):
+            if durable or new_fid:
                 try:
-                    await self._persist(self.core, changed, new_fid)
+                    await self._persist(batch_for(self.core, durable, new_fid))
                 except Exception as exc:
-                    # Fenced (a newer leader exists) or ZooKeeper gone for the whole retry
+                    # Fenced (a newer leader exists) or the store gone for the whole retry
                     # budget: the changes are not durable, so none of them may be acted on.
-                    if self.acting:
-                        self._fail(cmds, f"cannot persist state ({type(exc).__name__}: {exc})")
-                    else:  # already halted (deposed meanwhile): nothing more to report
-                        self._fail(cmds, self.halt_reason)
+                    why = (f"cannot persist state ({type(exc).__name__}: {exc})"
+                           if self.acting else self.halt_reason)
+                    self._fail(cmds, why)
                     return
                 if not self.acting:  # deposed while writing: the effects must not go out
                     self._fail(cmds, self.halt_reason)
@@ -305,9 +317,7 @@ class SchedulerService:
                     self._stored_fid = new_fid
             for effect in effects:
                 self._outbox.put_nowait(effect)
-            if changed:
-                self._changed.set()
-                self._changed = asyncio.Event()
+            self._wake(changed)
             for cmd in cmds:
                 if cmd.done and not cmd.done.done():
                     cmd.done.set_result(None)
@@ -319,20 +329,10 @@ class SchedulerService:
             if cmd.done and not cmd.done.done():
                 cmd.done.set_exception(NotLeader(None))
 
-    def _handle(self, cmd: _Command, effects: list[fx.Effect], changed: set[str]) -> None:
+    def _handle(self, cmd: _Command, effects: list[fx.Effect], changed: set[str],
+                durable: set[str]) -> None:
         event = cmd.event
-        if isinstance(event, _Internal):
-            if event.generation == self._reconcile_gen and self._awaiting:
-                log.warning("reconciliation: no answer for %d tasks after %.0f s; going on",
-                            len(self._awaiting), time.monotonic() - self._reconcile_started)
-                self._reconcile_done(effects, changed)
-            return
-        if self._gate and self._awaiting is not None:
-            if isinstance(event, ev.OffersReceived):
-                self._held.append(event)  # placed once reconciliation is finished
-                return
-            if isinstance(event, ev.OfferRescinded):
-                self._drop_held(event.offer_id)
+        was_reconciled = self.core.reconciled()
         try:
             out = self.core.handle(event, self._clock())
         except Exception as exc:  # a core bug must not kill the scheduler
@@ -342,82 +342,26 @@ class SchedulerService:
             return
         for _, note in self.core.drain_notes():
             log.info("core: %s", note)
-        self._collect(out, effects, changed)
-        if isinstance(event, ev.ExecutorMessage) and event.data.get("kind") == "checkpoint":
-            # The core does not count a checkpoint as a change; its marker is still intent.
-            tid = event.data.get("task_id", event.executor_id)
-            parsed = parse_task_id(tid) if isinstance(tid, str) else None
-            if parsed is not None and parsed[0].job in self.core.jobs:
-                changed.add(parsed[0].job)
-        if isinstance(event, ev.Subscribed):
-            self._on_subscribed(out, effects, changed)
-        elif isinstance(event, ev.StatusUpdate) and self._awaiting:
-            self._awaiting.pop(event.task_id, None)
-            if not self._awaiting:
-                self._reconcile_done(effects, changed)
-
-    def _collect(self, out: list[fx.Effect], effects: list[fx.Effect],
-                 changed: set[str]) -> None:
         for effect in out:
             if isinstance(effect, fx.JobChanged):
                 changed.add(effect.key)
+            elif isinstance(effect, fx.PersistJob):
+                durable.add(effect.key)
             else:
                 effects.append(effect)
+        if isinstance(event, ev.Subscribed):
+            log.info("subscribed as framework %s t=%.3f", event.framework_id, time.time())
+        if not was_reconciled and self.core.reconciled():
+            log.info("reconciliation finished t=%.3f", time.time())
 
-    # --- reconciliation (HA mode) -----------------------------------------------------
+    def _wake(self, keys: set[str]) -> None:
+        for key in keys:
+            self._views.pop(key, None)
+            waiter = self._watch.pop(key, None)
+            if waiter is not None:
+                waiter.set()
 
-    def _on_subscribed(self, out: list[fx.Effect], effects: list[fx.Effect],
-                       changed: set[str]) -> None:
-        log.info("subscribed as framework %s t=%.3f", self.core.framework_id, time.time())
-        if not self._gate:
-            return
-        explicit = [e for e in out if isinstance(e, fx.Reconcile) and e.tasks]
-        self._reconcile_gen += 1
-        self._reconcile_started = time.monotonic()
-        if not explicit:
-            self._awaiting = {}
-            self._reconcile_done(effects, changed)
-            return
-        self._awaiting = dict(explicit[0].tasks)
-        log.info("reconciling %d tasks", len(self._awaiting))
-        gen = self._reconcile_gen
-        t = asyncio.get_running_loop().create_task(self._re_reconcile(gen),
-                                                   name="corral-reconcile")
-        self._tasks.append(t)
-
-    async def _re_reconcile(self, gen: int) -> None:
-        """Ask again for tasks not answered yet, backing off; give up at the deadline."""
-        deadline = self._reconcile_started + self._reconcile_deadline
-        for i in range(1000):
-            delay = _RECONCILE_BACKOFF[min(i, len(_RECONCILE_BACKOFF) - 1)]
-            await asyncio.sleep(delay)
-            if gen != self._reconcile_gen or not self._awaiting or not self.acting:
-                return
-            if time.monotonic() >= deadline:
-                await self._inbox.put(_Command(_Internal("reconcile-timeout", gen)))
-                return
-            self._outbox.put_nowait(fx.Reconcile(tuple(self._awaiting.items())))
-
-    def _reconcile_done(self, effects: list[fx.Effect], changed: set[str]) -> None:
-        took = time.monotonic() - self._reconcile_started
-        self._awaiting = None
-        # Then implicit: Mesos reports every task of ours it knows, so unknown ones are
-        # adopted or killed by the core.
-        effects.append(fx.Reconcile(()))
-        log.info("reconciliation finished in %.3f s t=%.3f", took, time.time())
-        held, self._held = self._held, []
-        for offers in held:
-            if offers.offers:
-                self._handle(_Command(offers), effects, changed)
-        self.reconciled.set()
-
-    def _drop_held(self, offer_id: str) -> None:
-        kept = []
-        for batch in self._held:
-            rest = tuple(o for o in batch.offers if o.id != offer_id)
-            if rest:
-                kept.append(ev.OffersReceived(rest))
-        self._held = kept
+    # --- carrying out effects ----------------------------------------------------------
 
     async def _outbox_loop(self) -> None:
         while True:
@@ -429,10 +373,14 @@ class SchedulerService:
             try:
                 await self._apply(effect)
                 self.effects_done += 1
-            except MesosError as exc:
-                log.warning("%s not carried out: %s", type(effect).__name__, exc)
-            except Exception:
-                log.exception("%s failed", type(effect).__name__)
+            except Exception as exc:
+                why = f"{type(exc).__name__}: {exc}"
+                if isinstance(exc, MesosError):
+                    log.warning("%s not carried out: %s", type(effect).__name__, exc)
+                else:
+                    log.exception("%s failed", type(effect).__name__)
+                if self.acting:
+                    await self._inbox.put(_Command(ev.EffectFailed(effect, why)))
 
     async def _lease_ok(self) -> bool:
         """Before a launch or kill, re-confirm leadership with ZooKeeper if we have not for
@@ -490,8 +438,10 @@ class SchedulerService:
                 await c.message(agent_id, executor_id, json.dumps(dict(data)).encode())
             case fx.AcceptInverseOffers(ids=ids):
                 await c.accept_inverse_offers(list(ids))
+            case fx.JobChanged() | fx.PersistJob():
+                raise AssertionError("bookkeeping effects never reach the outbox")
             case _:
-                log.warning("unknown effect %r", effect)
+                assert_never(effect)
 
     # --- JobBackend ----------------------------------------------------------------
 
@@ -509,7 +459,7 @@ class SchedulerService:
         return [v for v in self.core.views() if role is None or v.spec.role == role]
 
     async def kill(self, key: str) -> JobView:
-        self.core.check_kill(key)  # NotFound before anything else
+        self.core.check_kill(key)  # NotFound / already over: before anything else
         await self._send(ev.KillJob(key))
         return self.core.view(key)
 
@@ -518,13 +468,21 @@ class SchedulerService:
         await self._send(ev.ScaleJob(key, workers))
         return self.core.view(key)
 
+    def _view(self, key: str) -> JobView:
+        view = self._views.get(key)
+        if view is None:
+            view = self._views[key] = self.core.view(key)
+        return view
+
     async def watch(self, key: str) -> AsyncIterator[JobView]:
         last = -1
         while True:
             if not self.acting:
                 raise NotLeader(None)
-            changed = self._changed
-            view = self.core.view(key)
+            waiter = self._watch.get(key)
+            if waiter is None:
+                waiter = self._watch[key] = asyncio.Event()
+            view = self._view(key)
             if view.version != last:
                 last = view.version
                 yield view
@@ -532,7 +490,7 @@ class SchedulerService:
                 return
             with contextlib.suppress(TimeoutError):
                 # Bounded wait: re-check at least every few seconds even if nothing wakes us.
-                await asyncio.wait_for(changed.wait(), timeout=5.0)
+                await asyncio.wait_for(waiter.wait(), timeout=5.0)
 
 
 __all__ = ["NotFound", "RuntimeConfig", "SchedulerService"]

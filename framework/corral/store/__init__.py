@@ -2,7 +2,8 @@
 
 The runtime's whole interface: ``connect`` a kazoo session from a ``zk://`` URL, contend
 with ``LeaderElection`` (events ``Elected(fence)`` / ``Deposed(reason)``), and on
-``Elected`` ``StateStore.adopt(fence)``, ``load()`` and ``write(Batch)``. Layout and
+``Elected`` ``StateStore.adopt(fence)``, ``load()`` and ``write(Batch)`` of jobs'
+intents (``core.intent.JobIntent``, the one schema of a job's durable intent). Layout and
 failover are described in docs/operations.md.
 """
 
@@ -22,7 +23,7 @@ from corral.store.errors import (
     StoreError,
     ZooKeeperUnavailable,
 )
-from corral.store.records import JobRecord, SlotRecord, StoredJob, StoredState, TaskRecord
+from corral.store.records import StoredState
 from corral.store.state import Batch, StateStore, WriteStats
 from corral.store.zkurl import ZkAddress, parse_zk_url
 
@@ -33,17 +34,13 @@ __all__ = [
     "Elected",
     "Fence",
     "Fenced",
-    "JobRecord",
     "LeaderElection",
     "LeaderInfo",
     "LeadershipEvent",
-    "SlotRecord",
     "StateCorrupt",
     "StateStore",
     "StoreError",
-    "StoredJob",
     "StoredState",
-    "TaskRecord",
     "WriteStats",
     "ZkAddress",
     "ZooKeeperUnavailable",

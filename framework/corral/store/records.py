@@ -1,26 +1,28 @@
-"""What the store persists, and its JSON encoding with strict validation on the way back.
+"""How the store encodes a job's intent, and strict validation on the way back.
 
-Pure: no ZooKeeper here. Every decoder takes the znode path it read, so any problem becomes
+Pure: no ZooKeeper here. What is stored is the core's ``JobIntent`` (``core.intent``), the
+one schema of a job's durable intent, split over three kinds of znode so the parts that
+change often are rewritten alone: the job *record* (spec, desired workers, phase, counters,
+times), its *task shards* (the tasks that may be alive) and its *progress* markers
+(checkpoint sequences). Every decoder takes the znode path it read, so any problem becomes
 ``StateCorrupt("<path>: <what is wrong>")`` and the scheduler refuses to lead on garbage.
 Every document carries ``"format": 1``; a Corral that meets another format refuses it.
 
 Vocabulary:
-  ``JobRecord``  the intent for one job: spec, desired worker count, state, request id.
-  ``TaskRecord`` one launched task: the agent it went to, its slot, its attempt number.
-  ``progress``   checkpoint markers: slot label -> last checkpoint sequence number.
-  *shard*        one znode of a job's task map, at most ``shard_bytes`` long.
+  *head*   a ``JobIntent`` without its tasks and progress: what the record znode holds.
+  *shard*  one znode of a job's task map, at most ``shard_bytes`` long.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any
 
-from corral.core.model import JobSpec
+from corral.core.intent import JobIntent, SlotIntent, TaskIntent
+from corral.core.job_state import JobPhase
 from corral.core.spec import SpecError, parse_job_spec, spec_to_dict
-from corral.core.views import JobState
 from corral.store.errors import StateCorrupt
 from corral.store.layout import FORMAT
 
@@ -28,72 +30,17 @@ ZNODE_LIMIT = 1024 * 1024  # ZooKeeper's default jute.maxbuffer: the largest zno
 
 
 @dataclass(frozen=True, slots=True)
-class TaskRecord:
-    """A launched task: where it went and which slot/attempt it fills."""
-
-    agent_id: str
-    slot: str  # "master" or "worker-<n>"
-    attempt: int = 0
-    # Where it runs, so a new leader can tell workers the master's address again before any
-    # offer from that agent arrives. Optional: stored only when known.
-    hostname: str = ""
-    ports: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class SlotRecord:
-    """Per-slot counters a new leader must continue: attempts so far (task ids are never
-    reused), failures counted against the restart limit, and whether a worker is done."""
-
-    attempts: int = 0
-    failures: int = 0
-    completed: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class JobRecord:
-    """The durable intent for one job (its key is ``spec.key``)."""
-
-    spec: JobSpec
-    desired_workers: int
-    state: JobState = JobState.PENDING
-    request_id: str = ""
-    # Optional runtime detail (absent from documents written before it existed):
-    killing: bool = False  # a kill was requested and some task may still run
-    slots: Mapping[str, SlotRecord] = field(default_factory=dict)  # slot label -> counters
-    submitted_at: float = 0.0
-    finished_at: float | None = None
-    message: str = ""
-    target_reason: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class StoredJob:
-    """One job as loaded: its record plus launched tasks and checkpoint progress."""
-
-    key: str
-    spec: JobSpec
-    desired_workers: int
-    state: JobState
-    request_id: str
-    tasks: Mapping[str, TaskRecord] = field(default_factory=dict)
-    progress: Mapping[str, int] = field(default_factory=dict)
-    full_record: JobRecord | None = None  # the whole record as loaded (with the detail)
-
-    @property
-    def record(self) -> JobRecord:
-        if self.full_record is not None:
-            return self.full_record
-        return JobRecord(self.spec, self.desired_workers, self.state, self.request_id)
-
-
-@dataclass(frozen=True, slots=True)
 class StoredState:
     """Everything ``StateStore.load`` read: what a new leader resumes from."""
 
     framework_id: str | None
-    jobs: Mapping[str, StoredJob]
+    jobs: Mapping[str, JobIntent]
     epoch: int
+
+
+def head_of(intent: JobIntent) -> JobIntent:
+    """The part of an intent the job record holds (no tasks, no progress)."""
+    return replace(intent, tasks=(), progress={})
 
 
 def _dumps(doc: Mapping[str, Any]) -> bytes:
@@ -145,44 +92,52 @@ def decode_framework_id(path: str, data: bytes) -> str:
 
 # -- job records ----------------------------------------------------------------------
 
-def encode_job(key: str, record: JobRecord, gen: int, shards: int) -> bytes:
+def _state_fields(phase: JobPhase) -> tuple[str, bool]:
+    """The stored ``state`` (a public job state) and ``killing`` flag of a phase."""
+    if phase is JobPhase.KILLING:
+        return "PENDING", True
+    return phase.value, False
+
+
+def encode_job(key: str, intent: JobIntent, gen: int, shards: int) -> bytes:
+    state, killing = _state_fields(intent.phase)
     doc: dict[str, Any] = {
         "format": FORMAT,
         "key": key,
-        "spec": spec_to_dict(record.spec),
-        "desired_workers": record.desired_workers,
-        "state": record.state.value,
-        "request_id": record.request_id,
+        "spec": spec_to_dict(intent.spec),
+        "desired_workers": intent.desired,
+        "state": state,
+        "request_id": intent.request_id,
         "tasks": {"gen": gen, "shards": shards},
     }
     # The optional detail is written only when set, so plain records stay as they were.
-    if record.killing:
+    if killing:
         doc["killing"] = True
-    if record.slots:
+    if intent.slots:
         doc["slots"] = {label: [s.attempts, s.failures, int(s.completed)]
-                        for label, s in sorted(record.slots.items())}
-    if record.submitted_at:
-        doc["submitted_at"] = record.submitted_at
-    if record.finished_at is not None:
-        doc["finished_at"] = record.finished_at
-    if record.message:
-        doc["message"] = record.message
-    if record.target_reason:
-        doc["target_reason"] = record.target_reason
+                        for label, s in sorted(intent.slots.items())}
+    if intent.submitted_at:
+        doc["submitted_at"] = intent.submitted_at
+    if intent.finished_at is not None:
+        doc["finished_at"] = intent.finished_at
+    if intent.message:
+        doc["message"] = intent.message
+    if intent.target_reason:
+        doc["target_reason"] = intent.target_reason
     return _dumps(doc)
 
 
-def _decode_slots(path: str, raw: Any) -> dict[str, SlotRecord]:
+def _decode_slots(path: str, raw: Any) -> dict[str, SlotIntent]:
     if not isinstance(raw, dict):
         raise StateCorrupt(path, "field 'slots' must be an object")
-    out: dict[str, SlotRecord] = {}
+    out: dict[str, SlotIntent] = {}
     for label, v in raw.items():
         ok = (isinstance(v, list) and len(v) == 3
               and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v)
               and v[2] in (0, 1))
         if not ok:
             raise StateCorrupt(path, f"slot {label!r}: expected [attempts, failures, 0|1]")
-        out[label] = SlotRecord(v[0], v[1], bool(v[2]))
+        out[label] = SlotIntent(v[0], v[1], bool(v[2]))
     return out
 
 
@@ -193,8 +148,13 @@ def _optional(path: str, doc: Mapping[str, Any], name: str, kind: type | tuple[t
     return _field(path, doc, name, kind)
 
 
-def decode_job(path: str, key: str, data: bytes) -> tuple[JobRecord, int, int]:
-    """The record and its task shard pointer ``(gen, shards)``."""
+_PHASES = {"PENDING": JobPhase.PENDING, "RUNNING": JobPhase.RUNNING,
+           "FINISHED": JobPhase.FINISHED, "FAILED": JobPhase.FAILED, "KILLED": JobPhase.KILLED}
+
+
+def decode_job(path: str, key: str, data: bytes) -> tuple[JobIntent, int, int]:
+    """The job's head (an intent without tasks or progress) and its task shard pointer
+    ``(gen, shards)``."""
     doc = _document(path, data)
     if _field(path, doc, "key", str) != key:
         raise StateCorrupt(path, f"key {doc['key']!r} does not match the znode name")
@@ -206,24 +166,23 @@ def decode_job(path: str, key: str, data: bytes) -> tuple[JobRecord, int, int]:
         raise StateCorrupt(path, f"stored spec is for job {spec.key!r}, not {key!r}")
     desired = _nonnegative(path, doc, "desired_workers")
     state_s = _field(path, doc, "state", str)
-    try:
-        state = JobState(state_s)
-    except ValueError:
-        raise StateCorrupt(path, f"unknown job state {state_s!r}") from None
+    if state_s not in _PHASES:
+        raise StateCorrupt(path, f"unknown job state {state_s!r}")
     request_id = _field(path, doc, "request_id", str)
     ptr = _field(path, doc, "tasks", dict)
     gen, shards = _nonnegative(path, ptr, "gen"), _nonnegative(path, ptr, "shards")
     killing = _optional(path, doc, "killing", bool, False)
+    phase = JobPhase.KILLING if killing else _PHASES[state_s]
     slots = _decode_slots(path, doc["slots"]) if "slots" in doc else {}
     submitted = float(_optional(path, doc, "submitted_at", (int, float), 0.0))
     finished = _optional(path, doc, "finished_at", (int, float), None)
     message = _optional(path, doc, "message", str, "")
     reason = _optional(path, doc, "target_reason", str, "")
-    record = JobRecord(spec, desired, state, request_id, killing=killing, slots=slots,
-                       submitted_at=submitted,
-                       finished_at=float(finished) if finished is not None else None,
-                       message=message, target_reason=reason)
-    return record, gen, shards
+    head = JobIntent(spec=spec, request_id=request_id, desired=desired, phase=phase,
+                     slots=slots, submitted_at=submitted,
+                     finished_at=float(finished) if finished is not None else None,
+                     message=message, target_reason=reason)
+    return head, gen, shards
 
 
 # -- progress markers -----------------------------------------------------------------
@@ -242,8 +201,18 @@ def decode_progress(path: str, data: bytes) -> dict[str, int]:
 
 # -- task shards ----------------------------------------------------------------------
 
-def _task_json(task_id: str, t: TaskRecord) -> str:
-    entry: dict[str, Any] = {"agent_id": t.agent_id, "attempt": t.attempt, "slot": t.slot}
+def _slot_and_attempt(task_id: str) -> tuple[str, int]:
+    # corral.<role>.<env>.<name>.<slot label>.<attempt>; the store keeps both fields so a
+    # reader need not parse ids (and older documents carry them too).
+    parts = task_id.rsplit(".", 2)
+    if len(parts) == 3 and parts[2].isdigit():
+        return parts[1], int(parts[2])
+    return "", 0
+
+
+def _task_json(task_id: str, t: TaskIntent) -> str:
+    slot, attempt = _slot_and_attempt(task_id)
+    entry: dict[str, Any] = {"agent_id": t.agent_id, "attempt": attempt, "slot": slot}
     if t.hostname:
         entry["host"] = t.hostname
     if t.ports:
@@ -251,7 +220,7 @@ def _task_json(task_id: str, t: TaskRecord) -> str:
     return json.dumps(task_id) + ":" + json.dumps(entry, separators=(",", ":"), sort_keys=True)
 
 
-def encode_shards(tasks: Mapping[str, TaskRecord], shard_bytes: int) -> list[bytes]:
+def encode_shards(tasks: Mapping[str, TaskIntent], shard_bytes: int) -> list[bytes]:
     """Split a task map into JSON documents of at most ``shard_bytes`` each (sorted by task
     id so the same map always gives the same shards). No shards for an empty map."""
     head, tail = b'{"format":%d,"tasks":{' % FORMAT, b"}}"
@@ -272,9 +241,9 @@ def encode_shards(tasks: Mapping[str, TaskRecord], shard_bytes: int) -> list[byt
     return shards
 
 
-def decode_shard(path: str, data: bytes) -> dict[str, TaskRecord]:
+def decode_shard(path: str, data: bytes) -> dict[str, TaskIntent]:
     raw = _field(path, _document(path, data), "tasks", dict)
-    out: dict[str, TaskRecord] = {}
+    out: dict[str, TaskIntent] = {}
     for task_id, entry in raw.items():
         where = f"task {task_id!r}"
         if not task_id or not isinstance(entry, dict):
@@ -288,16 +257,23 @@ def decode_shard(path: str, data: bytes) -> dict[str, TaskRecord]:
         if not isinstance(host, str) or not isinstance(ports, list) or not all(
                 isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in ports):
             raise StateCorrupt(path, f"{where}: host must be a string, ports a list of ports")
-        out[task_id] = TaskRecord(agent_id=agent, slot=slot, attempt=attempt, hostname=host,
-                                  ports=tuple(ports))
+        out[task_id] = TaskIntent(task_id, agent, host, tuple(ports))
     return out
 
 
-def validate_task(task_id: str, t: TaskRecord) -> None:
+def validate_intent(intent: JobIntent) -> None:
     """Reject what could not be loaded back (callers' bugs surface at write time)."""
-    if not isinstance(task_id, str) or not task_id:
-        raise ValueError(f"task id {task_id!r} must be a non-empty string")
-    if not isinstance(t, TaskRecord):
-        raise TypeError(f"task {task_id!r}: expected a TaskRecord, got {type(t).__name__}")
-    if t.attempt < 0:
-        raise ValueError(f"task {task_id!r}: attempt must be >= 0")
+    if not isinstance(intent, JobIntent):
+        raise TypeError(f"expected a JobIntent, got {type(intent).__name__}")
+    if intent.desired < 0:
+        raise ValueError(f"{intent.key}: desired workers must be >= 0")
+    seen: set[str] = set()
+    for t in intent.tasks:
+        if not isinstance(t, TaskIntent) or not t.task_id:
+            raise ValueError(f"{intent.key}: task {t!r} must be a TaskIntent with an id")
+        if t.task_id in seen:
+            raise ValueError(f"{intent.key}: task {t.task_id!r} listed twice")
+        seen.add(t.task_id)
+    for slot, seq in intent.progress.items():
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+            raise ValueError(f"{intent.key}: progress of {slot!r} must be an integer >= 0")

@@ -1,9 +1,10 @@
 """Durable, fenced intent in ZooKeeper: framework id, jobs, launched tasks, progress.
 
 Vocabulary:
-  ``Batch``     a set of changes (jobs put or deleted, task maps and progress replaced, the
-                framework id); ``StateStore.write`` applies it in as few ZooKeeper
-                transactions (multi) as fit in ``max_txn_bytes``.
+  ``Batch``     a set of changes (jobs' intents put or deleted, the framework id);
+                ``StateStore.write`` applies it in as few ZooKeeper transactions (multi)
+                as fit in ``max_txn_bytes``, rewriting only the znodes whose part of the
+                intent changed (record, task shards, progress).
   *unit*        the znode operations for one job (or the framework id). A unit is committed
                 in one transaction, so a job's record, tasks and progress change together.
                 Only a task map larger than one transaction is written ahead as new-
@@ -28,7 +29,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import (
@@ -39,6 +40,7 @@ from kazoo.exceptions import (
     SessionExpiredError,
 )
 
+from corral.core.intent import JobIntent, TaskIntent
 from corral.store import records as rec
 from corral.store.election import Fence
 from corral.store.errors import Fenced, StateCorrupt, StoreError
@@ -52,7 +54,7 @@ from corral.store.layout import (
     jobs_dir,
     shard_name,
 )
-from corral.store.records import JobRecord, StoredJob, StoredState, TaskRecord
+from corral.store.records import StoredState, head_of
 from corral.store.retry import TRANSIENT, operation_policy
 
 log = logging.getLogger(__name__)
@@ -71,20 +73,11 @@ class _Replan(Exception):
 # -- batches --------------------------------------------------------------------------
 
 @dataclass
-class _JobChange:
-    delete: bool = False
-    record: JobRecord | None = None
-    tasks: dict[str, TaskRecord] | None = None
-    progress: dict[str, int] | None = None
-
-
-@dataclass
 class Batch:
-    """Changes to write together. Later calls for the same job override earlier ones; a
-    ``delete_job`` followed by ``put_job`` recreates the job with no tasks or progress."""
+    """Changes to write together. A later change of the same job overrides an earlier one."""
 
     framework_id: str | None = None
-    jobs: dict[str, _JobChange] = field(default_factory=dict)
+    jobs: dict[str, JobIntent | None] = field(default_factory=dict)  # None: delete
 
     def set_framework_id(self, framework_id: str) -> Batch:
         if not isinstance(framework_id, str) or not framework_id:
@@ -92,44 +85,17 @@ class Batch:
         self.framework_id = framework_id
         return self
 
-    def put_job(self, record: JobRecord) -> Batch:
-        """Create or replace a job's record (its key is ``record.spec.key``)."""
-        if record.desired_workers < 0:
-            raise ValueError(f"{record.spec.key}: desired_workers must be >= 0")
-        key = record.spec.key
-        job_node_name(key)  # validates the key
-        ch = self.jobs.setdefault(key, _JobChange())
-        if ch.delete:
-            self.jobs[key] = ch = _JobChange(tasks={}, progress={})
-        ch.record = record
-        return self
-
-    def put_tasks(self, key: str, tasks: Mapping[str, TaskRecord]) -> Batch:
-        """Replace the job's whole launched-task map."""
-        for task_id, t in tasks.items():
-            rec.validate_task(task_id, t)
-        self._live(key).tasks = dict(tasks)
-        return self
-
-    def put_progress(self, key: str, progress: Mapping[str, int]) -> Batch:
-        """Replace the job's checkpoint markers (slot label -> sequence)."""
-        for slot, seq in progress.items():
-            if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-                raise ValueError(f"{key}: progress of {slot!r} must be an integer >= 0")
-        self._live(key).progress = dict(progress)
+    def put_job(self, intent: JobIntent) -> Batch:
+        """Create or replace a job's whole intent (record, tasks and progress)."""
+        rec.validate_intent(intent)
+        job_node_name(intent.key)  # validates the key
+        self.jobs[intent.key] = intent
         return self
 
     def delete_job(self, key: str) -> Batch:
         job_node_name(key)
-        self.jobs[key] = _JobChange(delete=True)
+        self.jobs[key] = None
         return self
-
-    def _live(self, key: str) -> _JobChange:
-        job_node_name(key)
-        ch = self.jobs.setdefault(key, _JobChange())
-        if ch.delete:
-            raise ValueError(f"{key}: the job is deleted in this batch")
-        return ch
 
     def __bool__(self) -> bool:
         return self.framework_id is not None or bool(self.jobs)
@@ -163,10 +129,10 @@ class _Op:
 class _Known:
     """The mirror of one job's logical content, as last written or loaded."""
 
-    record: JobRecord
+    head: JobIntent
     gen: int
     shards: int
-    tasks: dict[str, TaskRecord]
+    tasks: dict[str, TaskIntent]
     progress: dict[str, int]
 
 
@@ -308,7 +274,7 @@ class StateStore:
         wanted: list[str] = []
         for key, path, data, children in zip(keys, paths, datas, kids, strict=True):
             assert data is not None and children is not None
-            record, gen, shards = rec.decode_job(path, key, data[0])
+            head, gen, shards = rec.decode_job(path, key, data[0])
             expected = {shard_name(gen, i) for i in range(shards)} | {PROGRESS}
             for child in children:
                 if child not in expected and not SHARD_RE.match(child):
@@ -319,19 +285,19 @@ class StateStore:
                             else f"task shard {child} (the job record names {shards} shards "
                                  f"of generation {gen})")
                     raise StateCorrupt(f"{path}/{child}", f"missing {what}")
-            heads.append((key, path, record, gen, shards, set(children)))
+            heads.append((key, path, head, gen, shards, set(children)))
             wanted.append(f"{path}/{PROGRESS}")
             wanted.extend(f"{path}/{shard_name(gen, i)}" for i in range(shards))
 
         blobs = dict(zip(wanted, self._get_all(wanted), strict=True))
-        jobs: dict[str, StoredJob] = {}
+        jobs: dict[str, JobIntent] = {}
         known: dict[str, _Known] = {}
-        for key, path, record, gen, shards, children in heads:
+        for key, path, head, gen, shards, children in heads:
             pdata = blobs[f"{path}/{PROGRESS}"]
             if pdata is None:
                 raise _Replan("progress vanished while loading")
             progress = rec.decode_progress(f"{path}/{PROGRESS}", pdata[0])
-            tasks: dict[str, TaskRecord] = {}
+            tasks: dict[str, TaskIntent] = {}
             for i in range(shards):
                 spath = f"{path}/{shard_name(gen, i)}"
                 sdata = blobs[spath]
@@ -343,9 +309,9 @@ class StateStore:
                     raise StateCorrupt(spath, f"task {min(dup)!r} also appears in an earlier "
                                               "shard")
                 tasks.update(part)
-            jobs[key] = StoredJob(key, record.spec, record.desired_workers, record.state,
-                                  record.request_id, tasks, progress, full_record=record)
-            known[key] = _Known(record, gen, shards, tasks, progress)
+            jobs[key] = replace(head, tasks=tuple(tasks[t] for t in sorted(tasks)),
+                                progress=progress)
+            known[key] = _Known(head, gen, shards, tasks, progress)
             self._children[key] = children
         self._children = {k: self._children[k] for k in known}
         self._jobs = known
@@ -375,7 +341,7 @@ class StateStore:
             if not self._loaded:
                 raise StoreError("load() the state before writing, so writes start from "
                                  "what ZooKeeper holds")
-            pending: dict[str, _JobChange | str] = dict(batch.jobs)
+            pending: dict[str, JobIntent | str | None] = dict(batch.jobs)
             if batch.framework_id is not None:
                 pending[_FID] = batch.framework_id
             totals = [0, 0, 0]
@@ -416,27 +382,21 @@ class StateStore:
     def save_framework_id(self, framework_id: str) -> WriteStats:
         return self.write(Batch().set_framework_id(framework_id))
 
-    def put_job(self, record: JobRecord) -> WriteStats:
-        return self.write(Batch().put_job(record))
+    def put_job(self, intent: JobIntent) -> WriteStats:
+        return self.write(Batch().put_job(intent))
 
-    def update_jobs(self, records: Iterable[JobRecord]) -> WriteStats:
+    def put_jobs(self, intents: Iterable[JobIntent]) -> WriteStats:
         batch = Batch()
-        for r in records:
-            batch.put_job(r)
+        for intent in intents:
+            batch.put_job(intent)
         return self.write(batch)
-
-    def put_tasks(self, key: str, tasks: Mapping[str, TaskRecord]) -> WriteStats:
-        return self.write(Batch().put_tasks(key, tasks))
-
-    def put_progress(self, key: str, progress: Mapping[str, int]) -> WriteStats:
-        return self.write(Batch().put_progress(key, progress))
 
     def delete_job(self, key: str) -> WriteStats:
         return self.write(Batch().delete_job(key))
 
     # -- write internals ----------------------------------------------------------------
 
-    def _plan(self, pending: Mapping[str, _JobChange | str]) -> list[_Unit]:
+    def _plan(self, pending: Mapping[str, JobIntent | str | None]) -> list[_Unit]:
         units = []
         for key, change in pending.items():
             if isinstance(change, str):
@@ -448,23 +408,21 @@ class StateStore:
                 units.append(self._plan_job(key, change))
         return units
 
-    def _plan_job(self, key: str, ch: _JobChange) -> _Unit:
+    def _plan_job(self, key: str, intent: JobIntent | None) -> _Unit:
         path = f"{jobs_dir(self._root)}/{job_node_name(key)}"
         old = self._jobs.get(key)
         children = self._children.get(key)
         exists = children is not None
         children = children or set()
-        if ch.delete:
+        if intent is None:
             ops = [_Op("delete", f"{path}/{c}", key=key, child=c) for c in sorted(children)]
             if exists:
                 ops.append(_Op("delete", path, key=key))
             return _Unit(key, [], [], ops, None)
 
-        record = ch.record or (old.record if old else None)
-        if record is None:
-            raise KeyError(f"job {key} is not stored; put_job it before its tasks or progress")
-        tasks = ch.tasks if ch.tasks is not None else (old.tasks if old else {})
-        progress = ch.progress if ch.progress is not None else (old.progress if old else {})
+        record = head_of(intent)
+        tasks = {t.task_id: t for t in intent.tasks}
+        progress = dict(intent.progress)
         stale = {c for c in children if SHARD_RE.match(c)}
         if old is not None:
             stale -= {shard_name(old.gen, i) for i in range(old.shards)}
@@ -496,7 +454,7 @@ class StateStore:
             # transaction points it at the new shards.
             split_head.append(_Op("create", path, rec.encode_job(key, record, 0, 0), key))
             split_tail.append(_Op("set", path, data, key))
-        elif old is None or record != old.record or (gen, shards) != (old.gen, old.shards):
+        elif old is None or record != old.head or (gen, shards) != (old.gen, old.shards):
             tail.append(_Op("set", path, data, key))
         if PROGRESS not in children:
             op = _Op("create", f"{path}/{PROGRESS}", rec.encode_progress(progress), key,

@@ -12,6 +12,7 @@ from corral.core.placement.types import (
     PendingTask,
     PlacementFacts,
     Plan,
+    Veto,
 )
 
-__all__ = ["Assignment", "JobFacts", "PendingTask", "PlacementFacts", "Plan", "place"]
+__all__ = ["Assignment", "JobFacts", "PendingTask", "PlacementFacts", "Plan", "Veto", "place"]

@@ -15,7 +15,7 @@ import numpy as np
 
 from corral.core.model import TaskKind
 from corral.core.placement.pool import DIMS, AgentPool
-from corral.core.placement.types import PendingTask
+from corral.core.placement.types import PendingTask, Veto
 
 
 @dataclass(slots=True)
@@ -148,12 +148,12 @@ def static_mask(ctx: GroupContext) -> np.ndarray:
     return ok
 
 
-def explain(ctx: GroupContext, limit_examples: int = 1) -> tuple[str, ...]:
-    """Why no agent can take another task of this group: the first veto per agent,
-    summarised per checker with an example agent and a count."""
+def explain(ctx: GroupContext) -> tuple[Veto, ...]:
+    """Why no agent can take another task of this group: each agent is charged to the
+    first check that rules it out; one ``Veto`` per check, with a count and an example."""
     alive = np.ones(len(ctx.pool), dtype=bool)
-    reasons: list[str] = []
-    for _, check, reason in CHECKS:
+    vetoes: list[Veto] = []
+    for name, check, reason in CHECKS:
         ok = check(ctx)
         if ok is None:
             continue
@@ -161,9 +161,9 @@ def explain(ctx: GroupContext, limit_examples: int = 1) -> tuple[str, ...]:
         count = int(bad.sum())
         if count:
             i = int(np.argmax(bad))
-            more = f" (and {count - 1} more agents)" if count > 1 else ""
-            reasons.append(reason(ctx, i) + more)
+            vetoes.append(Veto(name, count, _agent(ctx, i), reason(ctx, i)))
         alive &= ok
         if not alive.any():
             break
-    return tuple(reasons) if reasons else ("no agent can take it",)
+    return tuple(vetoes) if vetoes else (Veto("capacity", len(ctx.pool), "",
+                                               "no agent can take it"),)

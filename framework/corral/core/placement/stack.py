@@ -34,6 +34,7 @@ from corral.core.placement.types import (
     PendingTask,
     PlacementFacts,
     Plan,
+    Veto,
 )
 
 _BIG = np.iinfo(np.int64).max // 4
@@ -76,10 +77,10 @@ def _place_group(group: list[PendingTask], pool: AgentPool, facts: PlacementFact
     task = group[0]
     job = facts.jobs.get(task.key.job, _NO_FACTS)
     if task.key.kind is TaskKind.WORKER and not job.master_running:
-        _veto(plan, group, ("master not running yet",))
+        _veto(plan, group, (Veto("master", 0, "", "master not running yet"),))
         return
     if len(pool) == 0:
-        _veto(plan, group, ("no offers",))
+        _veto(plan, group, (Veto("offers", 0, "", "no offers"),))
         return
     ctx = _context(task, pool, job, counts)
     cap = _capacity(ctx, static_mask(ctx))
@@ -199,6 +200,6 @@ def _choose_spread(group: list[PendingTask], ctx: GroupContext, cap: np.ndarray,
     return done
 
 
-def _veto(plan: Plan, tasks: Sequence[PendingTask], reasons: tuple[str, ...]) -> None:
+def _veto(plan: Plan, tasks: Sequence[PendingTask], vetoes: tuple[Veto, ...]) -> None:
     for t in tasks:
-        plan.vetoes[t.key] = reasons
+        plan.vetoes[t.key] = vetoes

@@ -18,6 +18,22 @@ from corral.core.resources import Resources
 
 
 @dataclass(frozen=True, slots=True)
+class Veto:
+    """Why a feasibility check ruled agents out for a task: the check's name (``tier``,
+    ``resources.mem``, ``max_per_host``, ...), how many of the offered agents it ruled out
+    (after the checks before it), and one of them as an example with the detail in words."""
+
+    check: str
+    agents: int
+    example: str
+    detail: str
+
+    def render(self) -> str:
+        more = f" (and {self.agents - 1} more agents)" if self.agents > 1 else ""
+        return self.detail + more
+
+
+@dataclass(frozen=True, slots=True)
 class PendingTask:
     key: TaskKey
     resources: Resources
@@ -65,11 +81,11 @@ class Assignment:
 class Plan:
     """``assignments``: agent id -> tasks placed there (in placement order);
     ``offer_ids``: agent id -> that agent's offers (all accepted together);
-    ``vetoes``: unplaced task key -> reasons no offer took it."""
+    ``vetoes``: unplaced task key -> why no offer took it, per check."""
 
     assignments: dict[str, list[Assignment]] = field(default_factory=dict)
     offer_ids: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    vetoes: dict[TaskKey, tuple[str, ...]] = field(default_factory=dict)
+    vetoes: dict[TaskKey, tuple[Veto, ...]] = field(default_factory=dict)
 
     def placed(self) -> list[Assignment]:
         return [a for tasks in self.assignments.values() for a in tasks]

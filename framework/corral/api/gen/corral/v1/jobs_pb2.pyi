@@ -166,7 +166,7 @@ class JobSpec(_message.Message):
     def __init__(self, role: _Optional[str] = ..., environment: _Optional[str] = ..., name: _Optional[str] = ..., tier: _Optional[_Union[Tier, str]] = ..., priority: _Optional[int] = ..., master: _Optional[_Union[TaskSpec, _Mapping]] = ..., workers: _Optional[_Union[WorkerSpec, _Mapping]] = ..., checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ..., constraints: _Optional[_Union[Constraints, _Mapping]] = ..., kill_grace_seconds: _Optional[float] = ..., restart: _Optional[_Union[RestartPolicy, _Mapping]] = ..., deadline_seconds: _Optional[float] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("slot", "task_id", "state", "agent_id", "hostname", "reason", "message", "pending_reason", "attempt", "revocable")
+    __slots__ = ("slot", "task_id", "state", "agent_id", "hostname", "reason", "message", "pending_reason", "attempt", "revocable", "why", "life")
     SLOT_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -177,6 +177,8 @@ class Task(_message.Message):
     PENDING_REASON_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     REVOCABLE_FIELD_NUMBER: _ClassVar[int]
+    WHY_FIELD_NUMBER: _ClassVar[int]
+    LIFE_FIELD_NUMBER: _ClassVar[int]
     slot: str
     task_id: str
     state: str
@@ -187,7 +189,33 @@ class Task(_message.Message):
     pending_reason: str
     attempt: int
     revocable: bool
-    def __init__(self, slot: _Optional[str] = ..., task_id: _Optional[str] = ..., state: _Optional[str] = ..., agent_id: _Optional[str] = ..., hostname: _Optional[str] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., pending_reason: _Optional[str] = ..., attempt: _Optional[int] = ..., revocable: _Optional[bool] = ...) -> None: ...
+    why: PendingWhy
+    life: str
+    def __init__(self, slot: _Optional[str] = ..., task_id: _Optional[str] = ..., state: _Optional[str] = ..., agent_id: _Optional[str] = ..., hostname: _Optional[str] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., pending_reason: _Optional[str] = ..., attempt: _Optional[int] = ..., revocable: _Optional[bool] = ..., why: _Optional[_Union[PendingWhy, _Mapping]] = ..., life: _Optional[str] = ...) -> None: ...
+
+class PendingWhy(_message.Message):
+    __slots__ = ("code", "detail", "until", "vetoes")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    VETOES_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    detail: str
+    until: float
+    vetoes: _containers.RepeatedCompositeFieldContainer[Veto]
+    def __init__(self, code: _Optional[str] = ..., detail: _Optional[str] = ..., until: _Optional[float] = ..., vetoes: _Optional[_Iterable[_Union[Veto, _Mapping]]] = ...) -> None: ...
+
+class Veto(_message.Message):
+    __slots__ = ("check", "agents", "example_agent", "detail")
+    CHECK_FIELD_NUMBER: _ClassVar[int]
+    AGENTS_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLE_AGENT_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    check: str
+    agents: int
+    example_agent: str
+    detail: str
+    def __init__(self, check: _Optional[str] = ..., agents: _Optional[int] = ..., example_agent: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class Progress(_message.Message):
     __slots__ = ("done", "total", "backlog", "rerun")

@@ -1,0 +1,69 @@
+"""What every handler gets besides the state: the time, the core's settings, and the list
+the effects of one event collect in.
+
+``Ctx`` is created by ``Scheduler.handle`` for one event and thrown away after it; the
+handlers append effects with ``emit`` and notes with ``note``. ``CoreConfig`` holds the
+core's settings (timeouts, offer refusal, the policy objects); it never changes during a
+term.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from corral.core import effects as fx
+from corral.core.elastic import Elastic
+from corral.core.resources import ZERO, Resources
+from corral.core.spot import OverProvision
+from corral.core.state import CoreState
+
+
+@dataclass(frozen=True, slots=True)
+class CoreConfig:
+    """The scheduler core's settings.
+
+    ``staging_timeout``: a launched attempt with no status update for this long is
+    reconciled explicitly; ``reconcile_timeout``: an explicit reconciliation of one
+    attempt unanswered for this long writes the attempt off (replaced, an infrastructure
+    loss). ``kill_retry_seconds``: a kill not confirmed within the job's grace plus this is
+    sent again (with explicit reconciliation), backing off up to ``kill_retry_max``.
+    ``stale_after``: a live attempt not heard of for this long is reconciled explicitly
+    (checked every ``stale_check_interval``, at most ``stale_batch`` per check).
+    ``reconcile_interval``: implicit reconciliation period. ``gate_deadline``: after a
+    subscription, offers wait at most this long for explicit reconciliation to finish.
+    """
+
+    executor_overhead: Resources = ZERO
+    refuse_short: float = 5.0
+    refuse_long: float = 30.0
+    reconcile_interval: float = 600.0
+    kill_retry_seconds: float = 30.0
+    kill_retry_max: float = 300.0
+    send_retry_seconds: float = 2.0
+    staging_timeout: float = 30.0
+    reconcile_timeout: float = 30.0
+    stale_after: float = 900.0
+    stale_check_interval: float = 60.0
+    stale_batch: int = 1000
+    gate_deadline: float = 60.0
+    gate_backoff: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
+    default_spread: str | None = "market"
+    drain_margin_seconds: float = 1.0
+    overprovision: OverProvision = field(default_factory=lambda: OverProvision(multiple=0.0))
+
+
+@dataclass(slots=True)
+class Ctx:
+    """One event's handling: ``now``, the settings, the state and the effects so far."""
+
+    now: float
+    config: CoreConfig
+    state: CoreState
+    elastic: Elastic | None = None
+    out: list[fx.Effect] = field(default_factory=list)
+
+    def emit(self, effect: fx.Effect) -> None:
+        self.out.append(effect)
+
+    def note(self, text: str) -> None:
+        self.state.note(self.now, text)

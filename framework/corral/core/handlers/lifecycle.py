@@ -1,0 +1,353 @@
+"""Driving the slot lifecycle table: inputs in, the table's edge applied, its actions done.
+
+Every change of a slot's or an attempt's ``Life`` goes through ``drive`` (attempts) or
+``settle`` (vacant slots); both look the edge up in ``slot_state.EDGES`` and carry out
+its actions here, in one fixed order (``_ORDER``). The job-wide consequences (the job's
+own lifecycle table, ``job_state``) are applied here too: a master up or down, a job
+finished, given up or killed, and a job's worker target changing (``set_target``).
+
+Timers are armed on entering a state that waits for something (``LAUNCHED``: the staging
+timeout; ``RECONCILING``: the reconciliation timeout; ``BACKOFF``: the restart backoff;
+a detached ``DRAINING`` worker: its deadline) and by every KILL (the kill timeout). A
+timer carries the attempt's edge count (or the slot's vacancy count) when armed, so one
+that fires after the state moved on is ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from corral.core import accounting as acct
+from corral.core import effects as fx
+from corral.core.handlers.context import Ctx
+from corral.core.job_state import JobInput, JobPhase, job_transition
+from corral.core.model import TaskKey, TaskKind
+from corral.core.slot_state import Action, Edge, Input, Life, settle_input, step
+from corral.core.spot import OverProvision, spare_workers
+from corral.core.state import OVERPROVISION_LABEL, Attempt, CoreState, Job, Slot, TimerKind
+from corral.core.task_state import Cause, TaskState, classify, describe_failure
+
+# The order actions are carried out in, whatever order an edge lists them.
+_ORDER = (
+    Action.PERSIST, Action.SEND_DRAIN, Action.KILL, Action.RETRY_KILL, Action.RECONCILE,
+    Action.COUNT_NOTICE, Action.COUNT_LOSS, Action.ADD_WORK_LOST, Action.RECOVERED,
+    Action.MASTER_DOWN, Action.COUNT_FAILURE, Action.MASTER_UP, Action.FINISH_JOB,
+    Action.COMPLETE, Action.DETACH,
+)
+
+
+def slot_of(job: Job, key: TaskKey) -> Slot:
+    """The job's slot ``key``, created (vacant, EMPTY) if it does not exist yet."""
+    if key.kind is TaskKind.MASTER:
+        return job.master
+    s = job.workers.get(key.index)
+    if s is None:
+        s = job.workers[key.index] = Slot(key, attempts=job.attempt_base)
+    return s
+
+
+def input_for(att: Attempt, state: TaskState, agent_lost: bool) -> Input | None:
+    """The lifecycle input a Mesos state (already applied to ``att``) means."""
+    if state in (TaskState.LAUNCHED, TaskState.STARTING, TaskState.KILLING):
+        return Input.CONFIRMED
+    if state is TaskState.RUNNING:
+        return Input.STARTED
+    if state is TaskState.UNREACHABLE:
+        return Input.LOST
+    if not state.terminal:
+        return None
+    requested = att.life is Life.KILL_SENT or (
+        att.life is Life.DRAINING and att.key.kind is TaskKind.MASTER)
+    cause = classify(state, att.reason, kill_requested=requested, agent_lost=agent_lost)
+    return {Cause.SUCCEEDED: Input.SUCCEEDED, Cause.KILLED: Input.KILLED,
+            Cause.JOB_FAILURE: Input.FAILED, Cause.INFRASTRUCTURE: Input.LOST}[cause]
+
+
+def drive(st: CoreState, ctx: Ctx, att: Attempt, inp: Input) -> Edge | None:
+    """Apply ``inp`` to attempt ``att``; None (and a note) if the table has no edge."""
+    edge = step(att.key.kind, att.life, inp)
+    if edge is None:
+        if att.life is not Life.ENDED:
+            ctx.note(f"{att.task_id}: {inp.value} ignored in {att.life.value}")
+        return None
+    job = att.job
+    slot = slot_of(job, att.key)
+    st.move(slot, att, edge.next)
+    _arm_on_entry(st, ctx, att)
+    for action in _ORDER:
+        if action in edge.actions:
+            _do(st, ctx, action, job, slot, att, inp)
+    if att.life is Life.ENDED:
+        if slot.current is att:
+            st.vacate(slot, Life.COMPLETED if Action.COMPLETE in edge.actions else Life.EMPTY)
+            settle(st, ctx, job, slot)
+        elif not att.live:
+            st.retire_done(slot, att)
+    elif slot.current is not att and not att.live:
+        st.retire_done(slot, att)
+    return edge
+
+
+def settle(st: CoreState, ctx: Ctx, job: Job, slot: Slot) -> None:
+    """Move a vacant slot to the vacancy its conditions call for (EMPTY, BACKOFF,
+    WAITING or PENDING); a COMPLETED slot stays completed."""
+    if slot.current is not None or slot.vacancy is Life.COMPLETED:
+        return
+    inp = settle_input(
+        slot.vacancy, wanted=job.wants(slot.key), in_backoff=ctx.now < slot.backoff_until,
+        needs_master=slot.key.kind is TaskKind.WORKER and not job.master_running())
+    edge = step(slot.key.kind, slot.vacancy, inp)
+    if edge is None:
+        return  # already where the conditions put it
+    st.move(slot, None, edge.next)
+    if edge.next is Life.BACKOFF:
+        st.add_timer(slot.backoff_until, TimerKind.BACKOFF, slot=slot.key, token=slot.vacated)
+
+
+def unwant(st: CoreState, ctx: Ctx, job: Job, slot: Slot) -> None:
+    """The job no longer wants this slot: its attempts are killed, its vacancy EMPTY."""
+    for att in list(slot.retiring.values()):
+        drive(st, ctx, att, Input.UNWANTED)
+    if slot.current is not None:
+        drive(st, ctx, slot.current, Input.UNWANTED)
+    settle(st, ctx, job, slot)
+
+
+def kill(st: CoreState, ctx: Ctx, att: Attempt) -> None:
+    """Send a KILL and arm its timeout (grace plus the retry interval, backing off)."""
+    att.kills += 1
+    grace = att.job.spec.kill_grace_seconds
+    ctx.emit(fx.KillTask(att.task_id, att.agent_id, grace))
+    cfg = ctx.config
+    wait = min(cfg.kill_retry_seconds * 2 ** (att.kills - 1), cfg.kill_retry_max)
+    st.add_timer(ctx.now + grace + wait, TimerKind.KILL, task_id=att.task_id, token=att.edges)
+
+
+def _arm_on_entry(st: CoreState, ctx: Ctx, att: Attempt) -> None:
+    cfg = ctx.config
+    if att.life is Life.RECONCILING:
+        st.add_timer(ctx.now + cfg.reconcile_timeout, TimerKind.RECONCILE,
+                     task_id=att.task_id, token=att.edges)
+    elif att.life is Life.DRAINING and att.key.kind is TaskKind.WORKER \
+            and att.deadline is not None:
+        at = att.deadline - att.job.spec.kill_grace_seconds - cfg.drain_margin_seconds
+        st.add_timer(at, TimerKind.DEADLINE, task_id=att.task_id, token=att.edges)
+
+
+def arm_staging(st: CoreState, ctx: Ctx, att: Attempt) -> None:
+    st.add_timer(ctx.now + ctx.config.staging_timeout, TimerKind.STAGING,
+                 task_id=att.task_id, token=att.edges)
+
+
+# ------------------------------------------------------------------ actions
+
+def _do(st: CoreState, ctx: Ctx, action: Action, job: Job, slot: Slot, att: Attempt,
+        inp: Input) -> None:
+    if action is Action.PERSIST:
+        st.mark_changed(job, durable=True)
+    elif action is Action.KILL:
+        kill(st, ctx, att)
+    elif action is Action.RETRY_KILL:
+        st.add_timer(ctx.now + ctx.config.send_retry_seconds, TimerKind.KILL,
+                     task_id=att.task_id, token=att.edges)
+    elif action is Action.RECONCILE:
+        ctx.emit(fx.Reconcile(((att.task_id, att.agent_id),)))
+    elif action is Action.SEND_DRAIN:
+        if att.agent_id and att.executor_id:
+            ctx.emit(fx.SendMessage(att.agent_id, att.executor_id,
+                                    {"kind": "drain", "deadline": att.deadline}))
+    elif action is Action.COUNT_NOTICE:
+        job.accounting.lost(slot.label, att.task_id, acct.NOTICE, ctx.now, 0.0)
+        job.terminations.append(ctx.now)
+        refresh_spare(st, ctx, job)
+        st.mark_changed(job)
+    elif action is Action.COUNT_LOSS:
+        _count_loss(st, ctx, job, slot, att)
+    elif action is Action.ADD_WORK_LOST:
+        job.accounting.add_work(slot.label, att.task_id, ctx.now, _work_lost(ctx, slot, att))
+        st.mark_changed(job)
+    elif action is Action.RECOVERED:
+        _recovered(st, ctx, job, att)
+    elif action is Action.MASTER_DOWN:
+        _master_down(st, ctx, job, att, inp)
+    elif action is Action.COUNT_FAILURE:
+        _count_failure(st, ctx, job, slot, att)
+    elif action is Action.MASTER_UP:
+        master_up(st, ctx, job, att)
+    elif action is Action.FINISH_JOB:
+        finish(st, ctx, job, JobInput.MASTER_FINISHED, "master finished")
+    elif action is Action.COMPLETE:
+        pass  # the vacancy after the attempt leaves is COMPLETED (see ``drive``)
+    elif action is Action.DETACH:
+        st.vacate(slot, Life.EMPTY)
+        settle(st, ctx, job, slot)
+
+
+def _work_lost(ctx: Ctx, slot: Slot, att: Attempt) -> float:
+    ckpt = slot.checkpoint[2] if slot.checkpoint else None
+    return acct.work_lost(ctx.now, att.running_since, ckpt)
+
+
+def _count_loss(st: CoreState, ctx: Ctx, job: Job, slot: Slot, att: Attempt) -> None:
+    """An infrastructure loss of ``att``: accounting and the over-provisioning rule."""
+    if att.reason == "REASON_CONTAINER_PREEMPTED":
+        kind = acct.REVOKED
+    elif att.mesos is TaskState.UNREACHABLE:
+        kind = acct.UNREACHABLE
+    else:
+        kind = acct.LOST
+    ctx.note(f"{att.task_id} lost ({att.mesos.mesos_name}, {att.reason}); "
+             f"relaunching {slot.label}")
+    job.accounting.lost(slot.label, att.task_id, kind, ctx.now, _work_lost(ctx, slot, att))
+    job.terminations.append(ctx.now)
+    refresh_spare(st, ctx, job)
+    st.mark_changed(job)
+
+
+def _recovered(st: CoreState, ctx: Ctx, job: Job, att: Attempt) -> None:
+    before = job.accounting.recoveries
+    job.accounting.running(att.key.label(), att.task_id, ctx.now)
+    if job.accounting.recoveries != before:
+        last = next((r for r in reversed(job.accounting.recent)
+                     if r.replacement_task_id == att.task_id), None)
+        if last is not None and last.recovery_seconds is not None:
+            job.recovery_times.append((ctx.now, last.recovery_seconds))
+        st.mark_changed(job)
+
+
+def _count_failure(st: CoreState, ctx: Ctx, job: Job, slot: Slot, att: Attempt) -> None:
+    slot.failures += 1
+    slot.last_failure = describe_failure(att.mesos, att.reason, att.message)
+    st.mark_changed(job, durable=True)
+    limit = job.spec.restart.max_failures
+    if slot.failures > limit:
+        finish(st, ctx, job, JobInput.GAVE_UP,
+               f"{slot.label} failed {slot.failures} times; last: {slot.last_failure}")
+        return
+    r = job.spec.restart
+    delay = min(r.backoff_seconds * 2 ** (slot.failures - 1), r.backoff_max_seconds)
+    slot.backoff_until = ctx.now + delay
+    ctx.note(f"{slot.label} of {job.key} failed ({slot.last_failure}); "
+             f"retry {slot.failures}/{limit} in {delay:g}s")
+
+
+def master_up(st: CoreState, ctx: Ctx, job: Job, att: Attempt) -> None:
+    """The master runs: the job is RUNNING, its address known, its workers may start (and
+    the live ones are told where the master now is)."""
+    host = att.hostname or st.hostname_of(att.agent_id) or "unknown"
+    address = f"{host}:{att.ports[0]}" if att.ports else host
+    job.master_address = address
+    phase, outcome = job_transition(job.phase, JobInput.MASTER_RUNNING)
+    job.phase = phase
+    if outcome.applied:
+        job.message = f"master running at {address}"
+    st.mark_changed(job, durable=True)
+    for index in sorted(job.workers):
+        slot = job.workers[index]
+        # A draining worker still needs the master to hand in its last result.
+        for w in (slot.current, *slot.retiring.values()):
+            if w is not None and w.live and w.agent_id and w.executor_id:
+                ctx.emit(fx.SendMessage(w.agent_id, w.executor_id,
+                                        {"kind": "master_address", "address": address}))
+        settle(st, ctx, job, slot)
+
+
+def _master_down(st: CoreState, ctx: Ctx, job: Job, att: Attempt, inp: Input) -> None:
+    if inp is Input.KILLED:
+        message = (f"master moved off draining agent {att.agent_id}; "
+                   "relaunching from its checkpoint")
+    elif inp is Input.FAILED:
+        message = (f"master failed ({describe_failure(att.mesos, att.reason, att.message)});"
+                   " restarting")
+    else:
+        message = f"master lost ({att.mesos.mesos_name}); relaunching"
+    job.master_address = None
+    phase, outcome = job_transition(job.phase, JobInput.MASTER_LOST)
+    if outcome.applied:
+        job.phase = phase
+        job.message = message
+    st.mark_changed(job, durable=True)
+    for slot in job.workers.values():
+        settle(st, ctx, job, slot)
+
+
+def finish(st: CoreState, ctx: Ctx, job: Job, what: JobInput, message: str) -> None:
+    """The job ends (master finished, gave up): every slot becomes unwanted."""
+    phase, outcome = job_transition(job.phase, what)
+    if not outcome.applied:
+        ctx.note(f"{job.key}: {outcome.why}")
+        return
+    job.phase = phase
+    job.message = message
+    job.finished_at = ctx.now
+    st.mark_changed(job, durable=True)
+    for slot in list(job.slots()):
+        unwant(st, ctx, job, slot)
+    ctx.note(f"{job.key} {phase.value}: {message}")
+
+
+def maybe_killed(st: CoreState, ctx: Ctx, job: Job) -> None:
+    """A kill is complete once nothing of the job is live on any agent."""
+    if job.phase is JobPhase.KILLING and not job.live:
+        phase, _ = job_transition(job.phase, JobInput.ALL_TASKS_TERMINAL)
+        job.phase = phase
+        job.finished_at = ctx.now
+        st.mark_changed(job, durable=True)
+
+
+def set_target(st: CoreState, ctx: Ctx, job: Job, workers: int, reason: str) -> None:
+    """Change the desired worker count (clamped to the spec's bounds)."""
+    workers = max(job.spec.workers.min, min(job.spec.workers.max, workers))
+    if workers == job.desired and reason == job.target_reason:
+        return
+    job.desired = workers
+    job.target_reason = reason
+    st.mark_changed(job, durable=True)
+    resize(st, ctx, job)
+
+
+def resize(st: CoreState, ctx: Ctx, job: Job) -> None:
+    """Bring the worker slots in line with the effective count: the ones at or above it
+    are killed, highest index first; the ones below it are created and settled."""
+    keep = job.effective_workers() if job.active() else 0
+    for index in sorted(job.workers, reverse=True):
+        if index < keep:
+            break
+        slot = job.workers[index]
+        job.accounting.forget(slot.label)
+        unwant(st, ctx, job, slot)
+    for index in range(keep):
+        slot = slot_of(job, TaskKey(job.key, TaskKind.WORKER, index))
+        settle(st, ctx, job, slot)
+
+
+def refresh_spare(st: CoreState, ctx: Ctx, job: Job) -> None:
+    """Re-apply the over-provisioning rule; fewer spares kill the highest indexes."""
+    if not job.active():
+        return
+    now = ctx.now
+    rule = rule_for(ctx, job)
+    horizon = rule.horizon_seconds
+    while job.terminations and now - job.terminations[0] > horizon:
+        job.terminations.pop(0)
+    recoveries = [took for when, took in job.recovery_times if now - when <= horizon]
+    room = max(0, job.spec.workers.max - job.desired)
+    sp = spare_workers(job.terminations, recoveries, now, rule, room)
+    if sp.workers == job.spare and sp.reason == job.spare_reason:
+        return
+    job.spare, job.spare_reason = sp.workers, sp.reason
+    st.mark_changed(job, durable=True)
+    resize(st, ctx, job)
+
+
+def rule_for(ctx: Ctx, job: Job) -> OverProvision:
+    """The scheduler's rule, with the job's ``overprovision`` label as its multiple."""
+    raw = dict(job.spec.labels).get(OVERPROVISION_LABEL)
+    if raw is None:
+        return ctx.config.overprovision
+    try:
+        return replace(ctx.config.overprovision, multiple=float(raw))
+    except ValueError:
+        ctx.note(f"{job.key}: label {OVERPROVISION_LABEL}={raw!r} is not a multiple >= 0; "
+                 "using the default")
+        return ctx.config.overprovision

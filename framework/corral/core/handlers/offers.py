@@ -1,0 +1,183 @@
+"""Offers: placing pending slots, launching attempts, declining the rest.
+
+An OFFERS event is answered in full within the event: every offer is either accepted
+(with LAUNCH of the tasks placed on its agent) or declined with a refusal filter, unless
+the reconciliation gate is closed (``session``), in which case the offers are held until
+it opens. Placement (``core.placement``) is pure; this module builds its inputs from the
+state (pending slots in job priority order, what of each job already runs where) and
+turns its plan into attempts and effects. A slot placement could not take keeps the
+plan's vetoes as its ``Why``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import replace
+
+from corral.core import effects as fx
+from corral.core import events as ev
+from corral.core.handlers import lifecycle as lc
+from corral.core.handlers.context import Ctx
+from corral.core.model import Offer, TaskKey, TaskKind, task_id_for
+from corral.core.placement import JobFacts, PendingTask, PlacementFacts, Plan, place
+from corral.core.placement.types import Assignment
+from corral.core.slot_state import Input, Life, step
+from corral.core.state import Attempt, CoreState, Job
+from corral.core.task_state import TaskState
+from corral.core.views import WHY_PLACEMENT, Why
+
+
+def on_offers(st: CoreState, e: ev.OffersReceived, ctx: Ctx) -> None:
+    observe(st, e.offers, ctx)
+    if st.session.gated:
+        st.session.held.extend(e.offers)  # placed once reconciliation is finished
+        return
+    decide(st, ctx, e.offers)
+
+
+def on_rescinded(st: CoreState, e: ev.OfferRescinded, ctx: Ctx) -> None:
+    held = st.session.held
+    kept = [o for o in held if o.id != e.offer_id]
+    if len(kept) != len(held):
+        st.session.held = kept
+        ctx.note(f"held offer {e.offer_id} rescinded")
+
+
+def observe(st: CoreState, offers: tuple[Offer, ...] | list[Offer], ctx: Ctx) -> None:
+    """What offers tell about their agents: host, attributes, that they are back, and
+    maintenance windows (a spot notice reaches Mesos as an offer's unavailability)."""
+    from corral.core.handlers import maintenance
+
+    if ctx.elastic is not None:
+        ctx.elastic.observe_offers(offers)
+    for o in offers:
+        agent = st.agent(o.agent_id)
+        agent.attributes = dict(o.attributes)
+        agent.hostname = o.hostname
+        agent.lost = False
+        if o.unavailable_at is not None and agent.drain is None:
+            maintenance.notice(st, ctx, o.agent_id, o.unavailable_at, None,
+                               f"offer unavailability from {o.unavailable_at:.0f}")
+        elif o.unavailable_at is None and agent.drain is not None \
+                and not agent.inverse_offers:
+            # The window was cancelled (no inverse offer holds it): usable again.
+            agent.drain = None
+
+
+def decide(st: CoreState, ctx: Ctx, offers: tuple[Offer, ...] | list[Offer]) -> None:
+    """Place what is pending on ``offers``; answer every offer."""
+    cfg = ctx.config
+    pending, facts = placement_inputs(st, ctx)
+    if not pending:
+        ids = tuple(o.id for o in offers)
+        if ids:
+            ctx.emit(fx.DeclineOffers(ids, cfg.refuse_long))
+        return
+    plan = place(pending, offers, facts)
+    refuse = cfg.refuse_short if plan.vetoes else cfg.refuse_long
+    for agent, assigned in plan.assignments.items():
+        launches = tuple(launch(st, ctx, a) for a in assigned)
+        if ctx.elastic is not None:
+            for a in assigned:
+                ctx.elastic.observe_launch(agent, a.task.resources, a.revocable)
+        ctx.emit(fx.LaunchTasks(plan.offer_ids[agent], agent, launches, refuse))
+    unused = plan.unused_offer_ids()
+    if unused:
+        ctx.emit(fx.DeclineOffers(tuple(unused), refuse))
+    record_vetoes(st, plan)
+
+
+def placement_inputs(st: CoreState, ctx: Ctx) -> tuple[list[PendingTask], PlacementFacts]:
+    cfg = ctx.config
+    order = sorted(st.pending_jobs, key=lambda k: (-st.jobs[k].spec.priority, st.jobs[k].seq))
+    pending: list[PendingTask] = []
+    jobs: dict[str, JobFacts] = {}
+    for k in order:
+        job = st.jobs[k]
+        spec = job.spec
+        constraints = spec.constraints
+        if constraints.spread_over is None and cfg.default_spread:
+            # Diversify by default: one spot market's reclaim takes only its share.
+            constraints = replace(constraints, spread_over=cfg.default_spread)
+        for key in job.pending:
+            t = job.template(key)
+            pending.append(PendingTask(key, t.resources + cfg.executor_overhead, t.ports,
+                                       spec.tier, constraints))
+        jobs[k] = job_facts(st, ctx, job)
+    return pending, PlacementFacts(jobs=jobs, draining=st.draining_agents(), now=ctx.now)
+
+
+def job_facts(st: CoreState, ctx: Ctx, job: Job) -> JobFacts:
+    per_agent: Counter[str] = Counter()
+    spread: Counter[str] = Counter()
+    attr = job.spec.constraints.spread_over or ctx.config.default_spread
+    for tid in job.live:
+        att = st.attempts[tid]
+        if att.agent_id is None:
+            continue
+        per_agent[att.agent_id] += 1
+        if attr and att.key.kind is TaskKind.WORKER:
+            agent = st.agents.get(att.agent_id)
+            value = agent.attributes.get(attr) if agent is not None else None
+            if value is not None:
+                spread[value] += 1
+    return JobFacts(master_running=job.master_running(), tasks_per_agent=per_agent,
+                    spread_counts=spread)
+
+
+def launch(st: CoreState, ctx: Ctx, a: Assignment) -> fx.TaskLaunch:
+    """A new attempt for the placed slot (its task id is durable before the LAUNCH)."""
+    key = a.task.key
+    job = st.jobs[key.job]
+    slot = lc.slot_of(job, key)
+    edge = step(key.kind, slot.state, Input.PLACED)
+    assert edge is not None and edge.next is Life.LAUNCHED, "placed a slot not PENDING"
+    slot.attempts += 1
+    n = slot.attempts
+    tid = task_id_for(key, n)
+    t = job.template(key)
+    att = Attempt(job=job, key=key, number=n, task_id=tid, resources=a.task.resources,
+                  life=Life.LAUNCHED, mesos=TaskState.LAUNCHED, agent_id=a.agent_id,
+                  hostname=a.hostname, executor_id=tid, ports=a.ports, revocable=a.revocable,
+                  launched_at=ctx.now, heard_at=ctx.now)
+    st.add_attempt(att)
+    st.fill(slot, att)
+    st.mark_changed(job, durable=True)
+    lc.arm_staging(st, ctx, att)
+    return fx.TaskLaunch(
+        task_id=tid, key=key, attempt=n, name=f"{job.key} {key.label()}",
+        command=t.command, resources=t.resources, ports=a.ports, revocable=a.revocable,
+        env=build_env(job, key, n, a.ports), grace_seconds=job.spec.kill_grace_seconds,
+        hostname=a.hostname,
+    )
+
+
+def build_env(job: Job, key: TaskKey, attempt: int,
+              ports: tuple[int, ...]) -> tuple[tuple[str, str], ...]:
+    """The task's environment: the template's env, then every CORRAL_* variable."""
+    spec = job.spec
+    env: dict[str, str] = dict(job.template(key).env)
+    env["CORRAL_JOB"] = spec.key
+    env["CORRAL_TASK_ROLE"] = key.kind.value
+    if key.kind is TaskKind.WORKER:
+        env["CORRAL_WORKER_INDEX"] = str(key.index)
+        if job.master_address:
+            env["CORRAL_MASTER_ADDRESS"] = job.master_address
+    if ports:
+        env["CORRAL_PORT"] = str(ports[0])
+        env["CORRAL_PORTS"] = ",".join(str(p) for p in ports)
+    if spec.checkpoint_uri:
+        env["CORRAL_CHECKPOINT_URI"] = f"{spec.checkpoint_uri.rstrip('/')}/{key.label()}"
+    env["CORRAL_CHECKPOINT_INTERVAL"] = f"{spec.checkpoint_interval_seconds:g}"
+    env["CORRAL_ATTEMPT"] = str(attempt)
+    return tuple(env.items())
+
+
+def record_vetoes(st: CoreState, plan: Plan) -> None:
+    for key, vetoes in plan.vetoes.items():
+        job = st.jobs[key.job]
+        slot = lc.slot_of(job, key)
+        why = Why(WHY_PLACEMENT, vetoes=vetoes)
+        if slot.why != why:
+            slot.why = why
+            st.mark_changed(job)

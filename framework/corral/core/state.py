@@ -1,0 +1,544 @@
+"""The scheduler core's state: jobs, slots, attempts and agents, and the one funnel that
+changes them.
+
+``CoreState`` owns every fact the core keeps. Handlers (``core.handlers``) read it through
+its public read API and change it only through its mutators — ``add_job``,
+``add_attempt``, ``set_mesos`` (an attempt's Mesos state: liveness, per-agent
+tallies), ``move`` (a slot's or attempt's ``Life``: the pending index and timers),
+``mark_changed`` — which keep the derived indexes (live tasks per job and agent, pending
+slots per job, timers) and the changed/durable bookkeeping in one place. ``validate``
+checks every invariant; the property tests call it after each event.
+
+Vocabulary (see also ``slot_state``): a *job* has a master *slot* and worker slots by
+index; each launch into a slot is an *attempt* (one Mesos task id). An attempt is *live*
+while Mesos may hold resources for it (``task_state.LIVE``) and *active* while Corral
+counts it as filling its slot (``slot_state.ACTIVE``). A *retiring* attempt was detached
+from its slot (a worker draining beside its replacement) or replaced after being written
+off; it stays known until it ends. *Changed*: the job's view changed (watchers wake);
+*durable*: its stored intent changed (the shell persists it before acting).
+
+Like the rest of the core: no I/O, no clock, no randomness. Time arrives as ``now``.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from corral.core import accounting as acct
+from corral.core.job_state import JobPhase
+from corral.core.model import JobSpec, TaskKey, TaskKind, TaskTemplate
+from corral.core.resources import ZERO, Resources
+from corral.core.slot_state import Life
+from corral.core.task_state import TaskState
+from corral.core.views import Progress, Why
+
+# The job label asking for spare workers: the safety multiple of the over-provisioning rule.
+OVERPROVISION_LABEL = "overprovision"
+
+
+@dataclass(slots=True, eq=False)
+class Attempt:
+    """One Mesos task Corral launched (or adopted) for a slot."""
+
+    job: Job
+    key: TaskKey
+    number: int
+    task_id: str
+    resources: Resources               # what it holds on its agent while live
+    life: Life = Life.LAUNCHED         # Corral's view (slot_state)
+    mesos: TaskState = TaskState.LAUNCHED  # Mesos' view (task_state)
+    agent_id: str | None = None
+    hostname: str | None = None
+    executor_id: str | None = None
+    ports: tuple[int, ...] = ()
+    revocable: bool = False
+    reason: str | None = None
+    message: str = ""
+    launched_at: float = 0.0
+    heard_at: float = 0.0              # the last status update about it
+    running_since: float | None = None
+    deadline: float | None = None      # DRAINING: when its agent goes away
+    edges: int = 0                     # edges applied; timers armed earlier are stale
+    kills: int = 0                     # KILLs sent (the retry interval backs off)
+
+    @property
+    def live(self) -> bool:
+        return self.mesos.live
+
+
+@dataclass(slots=True, eq=False)
+class Slot:
+    """A task position of a job; ``current`` is the attempt filling it, if any."""
+
+    key: TaskKey
+    vacancy: Life = Life.EMPTY         # the slot's state while it has no current attempt
+    current: Attempt | None = None
+    retiring: dict[str, Attempt] = field(default_factory=dict)  # detached, still live
+    attempts: int = 0                  # attempts ever made (task ids are never reused)
+    failures: int = 0                  # the job's own failures; infrastructure never counts
+    backoff_until: float = 0.0
+    last_failure: str = ""
+    why: Why | None = None             # why a vacant slot is not placed (placement's vetoes)
+    checkpoint: tuple[str, int, float] | None = None   # uri, seq, when
+    vacated: int = 0                   # times the slot became vacant (stale backoff timers)
+    last: Attempt | None = None        # the attempt that last left the slot (for views)
+
+    @property
+    def state(self) -> Life:
+        return self.current.life if self.current is not None else self.vacancy
+
+    @property
+    def label(self) -> str:
+        return self.key.label()
+
+
+@dataclass(slots=True, eq=False)
+class Job:
+    spec: JobSpec
+    request_id: str
+    seq: int
+    submitted_at: float
+    desired: int
+    master: Slot
+    # A resubmitted key continues the attempt numbering of the job it replaces, so a task
+    # id is never reused while an old task might still be alive.
+    attempt_base: int = 0
+    workers: dict[int, Slot] = field(default_factory=dict)
+    phase: JobPhase = JobPhase.PENDING
+    finished_at: float | None = None
+    message: str = ""
+    target_reason: str = "initial"
+    version: int = 0
+    master_address: str | None = None
+    live: set[str] = field(default_factory=set)          # task ids of live attempts
+    pending: dict[TaskKey, None] = field(default_factory=dict)  # slots in PENDING, ordered
+    progress: dict[str, Progress] = field(default_factory=dict)
+    usage: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    accounting: acct.JobAccounting = field(default_factory=acct.JobAccounting)
+    terminations: list[float] = field(default_factory=list)   # times, for over-provisioning
+    recovery_times: deque[tuple[float, float]] = field(       # (when, seconds it took)
+        default_factory=lambda: deque(maxlen=100))
+    spare: int = 0
+    spare_reason: str = ""
+
+    @property
+    def key(self) -> str:
+        return self.spec.key
+
+    def active(self) -> bool:
+        return self.phase in (JobPhase.PENDING, JobPhase.RUNNING)
+
+    def master_running(self) -> bool:
+        cur = self.master.current
+        return cur is not None and cur.mesos is TaskState.RUNNING
+
+    def effective_workers(self) -> int:
+        """Desired workers plus the spare ones over-provisioning keeps, within the spec."""
+        return min(self.spec.workers.max, self.desired + self.spare) \
+            if self.spare else self.desired
+
+    def wants(self, key: TaskKey) -> bool:
+        """Whether the job wants a task in this slot now."""
+        if not self.active():
+            return False
+        return key.kind is TaskKind.MASTER or key.index < self.effective_workers()
+
+    def slots(self) -> Iterator[Slot]:
+        yield self.master
+        yield from self.workers.values()
+
+    def slot_if(self, key: TaskKey) -> Slot | None:
+        return self.master if key.kind is TaskKind.MASTER else self.workers.get(key.index)
+
+    def template(self, key: TaskKey) -> TaskTemplate:
+        return self.spec.master if key.kind is TaskKind.MASTER else self.spec.workers.template
+
+    def progress_total(self) -> Progress:
+        """The master's (latest attempt's) report if it sent one, else the sum of the
+        workers' reports."""
+        master = self.master.current or self.master.last
+        if master is not None and master.task_id in self.progress:
+            return self.progress[master.task_id]
+        done = total = backlog = rerun = 0
+        for p in self.progress.values():
+            done, total = done + p.done, total + p.total
+            backlog, rerun = backlog + p.backlog, rerun + p.rerun
+        return Progress(done, total, backlog, rerun)
+
+
+class Held:
+    """Resources our live attempts hold on one agent, per pool, as plain floats."""
+
+    __slots__ = ("cpus", "disk", "gpus", "mem", "rcpus", "rdisk", "rgpus", "rmem")
+
+    def __init__(self) -> None:
+        self.cpus = self.mem = self.disk = self.gpus = 0.0
+        self.rcpus = self.rmem = self.rdisk = self.rgpus = 0.0
+
+    def add(self, r: Resources, revocable: bool, sign: float) -> None:
+        if revocable:
+            self.rcpus += sign * r.cpus
+            self.rmem += sign * r.mem
+            self.rdisk += sign * r.disk
+            self.rgpus += sign * r.gpus
+        else:
+            self.cpus += sign * r.cpus
+            self.mem += sign * r.mem
+            self.disk += sign * r.disk
+            self.gpus += sign * r.gpus
+
+    def pools(self) -> tuple[Resources, Resources]:
+        return (Resources(max(self.cpus, 0), max(self.mem, 0), max(self.disk, 0),
+                          max(self.gpus, 0)),
+                Resources(max(self.rcpus, 0), max(self.rmem, 0), max(self.rdisk, 0),
+                          max(self.rgpus, 0)))
+
+
+@dataclass(slots=True, eq=False)
+class Agent:
+    """What Corral knows of one Mesos agent."""
+
+    agent_id: str
+    hostname: str = ""
+    attributes: dict[str, str] = field(default_factory=dict)
+    lost: bool = False                   # Mesos said it is gone; cleared by its next offer
+    tasks: set[str] = field(default_factory=set)   # our live attempts there
+    held: Held = field(default_factory=Held)
+    drain: tuple[float, float | None] | None = None  # maintenance window (start, end)
+    inverse_offers: set[str] = field(default_factory=set)
+
+
+class TimerKind(StrEnum):
+    BACKOFF = "backoff"          # a slot's restart backoff ends (ref: job key, slot key)
+    STAGING = "staging"          # a launch got no word from Mesos (ref: task id)
+    RECONCILE = "reconcile"      # explicit reconciliation of one attempt went unanswered
+    KILL = "kill"                # a kill was not confirmed
+    DEADLINE = "deadline"        # a draining worker must stop now
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Timer:
+    at: float
+    seq: int
+    kind: TimerKind = field(compare=False)
+    task_id: str = field(compare=False, default="")
+    slot: TaskKey | None = field(compare=False, default=None)
+    token: int = field(compare=False, default=0)   # attempt.edges / slot.vacated when armed
+
+
+@dataclass(slots=True)
+class Session:
+    """The Mesos subscription as the core sees it, and the reconciliation gate."""
+
+    subscribed: bool = False
+    down_since: float | None = None     # not subscribed since (None: never was, or is)
+    problem: str = "not subscribed to the Mesos master yet"
+    # The gate: after each subscription, explicit reconciliation of every task we know;
+    # offers are held (not placed) until every one is answered or the deadline passes.
+    awaiting: dict[str, str | None] | None = None   # task id -> agent id
+    gate_started: float = 0.0
+    gate_next: float = 0.0
+    gate_round: int = 0
+    held: list[Any] = field(default_factory=list)   # Offer values held while gated
+    last_implicit: float | None = None
+    last_stale_check: float = 0.0
+    suppressed: bool = False
+
+    @property
+    def gated(self) -> bool:
+        return self.awaiting is not None
+
+
+class InvariantError(AssertionError):
+    """``CoreState.validate`` found the state inconsistent (a bug in the core)."""
+
+
+class CoreState:
+    """Every fact the core keeps, its indexes, and the mutators that keep them true."""
+
+    def __init__(self, term: int = 0) -> None:
+        self.framework_id: str | None = None
+        self.jobs: dict[str, Job] = {}
+        self.attempts: dict[str, Attempt] = {}
+        self.agents: dict[str, Agent] = {}
+        self.session = Session()
+        self.pending_jobs: dict[str, None] = {}   # jobs with PENDING slots
+        self.inverse_offers: dict[str, str] = {}  # inverse offer id -> agent id
+        self.inverse_accepted: set[str] = set()
+        # Live attempts by when Corral last heard of them, oldest first.
+        self._heard: dict[str, float] = {}
+        self.timers: list[Timer] = []
+        self.notes: deque[tuple[float, str]] = deque(maxlen=1000)
+        self.term = term
+        self._seq = 0
+        self._timer_seq = 0
+        self.changed: dict[str, None] = {}
+        self.durable: dict[str, None] = {}
+
+    # ------------------------------------------------------------------ read API
+
+    def job(self, key: str) -> Job | None:
+        return self.jobs.get(key)
+
+    def attempt(self, task_id: str) -> Attempt | None:
+        return self.attempts.get(task_id)
+
+    def agent(self, agent_id: str) -> Agent:
+        a = self.agents.get(agent_id)
+        if a is None:
+            a = self.agents[agent_id] = Agent(agent_id)
+        return a
+
+    def hostname_of(self, agent_id: str | None) -> str | None:
+        a = self.agents.get(agent_id or "")
+        return a.hostname or None if a is not None else None
+
+    def lost_agents(self) -> frozenset[str]:
+        return frozenset(a.agent_id for a in self.agents.values() if a.lost)
+
+    def draining_agents(self) -> dict[str, float]:
+        return {a.agent_id: a.drain[0] for a in self.agents.values() if a.drain is not None}
+
+    def active_jobs(self) -> list[Job]:
+        return [j for j in self.jobs.values() if j.active()]
+
+    def unsettled_attempts(self) -> list[Attempt]:
+        """Every attempt Mesos may still hold (what reconciliation asks about)."""
+        return [a for a in self.attempts.values()
+                if not a.mesos.terminal and a.mesos is not TaskState.PENDING]
+
+    # ------------------------------------------------------------------ the funnel
+
+    def mark_changed(self, job: Job, durable: bool = False) -> None:
+        """The job's view changed (and, if ``durable``, its stored intent): once per event
+        its version goes up, and the shell hears of it."""
+        if job.key not in self.changed:
+            job.version += 1
+            self.changed[job.key] = None
+        if durable:
+            self.durable[job.key] = None
+
+    def next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def add_job(self, job: Job) -> None:
+        self.jobs[job.key] = job
+        self.mark_changed(job, durable=True)
+
+    def add_attempt(self, att: Attempt) -> None:
+        """Register a new attempt (launched or adopted) and its liveness."""
+        self.attempts[att.task_id] = att
+        if att.live:
+            self._set_live(att, True)
+        self.mark_changed(att.job, durable=True)
+
+    def set_mesos(self, att: Attempt, state: TaskState) -> None:
+        """Record an attempt's Mesos state; liveness indexes follow."""
+        was = att.live
+        att.mesos = state
+        if att.live != was:
+            self._set_live(att, att.live)
+            self.mark_changed(att.job, durable=True)
+
+    def set_agent(self, att: Attempt, agent_id: str) -> None:
+        """Learn an attempt's agent (a restored or adopted task reported from it)."""
+        if att.agent_id == agent_id:
+            return
+        if att.live:
+            self._set_live(att, False)
+        att.agent_id = agent_id
+        if att.live:
+            self._set_live(att, True)
+
+    def move(self, slot: Slot, att: Attempt | None, life: Life) -> None:
+        """Set the ``Life`` of ``att`` (or of the vacant ``slot``); the pending index
+        follows. Timers are armed by the lifecycle driver, which knows why."""
+        job = att.job if att is not None else None
+        if att is not None:
+            att.life = life
+            att.edges += 1
+        else:
+            slot.vacancy = life
+        owner = job or self.jobs.get(slot.key.job)
+        if owner is not None:
+            self._index_pending(owner, slot)
+            self.mark_changed(owner)
+
+    def fill(self, slot: Slot, att: Attempt) -> None:
+        """``att`` becomes the slot's current attempt."""
+        slot.current = att
+        slot.why = None
+        self._index_pending(att.job, slot)
+
+    def vacate(self, slot: Slot, vacancy: Life) -> Attempt | None:
+        """The slot's current attempt leaves it (ended or detached)."""
+        att, slot.current = slot.current, None
+        slot.vacancy = vacancy
+        slot.vacated += 1
+        if att is not None:
+            slot.last = att
+        if att is not None and att.live and att.life is not Life.ENDED:
+            slot.retiring[att.task_id] = att
+        job = self.jobs.get(slot.key.job)
+        if job is not None:
+            self._index_pending(job, slot)
+            self.mark_changed(job, durable=True)
+        return att
+
+    def retire_done(self, slot: Slot, att: Attempt) -> None:
+        """A retiring attempt is over (ended and no longer live)."""
+        slot.retiring.pop(att.task_id, None)
+
+    def heard(self, att: Attempt) -> None:
+        """Corral just heard of ``att`` (``att.heard_at``): it goes to the back."""
+        self._heard.pop(att.task_id, None)
+        if not att.mesos.terminal:
+            self._heard[att.task_id] = att.heard_at
+
+    def stale_attempts(self, before: float, limit: int) -> list[Attempt]:
+        """Up to ``limit`` unsettled attempts not heard of since ``before``, oldest first."""
+        out: list[Attempt] = []
+        dead: list[str] = []
+        for tid, at in self._heard.items():
+            if at >= before or len(out) >= limit:
+                break
+            att = self.attempts.get(tid)
+            if att is None or att.mesos.terminal or att.mesos is TaskState.PENDING:
+                dead.append(tid)
+            else:
+                out.append(att)
+        for tid in dead:
+            del self._heard[tid]
+        return out
+
+    def add_timer(self, at: float, kind: TimerKind, *, task_id: str = "",
+                  slot: TaskKey | None = None, token: int = 0) -> None:
+        self._timer_seq += 1
+        heapq.heappush(self.timers, Timer(at, self._timer_seq, kind, task_id, slot, token))
+
+    def due_timers(self, now: float) -> Iterator[Timer]:
+        while self.timers and self.timers[0].at <= now:
+            yield heapq.heappop(self.timers)
+
+    def note(self, now: float, text: str) -> None:
+        self.notes.append((now, text))
+
+    def take_changes(self) -> tuple[list[str], list[str]]:
+        changed, durable = list(self.changed), list(self.durable)
+        self.changed, self.durable = {}, {}
+        return changed, durable
+
+    # ------------------------------------------------------------------ indexes
+
+    def _set_live(self, att: Attempt, live: bool) -> None:
+        agent = self.agent(att.agent_id) if att.agent_id else None
+        if live:
+            att.job.live.add(att.task_id)
+            if agent is not None and att.task_id not in agent.tasks:
+                agent.tasks.add(att.task_id)
+                agent.held.add(att.resources, att.revocable, 1.0)
+        else:
+            att.job.live.discard(att.task_id)
+            if agent is not None and att.task_id in agent.tasks:
+                agent.tasks.discard(att.task_id)
+                agent.held.add(att.resources, att.revocable, -1.0)
+
+    def _index_pending(self, job: Job, slot: Slot) -> None:
+        if slot.current is None and slot.vacancy is Life.PENDING:
+            job.pending[slot.key] = None
+        else:
+            job.pending.pop(slot.key, None)
+        if job.pending:
+            self.pending_jobs[job.key] = None
+        else:
+            self.pending_jobs.pop(job.key, None)
+
+    # ------------------------------------------------------------------ invariants
+
+    def validate(self) -> None:
+        """Raise ``InvariantError`` naming the first broken invariant."""
+        problems = list(self._problems())
+        if problems:
+            raise InvariantError("; ".join(problems[:5]))
+
+    def _problems(self) -> Iterator[str]:
+        seen_live: set[str] = set()
+        for key, job in self.jobs.items():
+            if job.key != key:
+                yield f"job {key} filed under the wrong key"
+            for slot in job.slots():
+                yield from self._slot_problems(job, slot)
+            pending = {s.key for s in job.slots()
+                       if s.current is None and s.vacancy is Life.PENDING}
+            if pending != set(job.pending):
+                yield f"{key}: pending index {sorted(job.pending)} != {sorted(pending)}"
+            if bool(job.pending) != (key in self.pending_jobs):
+                yield f"{key}: pending_jobs index out of date"
+            live = {a.task_id for a in self.attempts.values() if a.job is job and a.live}
+            if live != job.live:
+                yield f"{key}: live index {sorted(job.live)} != {sorted(live)}"
+            seen_live |= live
+            if job.phase.terminal and any(
+                    s.current is not None and s.current.life.active for s in job.slots()):
+                yield f"{key}: {job.phase.value} with an active attempt"
+        for jk in self.pending_jobs:
+            if jk not in self.jobs:
+                yield f"pending_jobs names unknown job {jk}"
+        held: dict[str, tuple[Resources, Resources]] = {}
+        for agent in self.agents.values():
+            on = {t for t in agent.tasks}
+            should = {a.task_id for a in self.attempts.values()
+                      if a.live and a.agent_id == agent.agent_id}
+            if on != should:
+                yield f"agent {agent.agent_id}: task index {sorted(on)} != {sorted(should)}"
+            res, rev = ZERO, ZERO
+            for tid in should:
+                a = self.attempts[tid]
+                if a.revocable:
+                    rev = rev + a.resources
+                else:
+                    res = res + a.resources
+            held[agent.agent_id] = (res, rev)
+            got = agent.held.pools()
+            if any(abs(x - y) > 1e-6 for r1, r2 in zip(got, (res, rev), strict=True)
+                   for x, y in zip(r1.as_dict().values(), r2.as_dict().values(), strict=True)):
+                yield f"agent {agent.agent_id}: held {got} != {(res, rev)}"
+
+    def _slot_problems(self, job: Job, slot: Slot) -> Iterator[str]:
+        where = f"{job.key} {slot.label}"
+        if slot.vacancy not in (Life.EMPTY, Life.BACKOFF, Life.WAITING, Life.PENDING,
+                                Life.COMPLETED):
+            yield f"{where}: vacancy {slot.vacancy} is not a vacancy state"
+        cur = slot.current
+        if cur is not None:
+            if cur.life.vacancy or cur.life is Life.ENDED:
+                yield f"{where}: current attempt in {cur.life}"
+            if cur.key != slot.key or self.attempts.get(cur.task_id) is not cur:
+                yield f"{where}: current attempt not registered for this slot"
+        active = [a for a in (cur, *slot.retiring.values()) if a is not None and a.life.active]
+        if len(active) > 1:
+            yield f"{where}: {len(active)} active attempts"
+        if slot.key.kind is TaskKind.MASTER:
+            if slot.retiring and any(a.life is not Life.KILL_SENT and a.live
+                                     for a in slot.retiring.values()):
+                yield f"{where}: a master attempt retiring without a kill"
+            overlap = [a for a in (cur, *slot.retiring.values())
+                       if a is not None and a.life in (Life.LAUNCHED, Life.RECONCILING,
+                                                        Life.STARTING, Life.RUNNING,
+                                                        Life.DRAINING)]
+            if len(overlap) > 1:
+                yield f"{where}: master placed twice ({[a.task_id for a in overlap]})"
+        for tid, a in slot.retiring.items():
+            if a.key != slot.key or a is cur:
+                yield f"{where}: retiring attempt {tid} misfiled"
+            if a.life not in (Life.DRAINING, Life.KILL_SENT, Life.ENDED):
+                yield f"{where}: retiring attempt {tid} in {a.life}"
+        if cur is not None and cur.life.active and not job.wants(slot.key) and \
+                cur.life is not Life.KILL_SENT:
+            yield f"{where}: unwanted attempt {cur.task_id} still {cur.life}"
