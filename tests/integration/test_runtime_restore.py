@@ -168,3 +168,22 @@ def test_restore_refuses_a_busy_core_or_foreign_tasks() -> None:
         assert "not one of this job's" in str(e)
     else:
         raise AssertionError("restored a task of another job")
+
+
+def test_versions_never_go_backwards_across_a_failover() -> None:
+    old = Harness()
+    master, workers = started(old, workers=2)
+    for _ in range(30):  # a chatty term: many view changes, few of them stored
+        old(ev.ExecutorMessage("S1", master, {"kind": "progress", "task_id": master,
+                                               "done": _, "total": 100}))
+    before = old.s.view(KEY).version
+    h = Harness(term=2)
+    h.now = 100.0
+    restore(h.s, "fw-1", through_store(old.s), now=h.now)
+    assert h.s.view(KEY).version > before
+    h(ev.Subscribed("fw-1"))
+    out = h.status(master, "TASK_RUNNING", source="SOURCE_MASTER",
+                   reason="REASON_RECONCILIATION", uuid=None)
+    assert out and h.s.view(KEY).version > before
+    # A healthy task answered by reconciliation shows no reason (nothing is wrong).
+    assert h.s.view(KEY).tasks[0].reason is None

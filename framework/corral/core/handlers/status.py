@@ -57,8 +57,10 @@ def apply_status(st: CoreState, ctx: Ctx, att: Attempt, e: ev.StatusUpdate) -> N
             # Nothing new about the task, but Mesos knows it: the launch is confirmed.
             lc.drive(st, ctx, att, Input.CONFIRMED)
         return
-    att.reason = e.reason
-    att.message = e.message
+    # A reconciliation answer that a task lives says nothing about why: keep no reason.
+    quiet = e.reason == "REASON_RECONCILIATION" and new.live
+    att.reason = None if quiet else e.reason
+    att.message = "" if quiet else e.message
     st.set_mesos(att, new)
     st.mark_changed(att.job)
     if new is TaskState.RUNNING and att.running_since is None:
