@@ -182,6 +182,8 @@ def _restore_job(ctx: Ctx, intent: JobIntent) -> int:
     if job.phase is JobPhase.KILLING and not job.live:
         job.phase = JobPhase.KILLED
         job.finished_at = job.finished_at or intent.submitted_at
+    if job.phase.terminal:
+        st.finished(job)
     for slot in list(job.slots()):
         lc.settle(st, ctx, job, slot)
     lc.resize(st, ctx, job)

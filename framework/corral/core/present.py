@@ -86,7 +86,9 @@ def _task_view(st: CoreState, job: Job, slot: Slot) -> TaskView:
             message=cur.message or None, attempt=cur.number, revocable=cur.revocable,
             life=cur.life.value)
     last = slot.last
-    if slot.vacancy is Life.COMPLETED and last is not None:
+    if last is not None and (slot.vacancy is Life.COMPLETED or not job.active()):
+        # Done for good (a completed worker, or any slot of a job that is over): the
+        # attempt that last filled it.
         return TaskView(
             slot=slot.label, task_id=last.task_id, state=last.mesos.mesos_name,
             agent_id=last.agent_id, hostname=last.hostname, reason=last.reason,

@@ -7,28 +7,35 @@ and ``TaskTemplate`` as counts and ranges.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 _SCALE = 1000
 
 
 def _q(x: float) -> float:
-    """Quantise to Mesos' three decimals."""
-    return round(round(float(x) * _SCALE) / _SCALE, 3)
+    """Quantise to Mesos' three decimals (an integer number of thousandths, divided by
+    1000: the nearest double to the three-decimal value)."""
+    return round(x * _SCALE) / _SCALE
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Resources:
     """Amounts of cpus, mem (MiB), disk (MiB) and gpus."""
 
-    cpus: float = 0.0
-    mem: float = 0.0
-    disk: float = 0.0
-    gpus: float = 0.0
+    cpus: float
+    mem: float
+    disk: float
+    gpus: float
 
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            object.__setattr__(self, f.name, _q(getattr(self, f.name)))
+    def __init__(self, cpus: float = 0.0, mem: float = 0.0, disk: float = 0.0,
+                 gpus: float = 0.0) -> None:
+        # Hand-written (no dataclass __post_init__ walking fields): values are built on
+        # every offer, launch and policy pass.
+        setter = object.__setattr__
+        setter(self, "cpus", _q(cpus))
+        setter(self, "mem", _q(mem))
+        setter(self, "disk", _q(disk))
+        setter(self, "gpus", _q(gpus))
 
     def __add__(self, other: Resources) -> Resources:
         return Resources(

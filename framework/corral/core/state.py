@@ -268,6 +268,7 @@ class CoreState:
         self.agents: dict[str, Agent] = {}
         self.session = Session()
         self.pending_jobs: dict[str, None] = {}   # jobs with PENDING slots
+        self.finished_jobs: dict[str, float] = {}  # terminal jobs, oldest first -> when
         self.inverse_offers: dict[str, str] = {}  # inverse offer id -> agent id
         self.inverse_accepted: set[str] = set()
         # Live attempts by when Corral last heard of them, oldest first.
@@ -381,11 +382,14 @@ class CoreState:
         att, slot.current = slot.current, None
         slot.vacancy = vacancy
         slot.vacated += 1
+        job = self.jobs.get(slot.key.job)
         if att is not None:
-            slot.last = att
+            old, slot.last = slot.last, att
+            if old is not None and old is not att and job is not None \
+                    and old.task_id not in self.attempts:
+                job.progress.pop(old.task_id, None)   # only the latest report is shown
         if att is not None and att.live and att.life is not Life.ENDED:
             slot.retiring[att.task_id] = att
-        job = self.jobs.get(slot.key.job)
         if job is not None:
             self._index_pending(job, slot)
             self.mark_changed(job, durable=True)
@@ -394,6 +398,54 @@ class CoreState:
     def retire_done(self, slot: Slot, att: Attempt) -> None:
         """A retiring attempt is over (ended and no longer live)."""
         slot.retiring.pop(att.task_id, None)
+
+    def forget_attempt(self, att: Attempt) -> None:
+        """An attempt that ended and holds nothing leaves the core: a late update about it
+        is handled as one about an unknown task of ours (ignored if terminal, adopted or
+        killed if alive). The slot keeps it as ``last`` for its view."""
+        if att.live or not att.mesos.terminal or self.attempts.get(att.task_id) is not att:
+            return
+        del self.attempts[att.task_id]
+        self._heard.pop(att.task_id, None)
+        job = att.job
+        job.usage.pop(att.task_id, None)
+        slot = job.slot_if(att.key)
+        if slot is None or slot.last is not att:
+            job.progress.pop(att.task_id, None)
+
+    def finished(self, job: Job) -> None:
+        """``job`` reached a terminal phase: it is retired after the retention rules."""
+        self.finished_jobs[job.key] = job.finished_at or 0.0
+
+    def retire_jobs(self, now: float, keep: int, ttl: float) -> list[str]:
+        """Remove finished jobs beyond the newest ``keep`` or older than ``ttl`` seconds,
+        once nothing of them is live; they are deleted from the store (durable)."""
+        out: list[str] = []
+        excess = len(self.finished_jobs) - keep
+        for key, at in list(self.finished_jobs.items()):
+            if excess <= 0 and now - at <= ttl:
+                break
+            job = self.jobs.get(key)
+            if job is not None and (job.live or not job.phase.terminal):
+                if job.phase.terminal:
+                    continue  # a kill still finishing: later
+                del self.finished_jobs[key]   # resubmitted under the same key
+                excess -= 1
+                continue
+            del self.finished_jobs[key]
+            excess -= 1
+            if job is None:
+                continue
+            for slot in job.slots():
+                for att in (slot.current, slot.last, *slot.retiring.values()):
+                    if att is not None and self.attempts.get(att.task_id) is att:
+                        del self.attempts[att.task_id]
+                        self._heard.pop(att.task_id, None)
+            del self.jobs[key]
+            self.pending_jobs.pop(key, None)
+            self.durable[key] = None
+            out.append(key)
+        return out
 
     def heard(self, att: Attempt) -> None:
         """Corral just heard of ``att`` (``att.heard_at``): it goes to the back."""

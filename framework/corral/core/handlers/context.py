@@ -31,6 +31,9 @@ class CoreConfig:
     (checked every ``stale_check_interval``, at most ``stale_batch`` per check).
     ``reconcile_interval``: implicit reconciliation period. ``gate_deadline``: after a
     subscription, offers wait at most this long for explicit reconciliation to finish.
+    ``finished_jobs_kept`` / ``finished_job_ttl``: finished jobs stay visible (GetJob,
+    ListJobs) while among the newest this many and younger than this; then they leave
+    the core and the store (a job's history belongs in the history store).
     """
 
     executor_overhead: Resources = ZERO
@@ -47,6 +50,8 @@ class CoreConfig:
     stale_batch: int = 1000
     gate_deadline: float = 60.0
     gate_backoff: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
+    finished_jobs_kept: int = 1000
+    finished_job_ttl: float = 24 * 3600.0
     default_spread: str | None = "market"
     drain_margin_seconds: float = 1.0
     overprovision: OverProvision = field(default_factory=lambda: OverProvision(multiple=0.0))

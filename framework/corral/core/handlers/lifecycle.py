@@ -83,6 +83,7 @@ def drive(st: CoreState, ctx: Ctx, att: Attempt, inp: Input) -> Edge | None:
             settle(st, ctx, job, slot)
         elif not att.live:
             st.retire_done(slot, att)
+        st.forget_attempt(att)
     elif slot.current is not att and not att.live:
         st.retire_done(slot, att)
     return edge
@@ -281,6 +282,7 @@ def finish(st: CoreState, ctx: Ctx, job: Job, what: JobInput, message: str) -> N
     job.message = message
     job.finished_at = ctx.now
     st.mark_changed(job, durable=True)
+    st.finished(job)
     for slot in list(job.slots()):
         unwant(st, ctx, job, slot)
     ctx.note(f"{job.key} {phase.value}: {message}")
@@ -293,6 +295,7 @@ def maybe_killed(st: CoreState, ctx: Ctx, job: Job) -> None:
         job.phase = phase
         job.finished_at = ctx.now
         st.mark_changed(job, durable=True)
+        st.finished(job)
 
 
 def set_target(st: CoreState, ctx: Ctx, job: Job, workers: int, reason: str) -> None:

@@ -69,6 +69,8 @@ def apply_status(st: CoreState, ctx: Ctx, att: Attempt, e: ev.StatusUpdate) -> N
     inp = lc.input_for(att, new, agent_lost=agent is not None and agent.lost)
     if inp is not None:
         lc.drive(st, ctx, att, inp)
+    if att.life is Life.ENDED:
+        st.forget_attempt(att)   # a stray written off earlier, now gone for good
 
 
 def _unknown_task(st: CoreState, ctx: Ctx, e: ev.StatusUpdate) -> None:

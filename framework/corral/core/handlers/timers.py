@@ -68,3 +68,6 @@ def on_tick(st: CoreState, e: ev.Tick, ctx: Ctx) -> None:
     for job in st.active_jobs():
         if job.spare or job.terminations:
             lc.refresh_spare(st, ctx, job)
+    cfg = ctx.config
+    for key in st.retire_jobs(now, cfg.finished_jobs_kept, cfg.finished_job_ttl):
+        ctx.note(f"{key} retired from the scheduler (finished; kept in the store no more)")
