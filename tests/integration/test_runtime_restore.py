@@ -172,7 +172,7 @@ def test_restore_refuses_a_busy_core_or_foreign_tasks() -> None:
 
 def test_versions_never_go_backwards_across_a_failover() -> None:
     old = Harness()
-    master, workers = started(old, workers=2)
+    master, _workers = started(old, workers=2)
     for _ in range(30):  # a chatty term: many view changes, few of them stored
         old(ev.ExecutorMessage("S1", master, {"kind": "progress", "task_id": master,
                                                "done": _, "total": 100}))

@@ -18,7 +18,7 @@ from tests.unit.test_scheduler import KEY, Harness, launches, make_spec, of, sta
 
 def test_ended_attempts_are_forgotten_and_late_updates_are_harmless() -> None:
     h = Harness()
-    m, ws = started(h, workers=2)
+    _m, ws = started(h, workers=2)
     w = ws[0].task_id
     h.status(w, "TASK_RUNNING")
     h.status(w, "TASK_LOST", reason="REASON_AGENT_REMOVED")
