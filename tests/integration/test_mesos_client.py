@@ -766,3 +766,61 @@ def test_unreachable_zookeeper_is_retried_and_close_leaves_no_threads() -> None:
         await until(lambda: len(kazoo_threads()) <= before, timeout=5)
 
     run(main())
+
+
+@pytest.mark.zk
+def test_close_is_prompt_while_kazoo_is_still_stopping(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race behind a rare hang in close(): a start attempt timed out and kazoo is still
+    stopping that client (its connection thread has not ended yet) when close() comes.
+    kazoo's ``close()`` on such a client raises a bare ``Exception``; it used to escape
+    run()'s clean-up before ``_stopped`` was set, so ``close()`` waited forever.
+
+    The test holds kazoo's connection thread (a real kazoo client, real threads) just
+    before it reports itself stopped, so the race happens every time, not once in many
+    runs under load."""
+    import threading
+
+    from kazoo.protocol.connection import ConnectionHandler
+
+    from corral.mesos.detect import ZooKeeperDetector
+    from tests.zk import free_port
+
+    stopping, release = threading.Event(), threading.Event()
+
+    class HeldOnExit(threading.Event):
+        """``connection_stopped``: the connection thread's final ``set()`` waits."""
+
+        def set(self) -> None:
+            if "zk_loop" in threading.current_thread().name and not stopping.is_set():
+                stopping.set()
+                release.wait(15)
+            super().set()
+
+    original_init = ConnectionHandler.__init__
+
+    def init(self: ConnectionHandler, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        self.connection_stopped = HeldOnExit()
+        self.connection_stopped.set()
+
+    monkeypatch.setattr(ConnectionHandler, "__init__", init)
+
+    async def main() -> None:
+        before = len(kazoo_threads())
+        url = f"zk://127.0.0.1:{free_port()}/mesos"
+        h = Harness(url, request_timeout=0.3,
+                    detector=ZooKeeperDetector(url, connect_timeout=0.3, stop_wait=0.5)).start()
+        try:
+            await until(stopping.is_set, timeout=5)  # an attempt timed out; kazoo stopping
+            t0 = time.monotonic()
+            async with asyncio.timeout(6):
+                await h.client.close()
+            took = time.monotonic() - t0
+            async with asyncio.timeout(1):
+                await h.task  # type: ignore[misc]  # run() ended, and without an error
+        finally:
+            release.set()
+        assert took < 2.0, took  # close() gave kazoo its 0.5 s, then returned
+        await until(lambda: len(kazoo_threads()) <= before, timeout=12)
+
+    run(main())

@@ -163,9 +163,11 @@ class SchedulerClient:
         finally:
             self._closed = True
             self._mark_disconnected()
-            await self._session.close()
-            await self._detector.close()
-            self._stopped.set()
+            try:
+                await self._session.close()
+                await self._detector.close()
+            finally:
+                self._stopped.set()  # whatever clean-up raised, close() must return
 
     async def close(self) -> None:
         """Stop the subscription (without tearing the framework down) and end ``run()``."""
