@@ -309,6 +309,17 @@ def test_scheduler_rejects_a_bad_policy_before_starting(tmp_path: Path) -> None:
     no_traceback(p)
 
 
+def test_scheduler_rejects_a_master_address_it_cannot_use() -> None:
+    for master, says in (("htp://127.0.0.1:5050", "unknown scheme 'htp://'"),
+                         ("zk://127.0.0.1:2181", "needs hosts and a path"),
+                         ("127.0.0.1", "needs host:port")):
+        p = corral("scheduler", "--master", master, "--api", "127.0.0.1:0")
+        assert p.returncode == 2, (master, p.stderr)
+        first = p.stderr.splitlines()[0]
+        assert first.startswith("corral scheduler: bad --master: ") and says in first, p.stderr
+        no_traceback(p)
+
+
 def test_scheduler_options_configure_the_core(tmp_path: Path) -> None:
     from corral.runtime.main import build_parser, policy_settings
     from corral.runtime.service import RuntimeConfig

@@ -824,3 +824,29 @@ def test_close_is_prompt_while_kazoo_is_still_stopping(monkeypatch: pytest.Monke
         await until(lambda: len(kazoo_threads()) <= before, timeout=12)
 
     run(main())
+
+
+def test_a_grpc_port_as_master_is_named_in_one_readable_line(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A real HTTP/2 (gRPC) server where the master should be: the log says what it is,
+    not the bytes of its SETTINGS frame."""
+    import grpc
+
+    async def main() -> None:
+        server = grpc.aio.server()
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        h = Harness(f"http://127.0.0.1:{port}").start()
+        try:
+            with caplog.at_level(logging.WARNING, logger="corral.mesos.client"):
+                await until(lambda: any("HTTP/2" in r.getMessage() for r in caplog.records))
+        finally:
+            await h.stop()
+            await server.stop(0)
+        line = next(r.getMessage() for r in caplog.records if "HTTP/2" in r.getMessage())
+        assert line == (f"mesos subscription attempt failed: http://127.0.0.1:{port} answered "
+                        "in HTTP/2, not as a Mesos master: is it a gRPC port (such as Corral's "
+                        "own --api)? A Mesos master serves HTTP/1.1, by default on port 5050")
+        assert not any("\\x00" in r.getMessage() for r in caplog.records)
+
+    run(main())

@@ -46,10 +46,18 @@ class MasterDetector(Protocol):
     async def close(self) -> None: ...
 
 
+SCHEMES = ("http", "https", "zk")
+
+
 def _normalise_http(master: str) -> str:
     m = master.strip().rstrip("/")
-    if m.startswith(("http://", "https://")):
+    if "://" in m:
         scheme, rest = m.split("://", 1)
+        if scheme.lower() not in ("http", "https"):
+            raise DetectorError(
+                f"unknown scheme {scheme + '://'!r} in master address {master!r}: use "
+                "http://host:port, https://host:port or zk://host:port[,host:port]/path")
+        scheme = scheme.lower()
     else:
         scheme, rest = "http", m
     hostport = rest.split("/", 1)[0]
@@ -291,6 +299,14 @@ class ZooKeeperDetector:
             self._known.set()
         for fn in list(self._listeners):
             fn(url)
+
+
+def check_master(master: str) -> None:
+    """Raise ``DetectorError`` (naming the problem) if ``master`` cannot be used; no I/O."""
+    if master.strip().startswith("zk://"):
+        parse_zk_url(master.strip())
+    else:
+        _normalise_http(master)
 
 
 def detector_for(master: str, *, connect_timeout: float = 10.0) -> MasterDetector:

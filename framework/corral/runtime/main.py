@@ -174,6 +174,13 @@ async def serve_replica(args: argparse.Namespace, config: RuntimeConfig) -> int:
 
 async def serve(args: argparse.Namespace) -> int:
     from corral.api.server import start_api_server
+    from corral.mesos.detect import DetectorError, check_master
+
+    try:
+        check_master(args.master)
+    except DetectorError as exc:
+        print(f"corral scheduler: bad --master: {exc}", file=sys.stderr)
+        return 2
 
     config = RuntimeConfig(
         master=args.master, framework_name=args.name, mesos_role=args.mesos_role,
