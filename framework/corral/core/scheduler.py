@@ -289,7 +289,9 @@ class Scheduler:
             raise Conflict(f"workers must be within {lo}..{hi} for job {key} (got {workers})")
 
     def check_kill(self, key: str) -> None:
-        self._job_or_raise(key)
+        job = self._job_or_raise(key)
+        if job.phase.terminal:
+            raise Conflict(f"job {key} already ended {job.phase.value}; there is nothing to kill")
 
     def view(self, key: str) -> JobView:
         return self._view(self._job_or_raise(key))
