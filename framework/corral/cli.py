@@ -357,6 +357,8 @@ def _api_error(e: Any, args: argparse.Namespace) -> CliError:
         return CliError(EXIT_USAGE, f"the Corral API at {asked} did not answer in time")
     if e.kind is ErrorKind.NO_LEADER:
         return CliError(EXIT_USAGE, f"{asked}: {e.message}")
+    if e.kind is ErrorKind.FAILOVER:
+        return CliError(EXIT_USAGE, e.message)
     return CliError(EXIT_FAILED, e.message)
 
 

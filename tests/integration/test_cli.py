@@ -269,6 +269,16 @@ def test_follows_the_leader_once() -> None:
         follower.backend.leader = None
         p = corral("jobs", api=follower.address)
         assert p.returncode == 2 and "no leader is known yet" in p.stderr
+
+        # During a failover the follower still names the dead leader: say so, and name
+        # the address the user gave.
+        dead = f"127.0.0.1:{free_port()}"
+        follower.backend.leader = dead
+        p = corral("leader", api=follower.address)
+        assert p.returncode == 2
+        assert p.stderr == (f"corral: {follower.address} names {dead} as the leader, but "
+                            f"{dead} does not answer: a failover is probably in progress; "
+                            "retry in a few seconds\n")
     finally:
         follower.stop()
         leader.stop()
