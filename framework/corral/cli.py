@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 DEFAULT_API = "127.0.0.1:7070"
+JOB_HELP = ("the job's key, role/environment/name as `corral jobs` lists it; role/name is "
+            "short for role/default/name")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 # Subcommands owned by other modules: name -> (module, help).
@@ -75,15 +77,18 @@ def _build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("jobs", parents=[common], help="list jobs")
     s.add_argument("--role", help="only jobs of this role")
     s = sub.add_parser("status", parents=[common], help="show a job, its target and tasks")
-    s.add_argument("job", metavar="JOB", help="role/environment/name (or role/name)")
+    s.add_argument("job", metavar="JOB", help=JOB_HELP)
     s = sub.add_parser("watch", parents=[common],
                        help="follow a job's progress until it ends (exit 0 if FINISHED)")
-    s.add_argument("job", metavar="JOB")
-    s = sub.add_parser("kill", parents=[common], help="kill a job")
-    s.add_argument("job", metavar="JOB")
+    s.add_argument("job", metavar="JOB", help=JOB_HELP)
+    s = sub.add_parser("kill", parents=[common],
+                       help="kill every task of a job; it ends KILLED (a job that already "
+                            "ended is an error, exit 1)")
+    s.add_argument("job", metavar="JOB", help=JOB_HELP)
     s = sub.add_parser("scale", parents=[common], help="set a job's desired worker count")
-    s.add_argument("job", metavar="JOB")
-    s.add_argument("workers", metavar="N", type=int)
+    s.add_argument("job", metavar="JOB", help=JOB_HELP)
+    s.add_argument("workers", metavar="N", type=int,
+                   help="desired workers, within the spec's workers.min..workers.max")
     sub.add_parser("leader", parents=[common], help="print the address of the leading scheduler")
     for name, (_, help_text) in PASSTHROUGH.items():
         sub.add_parser(name, help=help_text, add_help=False)

@@ -330,6 +330,18 @@ def test_scheduler_rejects_a_master_address_it_cannot_use() -> None:
         no_traceback(p)
 
 
+def test_scheduler_on_a_busy_port_says_so_in_one_line() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        api = f"127.0.0.1:{busy.getsockname()[1]}"
+        p = corral("scheduler", "--master", "http://127.0.0.1:9", "--api", api)
+    assert p.returncode == 2
+    assert p.stderr == (f"corral scheduler: cannot listen for the Corral API on {api}: the "
+                        "address is already in use (another scheduler? pick another --api "
+                        "port)\n")  # and no gRPC add_port.cc line before it
+
+
 def test_scheduler_options_configure_the_core(tmp_path: Path) -> None:
     from corral.runtime.main import build_parser, policy_settings
     from corral.runtime.service import RuntimeConfig
