@@ -17,9 +17,8 @@ import logging
 import signal
 import sys
 import urllib.error
-import urllib.request
-from typing import Any
 
+from corral.localmesos import control
 from corral.localmesos.cluster import LocalMesos, LocalMesosConfig
 
 DEFAULT_MASTER = "http://127.0.0.1:5050"
@@ -172,20 +171,10 @@ async def _serve(config: LocalMesosConfig) -> int:
     return 0
 
 
-def _request(master: str, method: str, path: str, body: dict[str, Any] | None = None
-             ) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(master.rstrip("/") + path, data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.loads(resp.read() or b"null")
-
-
 def _control(ns: argparse.Namespace) -> int:
     cmd = ns.command
     if cmd == "agents":
-        out = _request(ns.master, "GET", "/localmesos/agents")
-        for a in out["agents"]:
+        for a in control.agents(ns.master):
             res = a["resources"]
             print(f"{a['id']}  {a['name']}  port={a['port']}  state={a['state']}"
                   f"{' draining' if a['draining'] else ''}  cpus={res['cpus']} "
@@ -194,25 +183,21 @@ def _control(ns: argparse.Namespace) -> int:
     if cmd == "add-agent":
         body = {k: getattr(ns, k) for k in ("cpus", "mem", "disk", "gpus", "ports",
                                             "attributes") if getattr(ns, k) is not None}
-        body["spot"] = ns.spot
-        out = _request(ns.master, "POST", "/localmesos/agents", body)
-        print(out["agent_id"])
+        print(control.add_agent(ns.master, spot=ns.spot, **body))
         return 0
-    path = f"/localmesos/agents/{urllib.request.quote(ns.agent, safe='')}"
     if cmd == "terminate":
-        body = {} if ns.notice is None else {"notice": ns.notice}
-        out = _request(ns.master, "POST", path + "/terminate", body)
+        out = control.terminate(ns.master, ns.agent, ns.notice)
     elif cmd == "revocable":
-        out = _request(ns.master, "POST", path + "/revocable",
-                       {"cpus": ns.cpus, "mem": ns.mem, "disk": ns.disk, "gpus": ns.gpus})
+        out = control.agent_action(ns.master, ns.agent, "revocable", {
+            "cpus": ns.cpus, "mem": ns.mem, "disk": ns.disk, "gpus": ns.gpus})
     elif cmd == "qos-kill":
         body = {} if ns.executor is None else {"executor_id": ns.executor}
-        out = _request(ns.master, "POST", path + "/qos-kill", body)
+        out = control.agent_action(ns.master, ns.agent, "qos-kill", body)
     elif cmd == "drain":
         body = {} if ns.grace is None else {"grace": ns.grace}
-        out = _request(ns.master, "POST", path + "/drain", body)
+        out = control.agent_action(ns.master, ns.agent, "drain", body)
     else:
-        out = _request(ns.master, "POST", path + "/reactivate", {})
+        out = control.agent_action(ns.master, ns.agent, "reactivate")
     print(json.dumps(out))
     return 0
 
