@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -61,6 +64,32 @@ def test_demo_chaos_loses_two_spot_machines_and_still_gets_every_bit_right(tmp_p
     assert "OK: 48 chunks identical" in out
     assert "Traceback" not in result.stderr
     assert not wait_gone(str(work), timeout=10)
+
+
+def test_ctrl_c_while_making_data_removes_everything_without_a_traceback(tmp_path) -> None:
+    """Ctrl-C during data generation: one line, exit 130, and the temporary directory (the
+    data set can be gigabytes) is gone, as --help says."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "corral.cli", "demo", "--chunks", "400", "--rows", "2000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+        env={**os.environ, "TMPDIR": str(tmp)})
+    try:
+        deadline = time.monotonic() + 60
+        while not list(tmp.glob("corral-demo-*/data/chunk-*.npy")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 130, out + err
+    assert err.strip() == "corral demo: interrupted, cleaning up", err
+    assert list(tmp.iterdir()) == []
+    assert not wait_gone(str(tmp), timeout=10)
 
 
 def test_demo_rejects_bad_options() -> None:
