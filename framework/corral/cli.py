@@ -35,7 +35,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 
 PASSTHROUGH: dict[str, tuple[str, str]] = {
     "scheduler": ("corral.runtime.main", "run a scheduler replica (see `corral scheduler --help`)"),
     "localmesos": ("corral.localmesos.cli", "run a local Mesos master and agents"),
-    "demo": ("corral.demo", "run the end-to-end demo"),
+    "demo": ("corral.demo", "run the end-to-end demo (--chaos: while spot machines are "
+                            "taken away)"),
     "sim": ("corral.sim.cli", "run the scheduling simulator"),
 }
 
@@ -66,7 +67,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="corral", parents=[common],
         description="Corral: distributed batch ML jobs on Mesos.",
-        epilog="Exit codes: 0 ok, 1 failed / not found, 2 bad input or API unreachable.",
+        epilog="JOB is a job's key, role/environment/name; role/name is short for "
+               "role/default/name. Exit codes: 0 ok, 1 failed / not found, 2 bad input or "
+               "API unreachable. A walkthrough: docs/tutorial.md.",
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
