@@ -30,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -41,24 +40,15 @@ sys.path.insert(0, str(ROOT))
 from corral.api.client import JobClient  # noqa: E402
 from corral.core.spec import parse_job_spec  # noqa: E402
 from corral.core.views import JobState, JobView  # noqa: E402
+from corral.localmesos import control  # noqa: E402
 from corral.procs import start_localmesos, start_scheduler  # noqa: E402
 
 PY = shlex.quote(sys.executable)
 SCORING = f"{PY} -m corral_executor.samples.scoring"
 
 
-def post(url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    req = urllib.request.Request(f"{url.rstrip('/')}{path}", data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"}, method="POST")
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.loads(resp.read())
-
-
 def agent_rows(url: str) -> dict[str, dict[str, Any]]:
-    with urllib.request.urlopen(f"{url.rstrip('/')}/localmesos/agents", timeout=10) as resp:
-        doc = json.loads(resp.read())
-    rows = doc["agents"] if isinstance(doc, dict) else doc
-    return {r["id"]: r for r in rows}
+    return {r["id"]: r for r in control.agents(url)}
 
 
 def spec_for(work: Path, data: Path, name: str, a: argparse.Namespace) -> tuple[dict, Path]:
@@ -113,9 +103,8 @@ def run_once(url: str, api: str, work: Path, data: Path, scenario: str,
                     print(f"  no victim among {[(t.slot, t.state, t.agent_id) for t in view.tasks]}"
                           f" {agent_rows(url)}", flush=True)
                 if agent is not None:
-                    body = {"notice": a.notice} if scenario == "notice" else {}
-                    post(url, f"/localmesos/agents/{agent}/terminate", body)
-                    post(url, "/localmesos/agents", {"spot": True})
+                    control.terminate(url, agent, a.notice if scenario == "notice" else None)
+                    control.add_agent(url, spot=True)
                     hits += 1
             time.sleep(0.1)
             view = c.get(key)

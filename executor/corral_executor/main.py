@@ -86,10 +86,21 @@ class Config:
 
 
 def task_environment(
-    base: Mapping[str, str], spec_env: Mapping[str, str], task_id: str, sandbox: Path
+    base: Mapping[str, str], spec_env: Mapping[str, str], task_id: str, sandbox: Path,
+    python_dir: str | None = None,
 ) -> dict[str, str]:
-    """The task's environment: ours, then the spec's, then the CORRAL_* we own."""
+    """The task's environment: ours, with ``python_dir`` (where the executor's own Python
+    lives) first on PATH, then the spec's, then the CORRAL_* we own.
+
+    So ``python3`` in a task command is the interpreter running Corral's executor, which
+    has the job SDK, whatever PATH the agent was started with (an unactivated virtualenv,
+    a service manager's minimal PATH). A PATH in the spec's env wins over both.
+    """
     env = dict(base)
+    if python_dir:
+        path = env.get("PATH", os.defpath)
+        if path.split(os.pathsep, 1)[0] != python_dir:
+            env["PATH"] = python_dir + os.pathsep + path
     env.update(spec_env)
     env["CORRAL_TASK_ID"] = task_id
     env["CORRAL_SANDBOX"] = str(sandbox)
@@ -217,7 +228,8 @@ class Executor:
     # ------------------------------------------------------------------ the task
 
     async def _start_task(self, task_id: str, spec: core.RunSpec) -> None:
-        env = task_environment(self.base_env, spec.env, task_id, self.config.sandbox)
+        env = task_environment(self.base_env, spec.env, task_id, self.config.sandbox,
+                               os.path.dirname(sys.executable) or None)
         try:
             self._process = await TaskProcess.start(spec.command, env, self.config.sandbox)
         except OSError as exc:

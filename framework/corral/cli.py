@@ -27,13 +27,16 @@ from pathlib import Path
 from typing import Any, TextIO
 
 DEFAULT_API = "127.0.0.1:7070"
+JOB_HELP = ("the job's key, role/environment/name as `corral jobs` lists it; role/name is "
+            "short for role/default/name")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 # Subcommands owned by other modules: name -> (module, help).
 PASSTHROUGH: dict[str, tuple[str, str]] = {
     "scheduler": ("corral.runtime.main", "run a scheduler replica (see `corral scheduler --help`)"),
     "localmesos": ("corral.localmesos.cli", "run a local Mesos master and agents"),
-    "demo": ("corral.demo", "run the end-to-end demo"),
+    "demo": ("corral.demo", "run the end-to-end demo (--chaos: while spot machines are "
+                            "taken away)"),
     "sim": ("corral.sim.cli", "run the scheduling simulator"),
 }
 
@@ -64,7 +67,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="corral", parents=[common],
         description="Corral: distributed batch ML jobs on Mesos.",
-        epilog="Exit codes: 0 ok, 1 failed / not found, 2 bad input or API unreachable.",
+        epilog="JOB is a job's key, role/environment/name; role/name is short for "
+               "role/default/name. Exit codes: 0 ok, 1 failed / not found, 2 bad input or "
+               "API unreachable. A walkthrough: docs/tutorial.md.",
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -75,15 +80,18 @@ def _build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("jobs", parents=[common], help="list jobs")
     s.add_argument("--role", help="only jobs of this role")
     s = sub.add_parser("status", parents=[common], help="show a job, its target and tasks")
-    s.add_argument("job", metavar="JOB", help="role/environment/name (or role/name)")
+    s.add_argument("job", metavar="JOB", help=JOB_HELP)
     s = sub.add_parser("watch", parents=[common],
                        help="follow a job's progress until it ends (exit 0 if FINISHED)")
-    s.add_argument("job", metavar="JOB")
-    s = sub.add_parser("kill", parents=[common], help="kill a job")
-    s.add_argument("job", metavar="JOB")
+    s.add_argument("job", metavar="JOB", help=JOB_HELP)
+    s = sub.add_parser("kill", parents=[common],
+                       help="kill every task of a job; it ends KILLED (a job that already "
+                            "ended is an error, exit 1)")
+    s.add_argument("job", metavar="JOB", help=JOB_HELP)
     s = sub.add_parser("scale", parents=[common], help="set a job's desired worker count")
-    s.add_argument("job", metavar="JOB")
-    s.add_argument("workers", metavar="N", type=int)
+    s.add_argument("job", metavar="JOB", help=JOB_HELP)
+    s.add_argument("workers", metavar="N", type=int,
+                   help="desired workers, within the spec's workers.min..workers.max")
     sub.add_parser("leader", parents=[common], help="print the address of the leading scheduler")
     for name, (_, help_text) in PASSTHROUGH.items():
         sub.add_parser(name, help=help_text, add_help=False)
@@ -359,6 +367,8 @@ def _api_error(e: Any, args: argparse.Namespace) -> CliError:
         return CliError(EXIT_USAGE, f"the Corral API at {asked} did not answer in time")
     if e.kind is ErrorKind.NO_LEADER:
         return CliError(EXIT_USAGE, f"{asked}: {e.message}")
+    if e.kind is ErrorKind.FAILOVER:
+        return CliError(EXIT_USAGE, e.message)
     return CliError(EXIT_FAILED, e.message)
 
 

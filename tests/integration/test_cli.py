@@ -269,6 +269,16 @@ def test_follows_the_leader_once() -> None:
         follower.backend.leader = None
         p = corral("jobs", api=follower.address)
         assert p.returncode == 2 and "no leader is known yet" in p.stderr
+
+        # During a failover the follower still names the dead leader: say so, and name
+        # the address the user gave.
+        dead = f"127.0.0.1:{free_port()}"
+        follower.backend.leader = dead
+        p = corral("leader", api=follower.address)
+        assert p.returncode == 2
+        assert p.stderr == (f"corral: {follower.address} names {dead} as the leader, but "
+                            f"{dead} does not answer: a failover is probably in progress; "
+                            "retry in a few seconds\n")
     finally:
         follower.stop()
         leader.stop()
@@ -307,6 +317,29 @@ def test_scheduler_rejects_a_bad_policy_before_starting(tmp_path: Path) -> None:
     p = corral("scheduler", "--master", "http://127.0.0.1:9", "--overprovision", "-1")
     assert p.returncode == 2 and "--overprovision must be a number >= 0" in p.stderr
     no_traceback(p)
+
+
+def test_scheduler_rejects_a_master_address_it_cannot_use() -> None:
+    for master, says in (("htp://127.0.0.1:5050", "unknown scheme 'htp://'"),
+                         ("zk://127.0.0.1:2181", "needs hosts and a path"),
+                         ("127.0.0.1", "needs host:port")):
+        p = corral("scheduler", "--master", master, "--api", "127.0.0.1:0")
+        assert p.returncode == 2, (master, p.stderr)
+        first = p.stderr.splitlines()[0]
+        assert first.startswith("corral scheduler: bad --master: ") and says in first, p.stderr
+        no_traceback(p)
+
+
+def test_scheduler_on_a_busy_port_says_so_in_one_line() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        api = f"127.0.0.1:{busy.getsockname()[1]}"
+        p = corral("scheduler", "--master", "http://127.0.0.1:9", "--api", api)
+    assert p.returncode == 2
+    assert p.stderr == (f"corral scheduler: cannot listen for the Corral API on {api}: the "
+                        "address is already in use (another scheduler? pick another --api "
+                        "port)\n")  # and no gRPC add_port.cc line before it
 
 
 def test_scheduler_options_configure_the_core(tmp_path: Path) -> None:

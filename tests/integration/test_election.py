@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import queue
+import socket
+import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -14,8 +18,15 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException
 
 from corral.store.connection import close, connect
-from corral.store.election import Deposed, Elected, LeaderElection, LeadershipEvent
+from corral.store.election import (
+    Deposed,
+    Elected,
+    LeaderElection,
+    LeaderInfo,
+    LeadershipEvent,
+)
 from corral.store.errors import DuplicateIdentity, ZooKeeperUnavailable
+from corral.store.layout import election_dir
 from tests.zk import ZooKeeperServer, expire_session, four_letter, free_port
 
 pytestmark = pytest.mark.zk
@@ -192,6 +203,59 @@ def test_same_identity_twice_is_refused(
     first.resign()
     again.join()
     assert any(isinstance(next_event(again), Elected) for _ in range(1))
+
+
+def _planted(client: KazooClient, root: str, info: LeaderInfo) -> str:
+    """A contender node as another replica would have made it; returns its path."""
+    client.ensure_path(election_dir(root))
+    return client.create(f"{election_dir(root)}/n_{uuid.uuid4().hex}_", info.payload(),
+                         ephemeral=True, sequence=True)
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid  # reaped: no process has it (until the kernel reuses it)
+
+
+def test_a_live_duplicate_is_refused_at_once_a_dead_one_is_waited_out(
+    make_client: MakeClient, elections: list[LeaderElection]
+) -> None:
+    client, root = make_client()
+    wait = 3.0
+    # Live, on this host (this very process): refused without waiting.
+    here = LeaderInfo("sched-1", "127.0.0.1:9001", os.getpid(), time.time(),
+                      socket.gethostname())
+    node = _planted(client, root, here)
+    e, _ = contender(make_client, elections, "sched-1", duplicate_wait=wait)
+    started = time.monotonic()
+    with pytest.raises(DuplicateIdentity, match="already runs as 'sched-1'"):
+        e.join()
+    assert time.monotonic() - started < 1.0
+    client.delete(node)
+
+    # Live on another host: its API address accepts connections.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        addr = f"127.0.0.1:{listener.getsockname()[1]}"
+        node = _planted(client, root, LeaderInfo("sched-1", addr, 1, time.time(), "elsewhere"))
+        started = time.monotonic()
+        with pytest.raises(DuplicateIdentity):
+            e.join()
+        assert time.monotonic() - started < 1.0
+    client.delete(node)
+
+    # A crashed predecessor on this host (its pid is gone): its node is waited out, and
+    # once its session ends (here: the node is deleted) the identity is free.
+    dead = LeaderInfo("sched-1", "127.0.0.1:9001", _dead_pid(), time.time(),
+                      socket.gethostname())
+    node = _planted(client, root, dead)
+    threading.Timer(1.0, client.delete, args=(node,)).start()
+    started = time.monotonic()
+    e.join()
+    assert 0.9 < time.monotonic() - started < wait
+    assert isinstance(next_event(e), Elected)
 
 
 def test_events_arrive_on_the_event_loop(

@@ -566,25 +566,57 @@ async def _wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> int:
     return proc.returncode
 
 
-def test_subprocess_executor_runs_a_task(tmp_path: Path) -> None:
-    async def go() -> None:
+def _one_task_in_a_subprocess_executor(sandbox: Path, command: str, **env: str
+                                       ) -> ScriptedAgent:
+    """A real ``python -m corral_executor`` runs ``command`` as its task and exits 0."""
+    async def go() -> ScriptedAgent:
         agent = ScriptedAgent()
         await agent.start()
-        proc = _spawn_executor(agent, tmp_path)
+        proc = _spawn_executor(agent, sandbox, **env)
         try:
             await agent.wait_for(lambda: agent._stream is not None, timeout=10)
-            agent.launch("task-1", {"command": "echo done > out.txt; exit 0"})
+            agent.launch("task-1", {"command": command})
             assert await _wait_exit(proc, 15) == 0
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(5)
             await agent.stop()
-        assert agent.states() == ["TASK_STARTING", "TASK_RUNNING", "TASK_FINISHED"]
-        assert_update_shape(agent)
-        assert (tmp_path / "out.txt").read_text() == "done\n"
+        return agent
 
-    asyncio.run(go())
+    return asyncio.run(go())
+
+
+def test_subprocess_executor_runs_a_task(tmp_path: Path) -> None:
+    agent = _one_task_in_a_subprocess_executor(tmp_path, "echo done > out.txt; exit 0")
+    assert agent.states() == ["TASK_STARTING", "TASK_RUNNING", "TASK_FINISHED"]
+    assert_update_shape(agent)
+    assert (tmp_path / "out.txt").read_text() == "done\n"
+
+
+def test_python3_in_a_task_is_the_executors_python_whatever_the_path(tmp_path: Path) -> None:
+    """An agent started from an unactivated virtualenv (PATH without the venv's bin):
+    ``python3`` in the task is still the interpreter running the executor, with the SDK."""
+    agent = _one_task_in_a_subprocess_executor(
+        tmp_path, "python3 -c 'import sys, corral_executor.sdk; print(sys.executable)' "
+                  "> which.txt", PATH="/usr/bin:/bin")
+    assert agent.states()[-1] == "TASK_FINISHED", agent.updates[-1]
+    ran = Path((tmp_path / "which.txt").read_text().strip())
+    assert ran.parent == Path(sys.executable).parent
+
+
+def test_task_environment_puts_the_executors_python_first_unless_the_spec_sets_path(
+) -> None:
+    from corral_executor.main import task_environment
+
+    base = {"PATH": "/usr/bin:/bin", "HOME": "/h"}
+    env = task_environment(base, {"K": "v"}, "t1", Path("/sb"), "/venv/bin")
+    assert env["PATH"] == "/venv/bin:/usr/bin:/bin" and env["K"] == "v"
+    assert env["CORRAL_TASK_ID"] == "t1" and env["CORRAL_SANDBOX"] == "/sb"
+    already = task_environment({"PATH": "/venv/bin:/bin"}, {}, "t1", Path("/sb"), "/venv/bin")
+    assert already["PATH"] == "/venv/bin:/bin"
+    own = task_environment(base, {"PATH": "/opt/x"}, "t1", Path("/sb"), "/venv/bin")
+    assert own["PATH"] == "/opt/x"
 
 
 def test_subprocess_executor_sigterm_kills_task_group(tmp_path: Path) -> None:

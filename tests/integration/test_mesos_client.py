@@ -766,3 +766,87 @@ def test_unreachable_zookeeper_is_retried_and_close_leaves_no_threads() -> None:
         await until(lambda: len(kazoo_threads()) <= before, timeout=5)
 
     run(main())
+
+
+@pytest.mark.zk
+def test_close_is_prompt_while_kazoo_is_still_stopping(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race behind a rare hang in close(): a start attempt timed out and kazoo is still
+    stopping that client (its connection thread has not ended yet) when close() comes.
+    kazoo's ``close()`` on such a client raises a bare ``Exception``; it used to escape
+    run()'s clean-up before ``_stopped`` was set, so ``close()`` waited forever.
+
+    The test holds kazoo's connection thread (a real kazoo client, real threads) just
+    before it reports itself stopped, so the race happens every time, not once in many
+    runs under load."""
+    import threading
+
+    from kazoo.protocol.connection import ConnectionHandler
+
+    from corral.mesos.detect import ZooKeeperDetector
+    from tests.zk import free_port
+
+    stopping, release = threading.Event(), threading.Event()
+
+    class HeldOnExit(threading.Event):
+        """``connection_stopped``: the connection thread's final ``set()`` waits."""
+
+        def set(self) -> None:
+            if "zk_loop" in threading.current_thread().name and not stopping.is_set():
+                stopping.set()
+                release.wait(15)
+            super().set()
+
+    original_init = ConnectionHandler.__init__
+
+    def init(self: ConnectionHandler, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        self.connection_stopped = HeldOnExit()
+        self.connection_stopped.set()
+
+    monkeypatch.setattr(ConnectionHandler, "__init__", init)
+
+    async def main() -> None:
+        before = len(kazoo_threads())
+        url = f"zk://127.0.0.1:{free_port()}/mesos"
+        h = Harness(url, request_timeout=0.3,
+                    detector=ZooKeeperDetector(url, connect_timeout=0.3, stop_wait=0.5)).start()
+        try:
+            await until(stopping.is_set, timeout=5)  # an attempt timed out; kazoo stopping
+            t0 = time.monotonic()
+            async with asyncio.timeout(6):
+                await h.client.close()
+            took = time.monotonic() - t0
+            async with asyncio.timeout(1):
+                await h.task  # type: ignore[misc]  # run() ended, and without an error
+        finally:
+            release.set()
+        assert took < 2.0, took  # close() gave kazoo its 0.5 s, then returned
+        await until(lambda: len(kazoo_threads()) <= before, timeout=12)
+
+    run(main())
+
+
+def test_a_grpc_port_as_master_is_named_in_one_readable_line(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A real HTTP/2 (gRPC) server where the master should be: the log says what it is,
+    not the bytes of its SETTINGS frame."""
+    import grpc
+
+    async def main() -> None:
+        server = grpc.aio.server()
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        h = Harness(f"http://127.0.0.1:{port}").start()
+        try:
+            with caplog.at_level(logging.WARNING, logger="corral.mesos.client"):
+                await until(lambda: any("HTTP/2" in r.getMessage() for r in caplog.records))
+        finally:
+            await h.stop()
+            await server.stop(0)
+        line = next(r.getMessage() for r in caplog.records if "HTTP/2" in r.getMessage())
+        assert line == (f"mesos subscription attempt failed: http://127.0.0.1:{port} answered "
+                        "in HTTP/2, not as a Mesos master: is it a gRPC port (such as Corral's "
+                        "own --api)? A Mesos master serves HTTP/1.1, by default on port 5050")
+        assert not any("\\x00" in r.getMessage() for r in caplog.records)
+
+    run(main())

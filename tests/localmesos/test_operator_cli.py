@@ -146,3 +146,22 @@ def test_cli_bad_arguments_exit_cleanly(capsys) -> None:
     assert cli.main(["--attributes", "nocolon"]) == 2
     assert cli.main(["agents", "--master", "http://127.0.0.1:9"]) == 1
     assert "cannot reach" in capsys.readouterr().err
+
+
+def test_help_documents_every_run_flag_with_its_default(capsys) -> None:
+    import argparse
+
+    for argv in (["--help"], ["run", "--help"]):
+        assert cli.main(argv) == 0
+        text = capsys.readouterr().out
+        assert text.startswith("usage: corral localmesos run ")
+        assert "Mesos: 75" in text and "terminate AGENT" in text
+    run = next(a for a in cli.build_parser()._actions
+               if isinstance(a, argparse._SubParsersAction)).choices["run"]
+    for action in run._actions:
+        if action.option_strings and action.dest != "help":
+            assert action.help, action.dest
+            if action.dest != "quiet":
+                assert "default" in action.help, action.dest
+    # The laptop default that makes a terminated agent visible in seconds.
+    assert cli.LocalMesosConfig().agent_health_timeout == 5.0

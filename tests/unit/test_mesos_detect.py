@@ -55,6 +55,9 @@ def test_static_detector_and_dispatch() -> None:
     for bad in ("m", "http://m", "m:port", ":5050"):
         with pytest.raises(DetectorError):
             StaticDetector(bad)
+    with pytest.raises(DetectorError, match="unknown scheme 'htp://'"):
+        StaticDetector("htp://m:5050")
+    assert StaticDetector("HTTP://m:5050").url == "http://m:5050"
     assert isinstance(detector_for("zk://h:1/mesos"), ZooKeeperDetector)
     d = detector_for("m:5050")
     assert isinstance(d, StaticDetector)

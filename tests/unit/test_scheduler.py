@@ -284,6 +284,20 @@ def test_check_scale_and_submit_errors() -> None:
         h.s.check_scale(KEY, 2)
 
 
+def test_check_kill_refuses_an_ended_job_but_not_one_being_killed() -> None:
+    h = Harness()
+    with pytest.raises(NotFound):
+        h.s.check_kill(KEY)
+    m, _ = started(h, workers=0)
+    h.s.check_kill(KEY)
+    h(ev.KillJob(KEY))
+    h.s.check_kill(KEY)                    # still KILLING: asking again is harmless
+    h.status(m, "TASK_KILLED")
+    assert h.s.view(KEY).state is JobState.KILLED
+    with pytest.raises(Conflict, match="already ended KILLED"):
+        h.s.check_kill(KEY)
+
+
 def test_submit_idempotent_by_request_id() -> None:
     h = Harness()
     h(ev.SubmitJob(make_spec(), "r1"))

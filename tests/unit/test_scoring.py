@@ -227,3 +227,40 @@ def test_restarted_master_continues_from_checkpoint(cluster_factory: type[Cluste
     assert len(restored) == 1
     assert int(restored[0].split()[2]) == len(saved["done"])
     assert c.verify().strip() == "OK: 20 chunks identical"
+
+
+def test_master_lost_before_its_first_checkpoint_keeps_the_finished_chunks(
+        cluster_factory: type[Cluster]) -> None:
+    """SIGKILL (no SDK hook runs) before any checkpoint: the next master finds the
+    finished chunks in the output directory, so progress does not go back to zero and
+    nothing is scored twice."""
+    c = cluster_factory(20)  # type: ignore[call-arg]
+    ckpt = (c.tmp / "ckpt" / "master").as_uri()
+    env = {"CORRAL_CHECKPOINT_URI": ckpt, "CORRAL_CHECKPOINT_INTERVAL": "600"}
+    first = c.master(**env)
+    worker = c.worker(0, "--chunk-delay", "0.1")
+    c.wait_done_at_least(6)
+    before = c.status()
+    first.kill()
+    first.wait(10)
+    assert sdk.restore(uri=ckpt) is None  # it never checkpointed
+    second = c.master(**env)
+    c.wait_done_at_least(before["done"])  # type: ignore[index]  # at once, not re-scored
+    assert second.wait(60) == 0, c.logs()
+    assert worker.wait(30) == 0, c.logs()
+    found = [ln for ln in (c.tmp / "master.log").read_text().splitlines() if "found" in ln]
+    assert len(found) == 1 and int(found[0].split()[2]) >= before["done"], c.logs()  # type: ignore[index]
+    summary = json.loads((c.out / "_SUCCESS").read_text())
+    assert summary["reruns"] == 0, c.logs()
+    assert c.verify().strip() == "OK: 20 chunks identical"
+
+
+def test_outputs_of_other_inputs_are_removed_not_trusted(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    scoring.make_data(tmp_path / "a", chunks=2, rows=10, features=4, seed=1)
+    scoring.make_data(tmp_path / "b", chunks=2, rows=10, features=4, seed=2)
+    assert scoring.main(["local", "--data", str(tmp_path / "a"), "--out", str(out)]) == 0
+    a = scoring.input_identity(tmp_path / "a")
+    assert scoring.claim_outputs(out, a) is True
+    assert scoring.claim_outputs(out, scoring.input_identity(tmp_path / "b")) is False
+    assert not list(out.glob("chunk-*.npy")) and not (out / "_SUCCESS").exists()

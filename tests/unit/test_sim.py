@@ -160,3 +160,11 @@ def test_entitlements_and_jain() -> None:
     assert ent["b"] == pytest.approx(0.3) and ent["c"] == pytest.approx(0.6)
     assert jain([1, 1, 1]) == 1.0
     assert jain([1, 0]) == pytest.approx(0.5)
+
+
+def test_text_report_names_each_new_role_in_words() -> None:
+    from corral.sim.cli import _new_roles
+
+    assert _new_roles({}) == "no role arrived mid-run"
+    assert _new_roles({"prod": 6, "adhoc": 1, "late": None}) == (
+        "new roles fair: adhoc after 1 cycle, late never, prod after 6 cycles")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import socket
@@ -254,10 +255,41 @@ class _MasterServer(ThreadingHTTPServer):
         super().__init__(addr, _Handler)
 
 
+def input_identity(data: Path) -> dict[str, Any]:
+    """What the outputs in an output directory were computed from: the data set's
+    manifest and the model's digest (``make-data`` is deterministic, so equal identities
+    mean equal output bytes)."""
+    try:
+        manifest = json.loads((data / "manifest.json").read_text())
+        digest = hashlib.sha256((data / "model.npz").read_bytes()).hexdigest()
+    except (OSError, ValueError) as exc:
+        raise ScoringError(f"cannot read the data set in {data}: {exc}") from None
+    return {"manifest": manifest, "model_sha256": digest}
+
+
+def claim_outputs(out: Path, identity: dict[str, Any]) -> bool:
+    """Make ``out`` hold outputs of ``identity`` only. True if outputs already there were
+    computed from the same inputs (and so count as done); outputs of other inputs are
+    removed, never mistaken for results."""
+    marker = out / "_INPUT.json"
+    try:
+        same = json.loads(marker.read_text()) == identity
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        for stale in (*out.glob("chunk-*.npy"), out / "_SUCCESS"):
+            stale.unlink(missing_ok=True)
+        tmp = out / "._INPUT.json.tmp"
+        tmp.write_text(json.dumps(identity, sort_keys=True))
+        os.replace(tmp, marker)
+    return same
+
+
 def run_master(args: argparse.Namespace) -> int:
     data, out = Path(args.data), Path(args.out)
     total = chunk_count(data)
     out.mkdir(parents=True, exist_ok=True)
+    ours = claim_outputs(out, input_identity(data))
     if (out / "_SUCCESS").exists():
         missing = [i for i in range(total) if not output_ok(out, i)]
         if not missing:
@@ -277,6 +309,16 @@ def run_master(args: argparse.Namespace) -> int:
         queue.done = {i for i in restored.get("done", []) if output_ok(out, i)}
         queue.reruns = int(restored.get("reruns", 0))
         print(f"master: restored {len(queue.done)} done chunks from checkpoint")
+    if ours:
+        # Outputs are durable and written atomically: a chunk whose output is on disk was
+        # scored, even after the last checkpoint (or with none: a master lost before its
+        # first checkpoint). Counting them keeps progress from going backwards and keeps
+        # finished chunks from being scored again.
+        found = {i for i in range(total) if i not in queue.done and output_ok(out, i)}
+        if found:
+            queue.done |= found
+            print(f"master: found {len(found)} more done chunks in {out} "
+                  f"({len(queue.done)} of {total} done)")
     started = time.monotonic()
 
     def save() -> None:
@@ -441,6 +483,7 @@ def run_local(args: argparse.Namespace) -> int:
     data, out = Path(args.data), Path(args.out)
     total, model = chunk_count(data), load_model(data)
     out.mkdir(parents=True, exist_ok=True)
+    claim_outputs(out, input_identity(data))
     started = time.monotonic()
     for i in range(total):
         write_output(out, i, score_file(model, data, i))
@@ -477,28 +520,57 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m corral_executor.samples.scoring")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    mk = sub.add_parser("make-data", help="write deterministic chunks and a model")
-    mk.add_argument("--data", required=True)
-    mk.add_argument("--chunks", type=int, default=64)
-    mk.add_argument("--rows", type=int, default=2000)
-    mk.add_argument("--features", type=int, default=32)
-    mk.add_argument("--seed", type=int, default=7)
-    for name in ("master", "worker", "verify", "local"):
-        sp = sub.add_parser(name)
-        sp.add_argument("--data", required=True)
-        sp.add_argument("--out", required=True)
+    p = argparse.ArgumentParser(
+        prog="python -m corral_executor.samples.scoring",
+        description="Distributed batch scoring of a NumPy model over chunked data: a master "
+                    "owns the queue of chunks, workers lease and score them. --data and --out "
+                    "must be visible to the master and every worker.")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    mk = sub.add_parser("make-data", help="write deterministic chunks and a model",
+                        description="Write a deterministic data set: the same arguments "
+                                    "always give the same bytes.")
+    mk.add_argument("--data", required=True, help="directory to write the data set into")
+    mk.add_argument("--chunks", type=int, default=64, help="chunks (default %(default)s)")
+    mk.add_argument("--rows", type=int, default=2000, help="rows per chunk "
+                    "(default %(default)s)")
+    mk.add_argument("--features", type=int, default=32, help="features per row "
+                    "(default %(default)s)")
+    mk.add_argument("--seed", type=int, default=7, help="random seed (default %(default)s)")
+    helps = {
+        "master": "serve the queue of chunks on $CORRAL_PORT (run by Corral as the job master)",
+        "worker": "lease, score and complete chunks (run by Corral as a job worker)",
+        "verify": "check every output against a single-process computation, bit for bit",
+        "local": "score everything in this one process: the baseline",
+    }
+    for name, text in helps.items():
+        sp = sub.add_parser(name, help=text, description=text)
+        sp.add_argument("--data", required=True, help="the data set (from make-data)")
+        sp.add_argument("--out", required=True, help="the output directory")
         if name == "master":
-            sp.add_argument("--lease-seconds", type=float, default=30.0)
-            sp.add_argument("--host", default=os.environ.get("CORRAL_BIND_HOST", "0.0.0.0"))
-            sp.add_argument("--port", type=int, default=0, help="when CORRAL_PORT is unset")
-            sp.add_argument("--checkpoint-uri", default=None)
-            sp.add_argument("--checkpoint-interval", type=float, default=10.0)
-            sp.add_argument("--linger-seconds", type=float, default=3.0)
+            sp.add_argument("--lease-seconds", type=float, default=30.0,
+                            help="a chunk leased to a worker and not completed within this "
+                                 "goes back to the queue, counted as a re-run "
+                                 "(default %(default)g)")
+            sp.add_argument("--host", default=os.environ.get("CORRAL_BIND_HOST", "0.0.0.0"),
+                            help="address to listen on (default $CORRAL_BIND_HOST or 0.0.0.0)")
+            sp.add_argument("--port", type=int, default=0,
+                            help="port when CORRAL_PORT is unset (default: a free one)")
+            sp.add_argument("--checkpoint-uri", default=None,
+                            help="where to checkpoint when CORRAL_CHECKPOINT_URI is unset "
+                                 "(default <out>/_checkpoint/master)")
+            sp.add_argument("--checkpoint-interval", type=float, default=10.0,
+                            help="seconds between checkpoints when CORRAL_CHECKPOINT_INTERVAL "
+                                 "is unset (default %(default)g)")
+            sp.add_argument("--linger-seconds", type=float, default=3.0,
+                            help="after the last chunk, wait up to this long for live workers "
+                                 "to hear 'done' (default %(default)g)")
         if name == "worker":
-            sp.add_argument("--give-up-seconds", type=float, default=120.0)
-            sp.add_argument("--chunk-delay", type=float, default=0.0, help="slow down (demos)")
+            sp.add_argument("--give-up-seconds", type=float, default=120.0,
+                            help="exit 3 after this long without reaching the master "
+                                 "(default %(default)g)")
+            sp.add_argument("--chunk-delay", type=float, default=0.0,
+                            help="sleep this long per chunk, to slow a demo down "
+                                 "(default %(default)g)")
     return p
 
 
@@ -516,6 +588,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ScoringError, sdk.SdkError, OSError) as exc:
         print(f"scoring {args.cmd}: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"scoring {args.cmd}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ DEFAULT_TIMEOUT = 10.0
 class ErrorKind(enum.Enum):
     UNREACHABLE = "unreachable"      # nothing answered at the address
     NO_LEADER = "no_leader"          # a replica answered but knows no leader
+    FAILOVER = "failover"            # a replica named a leader that does not answer
     INVALID = "invalid"              # INVALID_ARGUMENT
     NOT_FOUND = "not_found"
     ALREADY_EXISTS = "already_exists"
@@ -125,6 +126,13 @@ class JobClient:
 
     def _error(self, err: grpc.RpcError) -> ApiError:
         e = classify(err, self.address)
+        if self._followed and e.kind is ErrorKind.UNREACHABLE:
+            # The replica we asked still names a leader that is gone: its ZooKeeper
+            # session has not expired yet, so no successor is elected.
+            return ApiError(ErrorKind.FAILOVER,
+                            f"{self.asked} names {self.address} as the leader, but "
+                            f"{self.address} does not answer: a failover is probably in "
+                            "progress; retry in a few seconds", self.asked, e.code)
         leader = leader_from(err)
         if leader is not None:
             # We already followed once; say where we were sent rather than loop.

@@ -21,8 +21,10 @@ decides; otherwise a started server is ready.
 from __future__ import annotations
 
 import asyncio
+import errno
 import inspect
 import logging
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -248,6 +250,35 @@ class BackendHealth(health_pb2_grpc.HealthServicer):
             await asyncio.sleep(self.poll_seconds)
 
 
+def check_bindable(address: str) -> None:
+    """Raise ``OSError`` with a plain reason if ``address`` (HOST:PORT) cannot be listened
+    on, before gRPC tries: its own failure logs a C++ ``add_port.cc`` line to stderr."""
+    host, _, port = address.rpartition(":")
+    why = f"cannot listen for the Corral API on {address}"
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise OSError(f"{why}: expected HOST:PORT with a port in 0..65535")
+    if int(port) == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host.strip("[]") or None, int(port),
+                                   type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise OSError(f"{why}: cannot resolve {host!r}: {exc.strerror}") from None
+    for family, kind, proto, _, sockaddr in infos:
+        with socket.socket(family, kind, proto) as probe:
+            # As gRPC binds: SO_REUSEADDR, so only a live listener is a conflict.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise OSError(f"{why}: the address is already in use (another "
+                                  "scheduler? pick another --api port)") from None
+                if exc.errno == errno.EADDRNOTAVAIL:
+                    raise OSError(f"{why}: {host} is not an address of this machine") from None
+                raise OSError(f"{why}: {exc.strerror or exc}") from None
+
+
 async def start_api_server(
     backend: JobBackend, address: str = "127.0.0.1:0",
     *, health_poll_seconds: float = HEALTH_POLL_SECONDS,
@@ -267,6 +298,7 @@ async def start_api_server(
          reflection.SERVICE_NAME),
         server,
     )
+    check_bindable(address)
     try:
         port = server.add_insecure_port(address)
     except RuntimeError as exc:

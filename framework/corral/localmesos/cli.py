@@ -17,9 +17,8 @@ import logging
 import signal
 import sys
 import urllib.error
-import urllib.request
-from typing import Any
 
+from corral.localmesos import control
 from corral.localmesos.cluster import LocalMesos, LocalMesosConfig
 
 DEFAULT_MASTER = "http://127.0.0.1:5050"
@@ -29,56 +28,112 @@ SUBCOMMANDS = ("run", "terminate", "add-agent", "revocable", "qos-kill", "drain"
 
 def _run_parser(p: argparse.ArgumentParser) -> None:
     d = LocalMesosConfig()
-    p.add_argument("--port", type=int, default=d.port)
-    p.add_argument("--agents", type=int, default=d.agents)
-    p.add_argument("--cpus", type=float, default=d.cpus)
-    p.add_argument("--mem", type=float, default=d.mem)
-    p.add_argument("--disk", type=float, default=d.disk)
-    p.add_argument("--gpus", type=float, default=d.gpus)
-    p.add_argument("--ports", default=d.ports)
-    p.add_argument("--attributes", default=d.attributes)
-    p.add_argument("--spot", type=int, default=d.spot,
-                   help="the last N agents are spot (market:spot, spot:true)")
-    p.add_argument("--zk", default=None, help="zk://host:port/path to register in")
-    p.add_argument("--heartbeat-interval", type=float, default=d.heartbeat_interval)
-    p.add_argument("--agent-health-timeout", type=float, default=d.agent_health_timeout)
-    p.add_argument("--allocation-interval", type=float, default=d.allocation_interval)
-    p.add_argument("--offer-timeout", type=float, default=None)
-    p.add_argument("--status-update-retry", type=float, default=d.status_update_retry)
-    p.add_argument("--work-dir", default=None)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--quiet", action="store_true")
+    g = p.add_argument_group("cluster")
+    g.add_argument("--port", type=int, default=d.port, help="the master's HTTP port; 0 picks a "
+                   "free one (default %(default)s, as Mesos)")
+    g.add_argument("--agents", type=int, default=d.agents, help="agents to start "
+                   "(default %(default)s)")
+    g.add_argument("--spot", type=int, default=d.spot, metavar="N",
+                   help="the last N agents are spot capacity, with attributes market:spot "
+                        "and spot:true; the others have market:on-demand (default %(default)s)")
+    g.add_argument("--cpus", type=float, default=d.cpus, help="cpus per agent "
+                   "(default %(default)g)")
+    g.add_argument("--mem", type=float, default=d.mem, help="memory per agent in MB "
+                   "(default %(default)g)")
+    g.add_argument("--disk", type=float, default=d.disk, help="disk per agent in MB "
+                   "(default %(default)g)")
+    g.add_argument("--gpus", type=float, default=d.gpus, help="GPUs per agent "
+                   "(default %(default)g)")
+    g.add_argument("--ports", default=d.ports, metavar="LO-HI",
+                   help="port range the agents offer, split into equal slices, one per agent, "
+                        "since they share one host (default %(default)s, as Mesos)")
+    g.add_argument("--attributes", default=d.attributes, metavar="NAME:VALUE;...",
+                   help="extra attributes for every agent, e.g. 'zone:a;rack:3' "
+                        "(default: none)")
+    g.add_argument("--zk", default=None, metavar="zk://HOST:PORT/PATH",
+                   help="register the master in this ZooKeeper group, as a Mesos master does "
+                        "(default: no ZooKeeper)")
+    g.add_argument("--work-dir", default=None, help="where agents keep their sandboxes "
+                   "(default: a temporary directory, removed on exit)")
+    t = p.add_argument_group(
+        "timing", "  Laptop defaults: a terminated agent is lost within seconds; Mesos' own\n"
+                  "  master takes 75 s (agent_ping_timeout 15 s x max_agent_ping_timeouts 5).\n"
+                  "  --agent-health-timeout 75 behaves like it.")
+    t.add_argument("--agent-health-timeout", type=float, default=d.agent_health_timeout,
+                   metavar="SECONDS",
+                   help="the master pings every agent every SECONDS/5; an agent that misses 5 "
+                        "pings in a row is lost and its tasks go TASK_LOST/TASK_UNREACHABLE "
+                        "(default %(default)g; Mesos: 75)")
+    t.add_argument("--heartbeat-interval", type=float, default=d.heartbeat_interval,
+                   metavar="SECONDS", help="HEARTBEAT events on scheduler and executor streams "
+                   "(default %(default)g, as Mesos)")
+    t.add_argument("--allocation-interval", type=float, default=d.allocation_interval,
+                   metavar="SECONDS", help="time between allocation rounds; a REVIVE, a new "
+                   "subscription or freed resources also start one (default %(default)g, as "
+                   "Mesos)")
+    t.add_argument("--offer-timeout", type=float, default=None, metavar="SECONDS",
+                   help="rescind offers not answered in time (default: never, as Mesos)")
+    t.add_argument("--status-update-retry", type=float, default=d.status_update_retry,
+                   metavar="SECONDS", help="an unacknowledged status update is resent after "
+                   "SECONDS, doubling up to 10 min (default %(default)g, as Mesos)")
+    o = p.add_argument_group("other")
+    o.add_argument("--seed", type=int, default=d.seed,
+                   help="seed of the allocator's agent order (default %(default)s)")
+    o.add_argument("--quiet", action="store_true", help="log warnings and errors only")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="localmesos",
-                                     description="A single-machine Mesos master and agents.")
-    sub = parser.add_subparsers(dest="command")
-    _run_parser(sub.add_parser("run", help="run a master and agents (default)"))
+CONTROL_EPILOG = """control a running localmesos (each takes --master URL, default http://127.0.0.1:5050):
+  agents                       list agents
+  terminate AGENT [--notice S] spot reclaim: kill at once, or after S seconds of notice
+  add-agent [--spot ...]       start one more agent
+  drain AGENT / reactivate AGENT
+  revocable AGENT --cpus X     set an agent's oversubscription estimate
+  qos-kill AGENT               QoS-kill revocable executors on an agent
+`corral localmesos COMMAND --help` tells more. See docs/localmesos.md."""
+
+
+def build_parser(prog: str = "corral localmesos") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="A single-machine Mesos master and agents (Mesos 1.11 v1 "
+        "HTTP APIs). `run` is the default command.",
+        epilog=CONTROL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _run_parser(sub.add_parser(
+        "run", help="run a master and agents (the default command)",
+        description="Run a Mesos master and agents in this process until SIGINT/SIGTERM.\n"
+                    "When ready it prints one line: localmesos master at URL.",
+        epilog=CONTROL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter))
 
     def control(name: str, help_text: str, agent: bool = True) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text)
-        p.add_argument("--master", default=DEFAULT_MASTER)
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--master", default=DEFAULT_MASTER,
+                       help="the localmesos master's URL (default %(default)s)")
         if agent:
-            p.add_argument("agent", help="agent id, agent-<n> name, or index")
+            p.add_argument("agent", metavar="AGENT",
+                           help="agent id, agent-<n> name, or index n (see `agents`)")
         return p
 
     p = control("terminate", "kill an agent like a spot reclaim")
-    p.add_argument("--notice", type=float, default=None,
-                   help="seconds of maintenance notice before the kill")
+    p.add_argument("--notice", type=float, default=None, metavar="SECONDS",
+                   help="give a maintenance notice (an inverse offer, a window from now) and "
+                        "kill after SECONDS (default: kill at once, no notice)")
     p = control("add-agent", "start one more agent", agent=False)
     for name in ("cpus", "mem", "disk", "gpus"):
-        p.add_argument(f"--{name}", type=float, default=None)
-    p.add_argument("--ports", default=None)
-    p.add_argument("--attributes", default=None)
-    p.add_argument("--spot", action="store_true")
+        p.add_argument(f"--{name}", type=float, default=None,
+                       help=f"{name} of the new agent (default: as `run` was given)")
+    p.add_argument("--ports", default=None, help="its port range (default: the next slice)")
+    p.add_argument("--attributes", default=None, help="its extra attributes, NAME:VALUE;...")
+    p.add_argument("--spot", action="store_true", help="make it spot capacity")
     p = control("revocable", "set an agent's revocable (oversubscription) estimate")
     for name in ("cpus", "mem", "disk", "gpus"):
-        p.add_argument(f"--{name}", type=float, default=0.0)
+        p.add_argument(f"--{name}", type=float, default=0.0,
+                       help=f"revocable {name} (default 0)")
     p = control("qos-kill", "QoS-kill revocable executors on an agent")
-    p.add_argument("--executor", default=None)
-    p = control("drain", "drain an agent")
-    p.add_argument("--grace", type=float, default=None)
+    p.add_argument("--executor", default=None,
+                   help="only this executor id (default: every revocable one)")
+    p = control("drain", "drain an agent: no new offers, its tasks are killed after the grace")
+    p.add_argument("--grace", type=float, default=None, metavar="SECONDS",
+                   help="kill grace for its tasks (default: each task's own)")
     control("reactivate", "offer a drained agent again")
     control("agents", "list agents", agent=False)
     return parser
@@ -116,20 +171,10 @@ async def _serve(config: LocalMesosConfig) -> int:
     return 0
 
 
-def _request(master: str, method: str, path: str, body: dict[str, Any] | None = None
-             ) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(master.rstrip("/") + path, data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return json.loads(resp.read() or b"null")
-
-
 def _control(ns: argparse.Namespace) -> int:
     cmd = ns.command
     if cmd == "agents":
-        out = _request(ns.master, "GET", "/localmesos/agents")
-        for a in out["agents"]:
+        for a in control.agents(ns.master):
             res = a["resources"]
             print(f"{a['id']}  {a['name']}  port={a['port']}  state={a['state']}"
                   f"{' draining' if a['draining'] else ''}  cpus={res['cpus']} "
@@ -138,34 +183,30 @@ def _control(ns: argparse.Namespace) -> int:
     if cmd == "add-agent":
         body = {k: getattr(ns, k) for k in ("cpus", "mem", "disk", "gpus", "ports",
                                             "attributes") if getattr(ns, k) is not None}
-        body["spot"] = ns.spot
-        out = _request(ns.master, "POST", "/localmesos/agents", body)
-        print(out["agent_id"])
+        print(control.add_agent(ns.master, spot=ns.spot, **body))
         return 0
-    path = f"/localmesos/agents/{urllib.request.quote(ns.agent, safe='')}"
     if cmd == "terminate":
-        body = {} if ns.notice is None else {"notice": ns.notice}
-        out = _request(ns.master, "POST", path + "/terminate", body)
+        out = control.terminate(ns.master, ns.agent, ns.notice)
     elif cmd == "revocable":
-        out = _request(ns.master, "POST", path + "/revocable",
-                       {"cpus": ns.cpus, "mem": ns.mem, "disk": ns.disk, "gpus": ns.gpus})
+        out = control.agent_action(ns.master, ns.agent, "revocable", {
+            "cpus": ns.cpus, "mem": ns.mem, "disk": ns.disk, "gpus": ns.gpus})
     elif cmd == "qos-kill":
         body = {} if ns.executor is None else {"executor_id": ns.executor}
-        out = _request(ns.master, "POST", path + "/qos-kill", body)
+        out = control.agent_action(ns.master, ns.agent, "qos-kill", body)
     elif cmd == "drain":
         body = {} if ns.grace is None else {"grace": ns.grace}
-        out = _request(ns.master, "POST", path + "/drain", body)
+        out = control.agent_action(ns.master, ns.agent, "drain", body)
     else:
-        out = _request(ns.master, "POST", path + "/reactivate", {})
+        out = control.agent_action(ns.master, ns.agent, "reactivate")
     print(json.dumps(out))
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "corral localmesos") -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] not in (*SUBCOMMANDS, "-h", "--help"):
-        args = ["run", *args]
-    parser = build_parser()
+    if not args or args[0] not in SUBCOMMANDS:
+        args = ["run", *args]  # also for --help: `run` is what most want to read about
+    parser = build_parser(prog)
     try:
         ns = parser.parse_args(args)
     except SystemExit as e:

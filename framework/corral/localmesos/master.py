@@ -864,8 +864,10 @@ class Master:
             if not any(m in machines for m in w.get("machine_ids", []))]
 
     def notice(self, rec: AgentRecord, seconds: float) -> None:
-        """A spot notice: a maintenance window from now, then the hard kill at its end."""
-        self._set_unavailability(rec, (time.time(), seconds))
+        """A spot notice: the machine goes ``seconds`` from now and does not come back, so
+        the unavailability starts then and has no duration (unbounded, as Mesos reads an
+        Unavailability without one). The hard kill follows at its start."""
+        self._set_unavailability(rec, (time.time() + seconds, None))
 
     def drain(self, rec: AgentRecord, max_grace: float | None) -> None:
         """DRAIN_AGENT: no more offers; kill its tasks with REASON_AGENT_DRAINING."""

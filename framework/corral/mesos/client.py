@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import random
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -164,9 +165,11 @@ class SchedulerClient:
         finally:
             self._closed = True
             self._mark_disconnected()
-            await self._session.close()
-            await self._detector.close()
-            self._stopped.set()
+            try:
+                await self._session.close()
+                await self._detector.close()
+            finally:
+                self._stopped.set()  # whatever clean-up raised, close() must return
 
     async def close(self) -> None:
         """Stop the subscription (without tearing the framework down) and end ``run()``."""
@@ -442,5 +445,19 @@ async def _check_status(resp: aiohttp.ClientResponse, kind: str, ok: tuple[int, 
     raise MesosCallError(resp.status, text, kind)
 
 
+# aiohttp's parser quotes what it got instead of an HTTP/1.1 status line; an HTTP/2 server
+# (gRPC, such as Corral's own API) opens with a SETTINGS frame: 3 length bytes, type 4.
+_NOT_HTTP1 = "Bad status line"
+_HTTP2_SETTINGS = re.compile(r"b'\\x00\\x00(\\x[0-9a-f]{2}|[^\\])\\x04")
+
+
 def _describe(e: BaseException) -> str:
+    """One readable line for a failure; never a dump of the bytes a non-Mesos server sent."""
+    if isinstance(e, aiohttp.ClientResponseError) and _NOT_HTTP1 in str(e.message):
+        where = str(e.request_info.real_url.origin()) if e.request_info else "the master"
+        if _HTTP2_SETTINGS.search(str(e.message)):
+            return (f"{where} answered in HTTP/2, not as a Mesos master: is it a gRPC port "
+                    "(such as Corral's own --api)? A Mesos master serves HTTP/1.1, by "
+                    "default on port 5050")
+        return f"{where} did not answer in HTTP/1.1: is it a Mesos master?"
     return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__

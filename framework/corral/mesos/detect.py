@@ -31,6 +31,7 @@ from kazoo.handlers.threading import KazooTimeoutError
 log = logging.getLogger("corral.mesos.detect")
 
 LEADER_PREFIX = "json.info_"
+STOP_WAIT_SECONDS = 2.0  # the longest close() waits for kazoo to stop
 _SEQ_RE = re.compile(r"^json\.info_(\d{10})$")
 
 
@@ -45,10 +46,18 @@ class MasterDetector(Protocol):
     async def close(self) -> None: ...
 
 
+SCHEMES = ("http", "https", "zk")
+
+
 def _normalise_http(master: str) -> str:
     m = master.strip().rstrip("/")
-    if m.startswith(("http://", "https://")):
+    if "://" in m:
         scheme, rest = m.split("://", 1)
+        if scheme.lower() not in ("http", "https"):
+            raise DetectorError(
+                f"unknown scheme {scheme + '://'!r} in master address {master!r}: use "
+                "http://host:port, https://host:port or zk://host:port[,host:port]/path")
+        scheme = scheme.lower()
     else:
         scheme, rest = "http", m
     hostport = rest.split("/", 1)[0]
@@ -122,11 +131,20 @@ def parse_zk_url(master: str) -> tuple[str, str]:
 
 
 class ZooKeeperDetector:
-    """Follows the Mesos leader group in ZooKeeper."""
+    """Follows the Mesos leader group in ZooKeeper.
 
-    def __init__(self, master: str, *, connect_timeout: float = 10.0) -> None:
+    kazoo clients are started and stopped only here, one at a time, and ``close()``
+    waits for a stop at most ``stop_wait`` seconds: kazoo's own ``start(timeout)`` would
+    stop the client from its thread on a timeout, racing our ``close()`` (kazoo then
+    raises a bare ``Exception`` from ``close()``), so a start is ``start_async()`` plus
+    our own bounded wait for CONNECTED.
+    """
+
+    def __init__(self, master: str, *, connect_timeout: float = 10.0,
+                 stop_wait: float = STOP_WAIT_SECONDS) -> None:
         self.hosts, self.path = parse_zk_url(master)
         self._connect_timeout = connect_timeout
+        self._stop_wait = stop_wait
         self._zk: KazooClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._leader: str | None = None
@@ -136,21 +154,36 @@ class ZooKeeperDetector:
         # Watch callbacks and the initial read may overlap; one refresh at a time keeps
         # the published leader in the order ZooKeeper changed.
         self._refresh_lock = threading.Lock()
+        self._stop_lock = threading.Lock()       # one kazoo start or stop at a time
+        self._stops: set[asyncio.Future[None]] = set()  # stops under way, for close()
 
     async def start(self) -> None:
-        if self._zk is not None:
+        if self._zk is not None or self._closed:
             return
-        self._loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         zk = KazooClient(hosts=self.hosts, timeout=self._connect_timeout)
+        connected = asyncio.Event()
+
+        def on_state(state: str) -> None:
+            if state == KazooState.CONNECTED:
+                with contextlib.suppress(RuntimeError):  # loop closing under us
+                    loop.call_soon_threadsafe(connected.set)
+            self._on_state(zk, state)
+
+        zk.add_listener(on_state)
         self._zk = zk
         try:
-            await asyncio.to_thread(zk.start, self._connect_timeout)
-        except KazooTimeoutError as e:
-            # kazoo keeps retrying in the background after a start timeout; stop it.
-            await asyncio.to_thread(self._stop_zk)
-            self._zk = None
-            raise DetectorError(f"cannot connect to ZooKeeper at {self.hosts}") from e
-        zk.add_listener(self._on_state)
+            async with asyncio.timeout(self._connect_timeout):
+                await asyncio.to_thread(self._start_client, zk)
+                await connected.wait()
+        except TimeoutError:
+            await self._shutdown(zk)
+            raise DetectorError(f"cannot connect to ZooKeeper at {self.hosts}") from None
+        except BaseException:
+            # Cancelled (close()) or kazoo failed: stop this client in the background;
+            # close() waits for it.
+            self._stop_in_background(zk)
+            raise
         await asyncio.to_thread(self._refresh)
 
     def add_listener(self, fn: Callable[[str | None], None]) -> None:
@@ -164,25 +197,49 @@ class ZooKeeperDetector:
         return self._leader
 
     async def close(self) -> None:
+        """Stop following; returns within about ``stop_wait`` seconds whatever ZooKeeper
+        and kazoo are doing (a kazoo stop still under way then ends on its own threads)."""
         self._closed = True
         if self._zk is not None:
-            await asyncio.to_thread(self._stop_zk)
-
-    def _stop_zk(self) -> None:
-        zk = self._zk
-        if zk is None:
+            self._stop_in_background(self._zk)
+        pending = list(self._stops)
+        if not pending:
             return
-        with contextlib.suppress(KazooException, OSError):
-            zk.stop()
-        with contextlib.suppress(KazooException, OSError):
-            zk.close()
+        _done, not_done = await asyncio.wait(pending, timeout=self._stop_wait)
+        if not_done:
+            log.warning("zk master detection: kazoo did not stop within %.1fs; its threads "
+                        "will end on their own", self._stop_wait)
+
+    async def _shutdown(self, zk: KazooClient) -> None:
+        """Stop ``zk`` and wait (shielded) until it has stopped."""
+        await asyncio.shield(self._stop_in_background(zk))
+
+    def _stop_in_background(self, zk: KazooClient) -> asyncio.Future[None]:
+        if self._zk is zk:
+            self._zk = None
+        fut = asyncio.ensure_future(asyncio.to_thread(self._stop_client, zk))
+        self._stops.add(fut)
+        fut.add_done_callback(self._stops.discard)
+        return fut
+
+    def _start_client(self, zk: KazooClient) -> None:
+        with self._stop_lock:  # a stop asked for meanwhile runs after, never interleaved
+            zk.start_async()
+
+    def _stop_client(self, zk: KazooClient) -> None:
+        with self._stop_lock:
+            try:
+                zk.stop()
+                zk.close()
+            except Exception as e:  # kazoo raises bare Exception from close()
+                log.warning("zk master detection: stopping the ZooKeeper client: %r", e)
 
     # --- kazoo threads -----------------------------------------------------------------
 
-    def _on_state(self, state: str) -> None:
+    def _on_state(self, zk: KazooClient, state: str) -> None:
         # Watches die with a lost session; re-read (off the connection thread) once back.
-        if state == KazooState.CONNECTED and self._zk is not None and not self._closed:
-            self._zk.handler.spawn(self._refresh)
+        if state == KazooState.CONNECTED and self._zk is zk and not self._closed:
+            zk.handler.spawn(self._refresh)
 
     def _refresh(self, _event: object = None) -> None:
         """Read the group, publish the leader, and leave a watch for the next change."""
@@ -242,6 +299,14 @@ class ZooKeeperDetector:
             self._known.set()
         for fn in list(self._listeners):
             fn(url)
+
+
+def check_master(master: str) -> None:
+    """Raise ``DetectorError`` (naming the problem) if ``master`` cannot be used; no I/O."""
+    if master.strip().startswith("zk://"):
+        parse_zk_url(master.strip())
+    else:
+        _normalise_http(master)
 
 
 def detector_for(master: str, *, connect_timeout: float = 10.0) -> MasterDetector:

@@ -128,6 +128,11 @@ async def _until_stop_signal() -> None:
     await stop.wait()
 
 
+def _api_failure(api: str, exc: Exception) -> str:
+    # start_api_server's OSError already names the address and the reason.
+    return str(exc) if isinstance(exc, OSError) else f"cannot serve the API on {api}: {exc}"
+
+
 def _advertised(api: str, port: int) -> str:
     host = api.rsplit(":", 1)[0]
     if host in ("", "0.0.0.0", "[::]", "::"):
@@ -151,7 +156,7 @@ async def serve_replica(args: argparse.Namespace, config: RuntimeConfig) -> int:
     try:
         server, port = await start_api_server(replica, args.api)
     except Exception as exc:
-        print(f"corral scheduler: cannot serve the API on {args.api}: {exc}", file=sys.stderr)
+        print(f"corral scheduler: {_api_failure(args.api, exc)}", file=sys.stderr)
         return 2
     replica.api_address = _advertised(args.api, port)
     replica.identity = args.identity or f"{socket.gethostname()}-{port}"
@@ -174,6 +179,13 @@ async def serve_replica(args: argparse.Namespace, config: RuntimeConfig) -> int:
 
 async def serve(args: argparse.Namespace) -> int:
     from corral.api.server import start_api_server
+    from corral.mesos.detect import DetectorError, check_master
+
+    try:
+        check_master(args.master)
+    except DetectorError as exc:
+        print(f"corral scheduler: bad --master: {exc}", file=sys.stderr)
+        return 2
 
     config = RuntimeConfig(
         master=args.master, framework_name=args.name, mesos_role=args.mesos_role,
@@ -192,8 +204,8 @@ async def serve(args: argparse.Namespace) -> int:
     service = SchedulerService(config)
     try:
         server, port = await start_api_server(service, args.api)
-    except Exception as exc:  # grpc raises RuntimeError on a busy port
-        print(f"corral scheduler: cannot serve the API on {args.api}: {exc}", file=sys.stderr)
+    except Exception as exc:
+        print(f"corral scheduler: {_api_failure(args.api, exc)}", file=sys.stderr)
         return 2
     await service.start()
     host = args.api.rsplit(":", 1)[0]

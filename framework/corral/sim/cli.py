@@ -87,9 +87,8 @@ def format_text(r: dict[str, Any]) -> str:
         f"utilization: {r['utilization']:.1%}",
         f"cost: {c['total']:.2f} vs all-on-demand {c['all_on_demand']:.2f} "
         f"(ratio {_num(c['ratio_to_on_demand'])}; spot share of cpu {c['spot_cpu_fraction']:.1%})",
-        f"fairness: Jain mean {_num(f['jain_mean'])} min {_num(f['jain_min'])}; new roles "
-        f"fair after "
-        f"{f['cycles_to_fair_new_roles'] or '-'} cycles",
+        f"fairness: Jain mean {_num(f['jain_mean'])} min {_num(f['jain_min'])}; "
+        f"{_new_roles(f['cycles_to_fair_new_roles'])}",
         f"deadlines: {d['met']} met, {d['missed']} missed, {d['unresolved']} unresolved "
         f"(met fraction {_num(d['met_fraction'])}); risk flags {d['risk_flags']}",
         f"preemptions: {r['preemptions']['count']} ({r['preemptions']['per_hour']}/h); "
@@ -102,6 +101,15 @@ def format_text(r: dict[str, Any]) -> str:
         lines.append(f"timing: {t['decisions_per_second']:.0f} job decisions/s, "
                      f"{t['tasks_placed_per_second'] or 0:.0f} tasks placed/s (wall clock)")
     return "\n".join(lines) + "\n"
+
+
+def _new_roles(cycles: dict[str, int | None]) -> str:
+    """How many allocation cycles each role arriving mid-run took to get its fair share."""
+    if not cycles:
+        return "no role arrived mid-run"
+    parts = [f"{role} {'never' if c is None else f'after {c} cycle' + ('' if c == 1 else 's')}"
+             for role, c in sorted(cycles.items())]
+    return "new roles fair: " + ", ".join(parts)
 
 
 def _num(x: float | None, unit: str = "") -> str:

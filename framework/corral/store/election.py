@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import queue
+import socket
 import threading
 import time
 import uuid
@@ -59,6 +60,7 @@ class LeaderInfo:
     api_address: str
     pid: int
     started_at: float
+    host: str = ""  # the replica's hostname ("" from replicas that predate the field)
     node: str = ""  # the contender node's name (not stored in the payload)
 
     def payload(self) -> bytes:
@@ -71,7 +73,8 @@ class LeaderInfo:
         try:
             d = json.loads(data)
             return cls(identity=str(d["identity"]), api_address=str(d["api_address"]),
-                       pid=int(d["pid"]), started_at=float(d["started_at"]), node=node)
+                       pid=int(d["pid"]), started_at=float(d["started_at"]),
+                       host=str(d.get("host", "")), node=node)
         except (ValueError, KeyError, TypeError) as e:
             raise StateCorrupt(node, f"contender node holds no valid LeaderInfo: {e}") from None
 
@@ -104,6 +107,25 @@ class Deposed:
 
 
 LeadershipEvent = Elected | Deposed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True
+
+
+def _accepts_connections(address: str, timeout: float = 0.5) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def _seq(name: str) -> int | None:
@@ -142,7 +164,8 @@ class LeaderElection:
         self._client = client
         self._root = root
         self._dir = election_dir(root)
-        self.info = LeaderInfo(identity, api_address, os.getpid(), time.time())
+        self.info = LeaderInfo(identity, api_address, os.getpid(), time.time(),
+                               socket.gethostname())
         self._loop = loop
         self._on_event = on_event
         # A replica restarted right after a crash finds its old node until that session
@@ -270,14 +293,31 @@ class LeaderElection:
         return [c for c in self._contenders()
                 if c.identity == self.info.identity and not c.node.startswith(self._prefix)]
 
+    def _seems_alive(self, other: LeaderInfo) -> bool:
+        """Positive evidence that the replica behind ``other`` still runs: on this host,
+        its process exists; elsewhere, something accepts connections at its API address
+        (unless that address is ours: then it is our own crashed predecessor)."""
+        if other.host and other.host == self.info.host:
+            return _pid_alive(other.pid)
+        if other.api_address and other.api_address != self.info.api_address:
+            return _accepts_connections(other.api_address)
+        return False
+
     def _refuse_duplicate_identity(self) -> None:
         deadline = time.monotonic() + self._duplicate_wait
+        alive: dict[str, bool] = {}  # node -> seems alive (probed once per node)
         while True:
             dups = self._same_identity()
             if not dups:
                 return
-            if time.monotonic() >= deadline:
-                d = dups[0]
+            for d in dups:
+                if d.node not in alive:
+                    alive[d.node] = self._seems_alive(d)
+            live = [d for d in dups if alive[d.node]]
+            # A live duplicate is refused at once; a node without a live process may be
+            # our own crashed predecessor's: it vanishes when its session times out.
+            if live or time.monotonic() >= deadline:
+                d = (live or dups)[0]
                 raise DuplicateIdentity(
                     f"another scheduler replica already runs as {d.identity!r} (pid {d.pid}, "
                     f"API {d.api_address or 'unknown'}, node {self._dir}/{d.node}); give each "

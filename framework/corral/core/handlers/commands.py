@@ -49,7 +49,7 @@ def check_scale(st: CoreState, key: str, workers: int) -> None:
 def check_kill(st: CoreState, key: str) -> None:
     job = job_or_raise(st, key)
     if job.phase.terminal:
-        raise Conflict(f"job {key} is already {job.phase.value}; nothing to kill")
+        raise Conflict(f"job {key} already ended {job.phase.value}; there is nothing to kill")
 
 
 def on_submit(st: CoreState, e: ev.SubmitJob, ctx: Ctx) -> None:
