@@ -48,6 +48,22 @@ CALL_TIMEOUT = 10.0
 TOKEN_ENV = "MESOS_EXECUTOR_AUTHENTICATION_TOKEN"
 
 
+def hide_initial_environment() -> bool:
+    """Make this process non-dumpable (Linux ``prctl(PR_SET_DUMPABLE, 0)``).
+
+    Erasing the token from ``os.environ`` does not erase it from the environment block
+    the kernel shows in ``/proc/<pid>/environ``; our task runs as the same user and could
+    read it there (or ptrace us) and forge our updates. A non-dumpable process's /proc
+    files belong to root, so only root can. False where this is not possible."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(4, 0, 0, 0, 0) == 0  # PR_SET_DUMPABLE = 4
+    except (OSError, AttributeError):
+        return False
+
+
 def uuid4_bytes() -> bytes:
     """A random (version 4) UUID's 16 bytes, without importing ``uuid`` (start-up cost)."""
     b = bytearray(os.urandom(16))
@@ -421,6 +437,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # Mesos' executor library erases the token too: nothing we start may see it.
     os.environ.pop(TOKEN_ENV, None)
+    if config.auth_token:
+        hide_initial_environment()
     try:
         return asyncio.run(Executor(config).run())
     except KeyboardInterrupt:
