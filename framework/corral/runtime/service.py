@@ -46,7 +46,12 @@ from corral.core.spot import OverProvision
 from corral.core.views import JobView, NotFound, NotLeader
 from corral.mesos import codec
 from corral.mesos.client import SchedulerClient
-from corral.mesos.errors import FrameworkFailedOver, FrameworkRemoved, MesosError
+from corral.mesos.errors import (
+    AuthenticationFailed,
+    FrameworkFailedOver,
+    FrameworkRemoved,
+    MesosError,
+)
 from corral.runtime import translate
 
 log = logging.getLogger("corral.runtime")
@@ -72,6 +77,14 @@ class RuntimeConfig:
     user: str = field(default_factory=getpass.getuser)
     failover_timeout: float = 7 * 24 * 3600.0
     executor_command: str = field(default_factory=default_executor_command)
+    # CommandInfo.URI JSON objects the fetcher brings into each executor's sandbox.
+    executor_uris: tuple[dict[str, Any], ...] = ()
+    principal: str | None = None  # Mesos framework principal (HTTP Basic, FrameworkInfo)
+    secret: str | None = field(default=None, repr=False)
+    master_ca_file: str | None = None  # CAs to check an https:// master against
+    # Called when Mesos refuses our credentials (``corral scheduler`` exits 2).
+    on_unauthorized: Callable[[str], None] | None = field(
+        default=None, repr=False, compare=False)
     tick_seconds: float = 1.0
     usage_interval: float = 5.0
     hostname: str = field(default_factory=socket.gethostname)
@@ -98,9 +111,22 @@ class RuntimeConfig:
             "hostname": self.hostname,
             "capabilities": [{"type": c} for c in MESOS_CAPABILITIES],
         }
+        if self.principal:
+            info["principal"] = self.principal
         if framework_id:
             info["id"] = {"value": framework_id}
         return info
+
+    def client_options(self) -> dict[str, Any]:
+        """Credentials and TLS settings for the ``SchedulerClient``."""
+        import ssl
+
+        opts: dict[str, Any] = {}
+        if self.principal:
+            opts["credentials"] = (self.principal, self.secret or "")
+        if self.master_ca_file:
+            opts["ssl_context"] = ssl.create_default_context(cafile=self.master_ca_file)
+        return opts
 
 
 @dataclass
@@ -147,7 +173,7 @@ class SchedulerService:
         self.client = SchedulerClient(
             config.master, config.framework_info(framework_id), self._on_mesos_event,
             # In HA mode a successor subscribing with our framework id means we are done.
-            stop_on_failover=ha,
+            stop_on_failover=ha, **config.client_options(),
         )
         self.effects_done = 0
         self.acting = True  # False once halted: nothing more is decided or carried out
@@ -185,6 +211,12 @@ class SchedulerService:
         if task.cancelled() or not self.acting:
             return
         exc = task.exception()
+        if isinstance(exc, AuthenticationFailed):
+            # Wrong principal or secret: every attempt would fail the same way.
+            self._fatal(f"Mesos refused our credentials: {exc}")
+            if self.config.on_unauthorized is not None:
+                self.config.on_unauthorized(str(exc))
+            return
         if exc is not None and self._persist is None:
             # Single-replica mode keeps its old behaviour: log, keep serving the API.
             log.error("the Mesos subscription ended: %s", exc)
@@ -463,6 +495,7 @@ class SchedulerService:
                         t, agent_id, self.config.executor_command,
                         role=self.config.mesos_role, allocation_role=alloc,
                         usage_interval=self.config.usage_interval,
+                        uris=self.config.executor_uris,
                     )
                     for t in tasks
                 ]
