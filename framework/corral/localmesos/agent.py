@@ -511,7 +511,8 @@ class Agent:
     def _env(self, framework_id: str, executor_id: str, sandbox: Path, command: Json,
              grace: float) -> dict[str, str]:
         checkpoint = bool(self.frameworks.get(framework_id, {}).get("checkpoint", False))
-        env = dict(os.environ)
+        base = self.options.containers.base_env
+        env = dict(os.environ) if base is None else dict(base)
         env.update({
             "MESOS_FRAMEWORK_ID": framework_id,
             "MESOS_EXECUTOR_ID": executor_id,

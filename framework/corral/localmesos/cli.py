@@ -75,6 +75,9 @@ def _run_parser(p: argparse.ArgumentParser) -> None:
                         "containerizer)")
     g.add_argument("--fetcher-cache-size", type=int, default=d.fetcher_cache_size,
                    metavar="BYTES", help="fetcher cache capacity per agent (default 2 GiB)")
+    g.add_argument("--executor-environment-variables", metavar="JSON", default=None,
+                   help='the environment executors and tasks start from, e.g. '
+                        '\'{"PATH": "/usr/bin:/bin"}\' (default: localmesos\' own)')
     g.add_argument("--fetcher-stall-timeout", type=float, default=d.fetcher_stall_timeout,
                    metavar="SECONDS", help="a download making no progress this long fails")
 
@@ -127,7 +130,8 @@ def _config(ns: argparse.Namespace) -> LocalMesosConfig:
         tls_cert=ns.tls_cert, tls_key=ns.tls_key, tls_ca_file=ns.tls_ca_file,
         switch_user=ns.switch_user, images_on_host=ns.images_on_host,
         fetcher_cache_size=ns.fetcher_cache_size,
-        fetcher_stall_timeout=ns.fetcher_stall_timeout)
+        fetcher_stall_timeout=ns.fetcher_stall_timeout,
+        executor_environment_variables=ns.executor_environment_variables)
 
 
 async def _serve(config: LocalMesosConfig) -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -77,6 +78,7 @@ class LocalMesosConfig:
     images_on_host: bool = False            # run containers that ask for an image on the host
     fetcher_cache_size: int = fetcher.DEFAULT_CACHE_BYTES
     fetcher_stall_timeout: float = fetcher.DEFAULT_STALL_TIMEOUT
+    executor_environment_variables: str | None = None  # JSON object of strings
 
     def validate(self) -> None:
         """Raise ValueError with a readable message for a bad configuration."""
@@ -102,6 +104,21 @@ class LocalMesosConfig:
             raise ValueError("--tls-cert and --tls-key go together")
         if self.fetcher_cache_size < 0 or self.fetcher_stall_timeout <= 0:
             raise ValueError("--fetcher-cache-size must be >= 0, --fetcher-stall-timeout > 0")
+        self.executor_environment()
+
+    def executor_environment(self) -> dict[str, str] | None:
+        """``--executor-environment-variables`` parsed (Mesos: a JSON object of strings)."""
+        if self.executor_environment_variables is None:
+            return None
+        try:
+            env = json.loads(self.executor_environment_variables)
+        except ValueError as exc:
+            raise ValueError(f"--executor-environment-variables is not JSON: {exc}") from None
+        if not isinstance(env, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+            raise ValueError("--executor-environment-variables must be a JSON object of "
+                             "string values")
+        return env
 
     def load_credentials(self) -> dict[str, str]:
         """principal → secret (empty without --credentials); ValueError if unusable."""
@@ -147,7 +164,8 @@ class LocalMesos:
             switch_user=cfg.switch_user, images_on_host=cfg.images_on_host,
             executor_secret=os.urandom(32) if cfg.authenticate_http_executors else None,
             fetcher_cache_bytes=cfg.fetcher_cache_size,
-            fetcher_stall_timeout=cfg.fetcher_stall_timeout, executor_env=executor_env)
+            fetcher_stall_timeout=cfg.fetcher_stall_timeout, executor_env=executor_env,
+            base_env=cfg.executor_environment())
         self.work_dir: Path | None = None
         self._own_work_dir = False
         self._runner: web.AppRunner | None = None

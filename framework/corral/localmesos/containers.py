@@ -71,6 +71,9 @@ class ContainerOptions:
     fetcher_cache_bytes: int = fetcher.DEFAULT_CACHE_BYTES
     fetcher_stall_timeout: float = fetcher.DEFAULT_STALL_TIMEOUT
     executor_env: dict[str, str] = field(default_factory=dict)  # e.g. LIBPROCESS_SSL_*
+    # --executor-environment-variables: the environment containers start from (None: the
+    # agent's own, which is what Mesos' containers inherit without that flag).
+    base_env: dict[str, str] | None = None
 
 
 def resolve_user(options: ContainerOptions, framework_info: Json, command: Json
