@@ -5,6 +5,7 @@ process for the exit-code contract."""
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import ssl
 import subprocess
@@ -21,7 +22,7 @@ from corral.mesos.errors import AuthenticationFailed
 from corral.procs import start_localmesos
 from tests.tlsutil import make_certs
 
-FW = {"user": "root", "name": "corral-credentials-test", "failover_timeout": 60.0}
+FW = {"user": getpass.getuser(), "name": "corral-credentials-test", "failover_timeout": 60.0}
 
 
 def credentials(tmp_path: Path) -> Path:
