@@ -15,7 +15,9 @@ starting localmesos, and
   see at the same path (the Vagrant cluster shares ``/vagrant``);
 * ``CORRAL_E2E_TASK_PYTHON``: the interpreter job commands run with on the agents
   (default: this one, the same path there);
-* ``CORRAL_E2E_MASTER_CA_FILE``: CAs for the test's own reads of an https master.
+* ``CORRAL_E2E_MASTER_CA_FILE``: CAs for the test's own reads of an https master;
+* ``CORRAL_E2E_ZK``: a ZooKeeper ensemble (``host:port,...``) for the HA tests' replicas
+  (default: one the tests start from Debian's ``zookeeper`` package).
 
 Tests that inject faults through localmesos' own endpoints, or look for the job's
 processes on this machine, are skipped by name (``LOCALMESOS_ONLY``), saying why.

@@ -9,6 +9,7 @@ localmesos' state every 50 ms and records the most live master tasks any job eve
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 import time
@@ -100,15 +101,21 @@ class Ha:
 
 
 @pytest.fixture(scope="module")
-def ha(tmp_path_factory: pytest.TempPathFactory, zk_server: ZooKeeperServer) -> Iterator[Ha]:
-    if not zk_server.running:
-        zk_server.start()
+def ha(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Ha]:
+    # CORRAL_E2E_ZK=host:port[,host:port]: the replicas elect in that ensemble (a real
+    # cluster's), under a fresh chroot; else in a ZooKeeper the tests start.
+    hosts = os.environ.get("CORRAL_E2E_ZK")
+    if not hosts:
+        zk_server: ZooKeeperServer = request.getfixturevalue("zk_server")
+        if not zk_server.running:
+            zk_server.start()
+        hosts = zk_server.hosts
     work = work_dir(tmp_path_factory, "corral-ha")
     logs = work / "logs"
     logs.mkdir()
     lm, url = start_master(work / "mesos", logs, agents=3, cpus=4, mem=4096,
                            allocation_interval=0.1)
-    h = Ha(work, logs, url, f"zk://{zk_server.hosts}/ha-{uuid.uuid4().hex[:8]}",
+    h = Ha(work, logs, url, f"zk://{hosts}/ha-{uuid.uuid4().hex[:8]}",
            Cluster(work, url, "", lm, lm))  # type: ignore[arg-type]
     try:
         yield h

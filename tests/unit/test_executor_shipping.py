@@ -135,3 +135,15 @@ def test_written_artifact_is_not_left_half_done(tmp_path: Path) -> None:
     path = build().write(tmp_path / ARTIFACT_NAME)
     assert [p.name for p in tmp_path.iterdir()] == [ARTIFACT_NAME]
     assert stat.S_ISREG(os.stat(path).st_mode)
+
+
+def test_advertised_base_fills_in_the_bound_port() -> None:
+    from corral.runtime.main import advertised_base
+
+    server = HttpServer()
+    server.host, server.port = "0.0.0.0", 41234
+    assert advertised_base("192.168.56.10", server) == "http://192.168.56.10:41234"
+    assert advertised_base("http://sched.example/", server) == "http://sched.example:41234"
+    assert advertised_base("http://sched:7071", server) == "http://sched:7071"
+    assert advertised_base("[fd00::1]", server) == "http://[fd00::1]:41234"
+    assert advertised_base("http://[fd00::1]:80", server) == "http://[fd00::1]:80"

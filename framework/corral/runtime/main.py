@@ -74,8 +74,8 @@ def build_parser(prog: str = "corral scheduler") -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--http-advertise", metavar="URL", default=os.environ.get("CORRAL_HTTP_ADVERTISE"),
-        help="base URL agents reach --http at (default http://HOST:PORT, this machine's "
-             "name for a wildcard HOST)",
+        help="base URL (or host) agents reach --http at; without a port, the bound one "
+             "(default http://HOST:PORT, this machine's name for a wildcard HOST)",
     )
     g.add_argument(
         "--executor-uri", metavar="URL", default=os.environ.get("CORRAL_EXECUTOR_URI"),
@@ -222,6 +222,21 @@ def mesos_settings(args: argparse.Namespace, config: RuntimeConfig) -> str | Non
     return None
 
 
+def advertised_base(advertise: str | None, server: HttpServer) -> str:
+    """The base URL agents use for ``--http``: ``--http-advertise`` (a URL, or a bare
+    host), with the bound port filled in where it names none; else the server's own."""
+    if not advertise:
+        return server.advertise()
+    url = advertise.strip().rstrip("/")
+    if "://" not in url:
+        url = f"http://{url}"
+    scheme, rest = url.split("://", 1)
+    hostport = rest.split("/", 1)[0]
+    has_port = hostport.rsplit("]", 1)[-1].count(":") == 1 if hostport.startswith("[") \
+        else hostport.count(":") == 1
+    return url if has_port else f"{scheme}://{hostport}:{server.port}"
+
+
 async def start_http(args: argparse.Namespace, config: RuntimeConfig) -> HttpServer | None:
     """Serve ``--http`` (the executor artifact) and point the executor at its fetched
     copy (``--http`` or ``--executor-uri``). Returns the server (None without --http)."""
@@ -236,7 +251,7 @@ async def start_http(args: argparse.Namespace, config: RuntimeConfig) -> HttpSer
         server = HttpServer()
         add_routes(server, artifact)
         await server.start(args.http)
-        base = (args.http_advertise or server.advertise()).rstrip("/")
+        base = advertised_base(args.http_advertise, server)
         print(f"corral scheduler HTTP at {server.advertise()}", flush=True)
         if not uri:
             uri = base + artifact.versioned_path
