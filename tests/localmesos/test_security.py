@@ -248,3 +248,45 @@ def test_credentials_file_formats(tmp_path: Path) -> None:
             auth.load_credentials(str(text))
     with pytest.raises(auth.CredentialsError):
         auth.load_credentials(str(tmp_path / "missing"))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+@async_test
+async def test_corral_executor_as_a_user_keeps_its_token_from_the_task() -> None:
+    """Corral's own executor, fetched as the zipapp from a file:// URI and run as nobody by
+    the machine's stock python3: its task (also nobody) cannot read the executor's token
+    from /proc, and does not get it in its environment."""
+    from corral.artifact import build
+    from corral.core.effects import TaskLaunch
+    from corral.core.model import TaskKey, TaskKind
+    from corral.core.resources import Resources
+    from corral.http.executor import executor_setup
+    from corral.runtime.translate import task_info
+
+    _user("nobody")
+    stock = "/usr/bin/python3"
+    if not os.path.exists(stock):
+        pytest.skip("no /usr/bin/python3")
+    async with cluster(agents=1) as lm:
+        assert lm.work_dir is not None
+        pyz = build().write(Path(lm.work_dir) / "corral-executor.pyz")
+        pyz.chmod(0o644)
+        command, uris = executor_setup(pyz.as_uri(), python=stock)
+        s = Scheduler(lm.master_url)
+        await s.subscribe(framework_info(user="nobody"))
+        o = (await s.offers())[0]
+        probe = ("cat /proc/$PPID/environ > leak 2> err; echo $? > rc; "
+                 "env > task-env; id -u > uid")
+        launch = TaskLaunch(task_id="t", key=TaskKey("r/e/n", TaskKind.MASTER), attempt=1,
+                            name="t", command=probe, resources=Resources(0.5, 128), ports=(),
+                            revocable=False, env=(), grace_seconds=1.0, hostname="x")
+        info = task_info(launch, o["agent_id"]["value"], command, uris=uris)
+        await s.launch(o, [info])
+        await s.until("t", "TASK_FINISHED", timeout=20)
+        box = next(Path(lm.work_dir).glob("agents/*/frameworks/*/executors/t/runs/*"))
+        assert (box / "uid").read_text().strip() == str(pwd.getpwnam("nobody").pw_uid)
+        assert (box / "rc").read_text().strip() != "0"
+        assert "Permission denied" in (box / "err").read_text()
+        assert "MESOS_EXECUTOR_AUTHENTICATION_TOKEN" not in (box / "task-env").read_text()
+        assert f"{box}/corral-executor.pyz" in (box / "task-env").read_text()  # PYTHONPATH
+        await s.close()

@@ -12,8 +12,9 @@ Owns the steps between "launch this executor (or command task)" and starting its
   REASON_CONTAINER_LAUNCH_FAILED unless ``--images-on-host``, which runs it on the host
   and says so in every status update of it (``image_note``).
 * **Fetch**: the ``CommandInfo.uris`` through the agent's ``FetchCache``, by the fetcher
-  program (``fetcher.py``) run as the container's user; its output goes to the sandbox's
-  stdout/stderr, as in Mesos.
+  program (``fetcher.py``), which switches to the container's user itself (the
+  interpreter it starts with need not be that user's to run); its output goes to the
+  sandbox's stdout/stderr, as in Mesos.
 * **Executor token** (``--authenticate-http-executors``, on by default): a JWT for this
   framework, executor and container in ``MESOS_EXECUTOR_AUTHENTICATION_TOKEN``.
 
@@ -184,7 +185,7 @@ async def fetch(cache: fetcher.FetchCache, uris: list[Json], sandbox: Path,
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-I", "-S", fetcher.__file__, env=env, cwd=sandbox,
                 stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=err,
-                start_new_session=True, **(run_as.spawn_kwargs() if run_as else {}))
+                start_new_session=True)
         track(proc.pid, True)
         try:
             code = await proc.wait()

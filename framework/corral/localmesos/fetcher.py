@@ -8,9 +8,11 @@ Two halves, as in Mesos (``src/slave/containerizer/fetcher.cpp`` and
   user fetched that URI before; a download still under way is waited for). Entries are
   keyed by ``user@uri``, named ``c<n>-<basename>`` in ``<cache dir>/<user>``, and evicted
   least recently used first once the cache holds more than its capacity.
-* ``main()`` is the fetcher *program* the agent runs once per container, as the task's
-  user, with a ``FetcherInfo`` JSON in ``MESOS_FETCHER_INFO`` (this file runs as a script
-  with ``python -I -S``, so it imports nothing but the standard library). For each item
+* ``main()`` is the fetcher *program* the agent runs once per container with a
+  ``FetcherInfo`` JSON in ``MESOS_FETCHER_INFO`` (this file runs as a script with
+  ``python -I -S``, so it imports nothing but the standard library). Started by a root
+  agent, it switches to the FetcherInfo's ``user`` before touching anything, as Mesos'
+  fetcher does with ``os::su``, so file permissions hold for what it reads and writes. For each item
   it downloads ``http(s)://`` with ``urllib`` (redirects followed, HTTP 200 required, a
   read that stalls for ``stall_timeout`` fails), copies ``file://`` and absolute paths,
   then, as the URI asks: marks it ``executable`` (0755), or ``extract``s ``.tar``,
@@ -212,8 +214,25 @@ def fetch_item(item: Json, sandbox: str, cache_dir: str | None, stall: float) ->
     return dest
 
 
+def switch_user(name: str) -> None:
+    """Become ``name`` (groups, then gid, then uid): Mesos' ``os::su``."""
+    import pwd
+
+    pw = pwd.getpwnam(name)
+    os.initgroups(name, pw.pw_gid)
+    os.setgid(pw.pw_gid)
+    os.setuid(pw.pw_uid)
+
+
 def run(info: Json) -> int:
     """Fetch every item of a FetcherInfo; 0 on success, 1 after the first failure."""
+    user = info.get("user")
+    if user and os.geteuid() == 0:
+        try:
+            switch_user(str(user))
+        except (KeyError, OSError) as exc:
+            print(f"Fetcher could not switch to user '{user}': {exc}", file=sys.stderr)
+            return 1
     sandbox = str(info["sandbox_directory"])
     cache_dir = info.get("cache_directory")
     stall = float((info.get("stall_timeout") or {}).get("nanoseconds",
