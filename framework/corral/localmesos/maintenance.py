@@ -71,16 +71,19 @@ def check_machine(machine: Any) -> MachineKey:
     return key
 
 
+def _add_unique(keys: list[MachineKey], machine: Any) -> None:
+    key = check_machine(machine)
+    if key in keys:
+        raise MaintenanceError(f"Machine '{_text(key)}' appears more than once in the schedule")
+    keys.append(key)
+
+
 def check_machines(machines: Any) -> list[MachineKey]:
     if not isinstance(machines, list) or not machines:
         raise MaintenanceError("List of machines is empty")
     keys: list[MachineKey] = []
     for m in machines:
-        key = check_machine(m)
-        if key in keys:
-            raise MaintenanceError(f"Machine '{_text(key)}' appears more than once in the "
-                                   "schedule")
-        keys.append(key)
+        _add_unique(keys, m)
     return keys
 
 
@@ -119,11 +122,7 @@ class Book:
             if duration is not None and duration < 0:
                 raise MaintenanceError("Unavailability 'duration' is negative")
             for m in ids:
-                key = check_machine(m)
-                if key in updated:
-                    raise MaintenanceError(f"Machine '{_text(key)}' appears more than once "
-                                           "in the schedule")
-                updated.append(key)
+                _add_unique(updated, m)
         for key, mode in self.modes.items():
             if mode == DOWN and key not in updated:
                 raise MaintenanceError(f"Machine '{_text(key)}' is deactivated and cannot be "
