@@ -246,11 +246,19 @@ async def start_http(args: argparse.Namespace, config: RuntimeConfig) -> HttpSer
 
     server: HttpServer | None = None
     uri = args.executor_uri
+    if uri:
+        try:
+            executor_setup(uri)
+        except ValueError as exc:
+            raise ValueError(f"--executor-uri: {exc}") from None
     if args.http:
         artifact = build()
         server = HttpServer()
         add_routes(server, artifact)
-        await server.start(args.http)
+        try:
+            await server.start(args.http)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot serve --http {args.http}: {exc}") from None
         base = advertised_base(args.http_advertise, server)
         print(f"corral scheduler HTTP at {server.advertise()}", flush=True)
         if not uri:
@@ -334,8 +342,8 @@ async def serve(args: argparse.Namespace) -> int:
         return 2
     try:
         http = await start_http(args, config)
-    except (OSError, ValueError, RuntimeError) as exc:
-        print(f"corral scheduler: cannot serve --http {args.http}: {exc}", file=sys.stderr)
+    except (ValueError, RuntimeError) as exc:
+        print(f"corral scheduler: {exc}", file=sys.stderr)
         return 2
     stop = asyncio.Event()
     refused: list[str] = []
