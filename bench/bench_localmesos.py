@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import resource
 import time
@@ -36,7 +37,8 @@ async def run(n_agents: int, n_tasks: int, per_offer: int) -> None:
     t0 = time.monotonic()
     try:
         sub = await session.post(url, data=json.dumps({"type": "SUBSCRIBE", "subscribe": {
-            "framework_info": {"user": "bench", "name": "bench"}}}), headers=hdr)
+            # An existing user: as root, localmesos runs tasks as the framework's user.
+            "framework_info": {"user": getpass.getuser(), "name": "bench"}}}), headers=hdr)
         hdr["Mesos-Stream-Id"] = sub.headers["Mesos-Stream-Id"]
         dec = Decoder()
         fid = None

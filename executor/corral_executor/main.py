@@ -3,9 +3,17 @@
 ``python -m corral_executor`` runs ``main()``. The shell owns I/O only: it feeds events
 (agent stream, process exit, usage samples, control files, timers, signals) one at a time
 into ``state.handle`` and carries out the returned actions. The agent is reached at
-``http://$MESOS_AGENT_ENDPOINT/api/v1/executor``: SUBSCRIBE holds a RecordIO event stream
-open; every UPDATE and MESSAGE call goes out on its own request, in order, from one
-sender queue so updates reach the agent in the order they were made.
+``http(s)://$MESOS_AGENT_ENDPOINT/api/v1/executor`` (``agenthttp``): SUBSCRIBE holds a
+RecordIO event stream open; every UPDATE and MESSAGE call goes out on its own request, in
+order, from one sender queue so updates reach the agent in the order they were made.
+With executor authentication on, the agent hands us a token in
+``MESOS_EXECUTOR_AUTHENTICATION_TOKEN``: it goes with every call as ``Bearer``, and is
+taken out of the environment at once (as Mesos' executor library does) so the task never
+sees it and cannot forge our updates.
+
+The package needs only the standard library: it also runs as a zipapp fetched into the
+sandbox (see ``corral.artifact``), and then puts that archive on the task's
+``PYTHONPATH`` so the job can ``import corral_executor.sdk``.
 """
 
 from __future__ import annotations
@@ -18,15 +26,12 @@ import os
 import signal
 import sys
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
-from corral_executor import control
+from corral_executor import agenthttp, control
 from corral_executor import state as core
 from corral_executor.durations import duration_env
 from corral_executor.process import TaskProcess, stderr_tail
@@ -38,6 +43,33 @@ log = logging.getLogger("corral_executor")
 INITIAL_BACKOFF = 0.1
 #: Attempts for an UPDATE call that the agent did not accept while connected.
 UPDATE_ATTEMPTS = 3
+#: Seconds a non-streaming call (UPDATE, MESSAGE) may take in all.
+CALL_TIMEOUT = 10.0
+TOKEN_ENV = "MESOS_EXECUTOR_AUTHENTICATION_TOKEN"
+
+
+def hide_initial_environment() -> bool:
+    """Make this process non-dumpable (Linux ``prctl(PR_SET_DUMPABLE, 0)``).
+
+    Erasing the token from ``os.environ`` does not erase it from the environment block
+    the kernel shows in ``/proc/<pid>/environ``; our task runs as the same user and could
+    read it there (or ptrace us) and forge our updates. A non-dumpable process's /proc
+    files belong to root, so only root can. False where this is not possible."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(4, 0, 0, 0, 0) == 0  # PR_SET_DUMPABLE = 4
+    except (OSError, AttributeError):
+        return False
+
+
+def uuid4_bytes() -> bytes:
+    """A random (version 4) UUID's 16 bytes, without importing ``uuid`` (start-up cost)."""
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40
+    b[8] = (b[8] & 0x3F) | 0x80
+    return bytes(b)
 
 
 class ConfigError(ValueError):
@@ -56,6 +88,8 @@ class Config:
     shutdown_grace: float
     ack_timeout: float
     poll_seconds: float
+    auth_token: str | None = None  # MESOS_EXECUTOR_AUTHENTICATION_TOKEN
+    endpoint: agenthttp.Endpoint | None = None  # default: plain HTTP to agent_endpoint
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
@@ -80,28 +114,41 @@ class Config:
                 shutdown_grace=duration_env(dict(env), "MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD", 5.0),
                 ack_timeout=float(env.get("CORRAL_EXECUTOR_ACK_TIMEOUT", "10")),
                 poll_seconds=float(env.get("CORRAL_EXECUTOR_POLL_SECONDS", "0.5")),
+                auth_token=env.get(TOKEN_ENV) or None,
+                endpoint=agenthttp.Endpoint.from_env(env["MESOS_AGENT_ENDPOINT"], env),
             )
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
 
 
+def artifact_path() -> str | None:
+    """The zipapp this package was imported from, or None when installed normally."""
+    here = os.path.abspath(__file__)  # e.g. <sandbox>/corral-executor.pyz/corral_executor/main.py
+    parent = os.path.dirname(os.path.dirname(here))
+    return parent if os.path.isfile(parent) else None
+
+
 def task_environment(
     base: Mapping[str, str], spec_env: Mapping[str, str], task_id: str, sandbox: Path,
-    python_dir: str | None = None,
+    python_dir: str | None = None, archive: str | None = None,
 ) -> dict[str, str]:
     """The task's environment: ours, with ``python_dir`` (where the executor's own Python
-    lives) first on PATH, then the spec's, then the CORRAL_* we own.
+    lives) first on PATH, then the spec's, then the CORRAL_* we own; with ``archive``
+    (our zipapp) first on PYTHONPATH, so the job SDK imports from it.
 
     So ``python3`` in a task command is the interpreter running Corral's executor, which
     has the job SDK, whatever PATH the agent was started with (an unactivated virtualenv,
     a service manager's minimal PATH). A PATH in the spec's env wins over both.
     """
     env = dict(base)
+    env.pop(TOKEN_ENV, None)  # the executor's credential, never the task's
     if python_dir:
         path = env.get("PATH", os.defpath)
         if path.split(os.pathsep, 1)[0] != python_dir:
             env["PATH"] = python_dir + os.pathsep + path
     env.update(spec_env)
+    if archive:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (archive, env.get("PYTHONPATH")) if p)
     env["CORRAL_TASK_ID"] = task_id
     env["CORRAL_SANDBOX"] = str(sandbox)
     env["CORRAL_CONTROL_DIR"] = str(sandbox / ".corral")
@@ -121,13 +168,17 @@ class Executor:
             shutdown_grace=config.shutdown_grace,
             ack_timeout=config.ack_timeout,
         )
-        self.url = f"http://{config.agent_endpoint}/api/v1/executor"
+        self.endpoint = config.endpoint or agenthttp.Endpoint.from_env(
+            config.agent_endpoint, {})
+        self._headers = {"Accept": "application/json"}
+        if config.auth_token:
+            self._headers["Authorization"] = f"Bearer {config.auth_token}"
+        self.archive = artifact_path()
         self.control_dir = config.sandbox / ".corral"
         self._events: asyncio.Queue[core.Event] = asyncio.Queue()
         self._calls: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._exit_code: asyncio.Future[int] | None = None
         self._process: TaskProcess | None = None
-        self._session: aiohttp.ClientSession | None = None
         self._stream_task: asyncio.Task[None] | None = None
         self._recover = asyncio.Event()
         self._seen: dict[str, bytes] = {}
@@ -145,9 +196,6 @@ class Executor:
                 loop.add_signal_handler(
                     sig, self.feed, core.Shutdown(f"executor received {signal.Signals(sig).name}")
                 )
-        self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5.0)
-        )
         try:
             self._tasks = [
                 loop.create_task(self._dispatch_loop()),
@@ -175,8 +223,6 @@ class Executor:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
 
     def feed(self, event: core.Event) -> None:
         self._events.put_nowait(event)
@@ -187,7 +233,7 @@ class Executor:
         while True:
             event = await self._events.get()
             self.state, actions = core.handle(
-                self.state, event, now=time.time(), new_uuid=lambda: uuid.uuid4().bytes
+                self.state, event, now=time.time(), new_uuid=uuid4_bytes
             )
             for action in actions:
                 await self._perform(action)
@@ -229,7 +275,7 @@ class Executor:
 
     async def _start_task(self, task_id: str, spec: core.RunSpec) -> None:
         env = task_environment(self.base_env, spec.env, task_id, self.config.sandbox,
-                               os.path.dirname(sys.executable) or None)
+                               os.path.dirname(sys.executable) or None, self.archive)
         try:
             self._process = await TaskProcess.start(spec.command, env, self.config.sandbox)
         except OSError as exc:
@@ -288,7 +334,6 @@ class Executor:
     # ------------------------------------------------------------------ the agent
 
     async def _send_loop(self) -> None:
-        assert self._session is not None
         while True:
             call = await self._calls.get()
             try:
@@ -297,24 +342,23 @@ class Executor:
                 self._calls.task_done()
 
     async def _send(self, call: dict[str, Any]) -> None:
-        assert self._session is not None
         attempts = UPDATE_ATTEMPTS if call["type"] == "UPDATE" else 1
         for attempt in range(attempts):
             if not self.state.connected:
                 # Updates wait in ``unacked`` and travel with the next SUBSCRIBE.
                 return
             try:
-                async with self._session.post(
-                    self.url,
-                    json=call,
-                    headers={"Accept": "application/json"},
-                    timeout=aiohttp.ClientTimeout(total=10.0),
-                ) as resp:
-                    if resp.status == 202:
-                        return
-                    body = (await resp.text())[:200]
-                    log.warning("agent answered %s to %s: %s", resp.status, call["type"], body)
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                async with asyncio.timeout(CALL_TIMEOUT):
+                    resp = await agenthttp.post(self.endpoint, json.dumps(call).encode(),
+                                                self._headers)
+                    try:
+                        if resp.status == 202:
+                            return
+                        body = (await resp.text(4096))[:200]
+                    finally:
+                        resp.close()
+                log.warning("agent answered %s to %s: %s", resp.status, call["type"], body)
+            except (TimeoutError, OSError) as exc:
                 log.warning("sending %s failed: %s", call["type"], exc)
             await asyncio.sleep(0.2 * (2**attempt))
 
@@ -331,7 +375,7 @@ class Executor:
                 if self._exit_code is not None and self._exit_code.done():
                     raise
                 reason = "subscription aborted"
-            except (TimeoutError, aiohttp.ClientError, OSError, RecordIOError) as exc:
+            except (TimeoutError, OSError, RecordIOError) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
             except SubscribeRejected as exc:
                 reason = str(exc)
@@ -363,16 +407,16 @@ class Executor:
         return self._recover.is_set() and not self._exit_code.done()
 
     async def _stream_once(self) -> None:
-        assert self._session is not None
-        body = core.subscribe_call(self.state)
-        async with self._session.post(
-            self.url, json=body, headers={"Accept": "application/json"}
-        ) as resp:
+        body = json.dumps(core.subscribe_call(self.state)).encode()
+        async with asyncio.timeout(CALL_TIMEOUT):
+            resp = await agenthttp.post(self.endpoint, body, self._headers)
+        try:
             if resp.status != 200:
-                text = (await resp.text())[:200]
+                async with asyncio.timeout(CALL_TIMEOUT):
+                    text = (await resp.text(4096))[:200]
                 raise SubscribeRejected(f"SUBSCRIBE answered {resp.status}: {text}")
             decoder = Decoder(max_record=16 * 1024 * 1024)  # agent events are small
-            async for chunk in resp.content.iter_any():
+            async for chunk in resp.chunks():
                 for record in decoder.feed(chunk):
                     try:
                         event = core.decode_event(json.loads(record))
@@ -381,6 +425,8 @@ class Executor:
                         continue
                     if event is not None:
                         self.feed(event)
+        finally:
+            resp.close()
 
 
 class SubscribeRejected(Exception):
@@ -399,6 +445,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"corral-executor: {exc}", file=sys.stderr)
         return 2
+    # Mesos' executor library erases the token too: nothing we start may see it.
+    os.environ.pop(TOKEN_ENV, None)
+    if config.auth_token:
+        hide_initial_environment()
     try:
         return asyncio.run(Executor(config).run())
     except KeyboardInterrupt:

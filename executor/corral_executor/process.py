@@ -2,7 +2,9 @@
 
 ``TaskProcess`` is the only code that signals the task. The command runs as
 ``/bin/sh -c <command>`` with ``start_new_session=True`` so it leads a fresh process
-group: a kill reaches everything the command started, not just the shell.
+group: a kill reaches everything the command started, not just the shell. Usage is read
+from Linux's ``/proc`` (every process of the task's session), with the standard library
+only: the executor must run where nothing is installed.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
+#: Clock ticks per second, for /proc CPU times.
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 #: Bytes read from the end of the stderr file for a failure message.
 STDERR_TAIL_BYTES = 4096
@@ -27,6 +31,47 @@ STDERR_TAIL_LINES = 20
 class Usage:
     cpu_seconds: float
     rss_mb: float
+
+
+def _proc_stat(pid: int) -> tuple[int, float, int] | None:
+    """(session id, CPU seconds incl. reaped children, RSS bytes) of one process from
+    /proc/<pid>/stat; None if it is gone or unreadable."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            raw = fh.read()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    fields = raw[raw.rfind(b")") + 2:].split()
+    try:
+        session = int(fields[3])
+        ticks = int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
+        rss = int(fields[21]) * _PAGE
+    except (IndexError, ValueError):
+        return None
+    return session, ticks / _TICKS, rss
+
+
+def session_usage(leader: int) -> Usage | None:
+    """CPU seconds and RSS summed over every live process of ``leader``'s session (the
+    task and what it started), counting children already reaped by their parents. None
+    when the leader is gone."""
+    root = _proc_stat(leader)
+    if root is None:
+        return None
+    cpu, rss = root[1], root[2]
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        names = []
+    for name in names:
+        if not name.isdigit() or int(name) == leader:
+            continue
+        st = _proc_stat(int(name))
+        if st is not None and st[0] == leader:
+            cpu += st[1]
+            rss += st[2]
+    return Usage(cpu_seconds=cpu, rss_mb=rss / (1024 * 1024))
 
 
 def stderr_tail(path: Path, lines: int = STDERR_TAIL_LINES) -> str:
@@ -120,23 +165,12 @@ class TaskProcess:
         self.signal_group(signal.SIGKILL)
 
     def sample_usage(self) -> tuple[Usage, float] | None:
-        """CPU seconds and RSS of the command and its descendants, plus CPU percent
-        since the previous sample (0 on the first). None once the process is gone."""
-        try:
-            root = psutil.Process(self.pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.Error:
+        """CPU seconds and RSS of the command's session, plus CPU percent since the
+        previous sample (0 on the first). None once the process is gone."""
+        usage = session_usage(self.pid)
+        if usage is None:
             return None
-        cpu = 0.0
-        rss = 0
-        for p in procs:
-            try:
-                t = p.cpu_times()
-                # children_* cover descendants already reaped by their parent.
-                cpu += t.user + t.system + t.children_user + t.children_system
-                rss += p.memory_info().rss
-            except psutil.Error:
-                continue
+        cpu = usage.cpu_seconds
         now = time.monotonic()
         percent = 0.0
         if self._last_sample is not None:
@@ -144,4 +178,4 @@ class TaskProcess:
             if dt > 0:
                 percent = max(0.0, (cpu - self._last_sample[1]) / dt * 100.0)
         self._last_sample = (now, cpu)
-        return Usage(cpu_seconds=cpu, rss_mb=rss / (1024 * 1024)), percent
+        return usage, percent

@@ -12,7 +12,9 @@
             sdk.checkpoint(state)
 
 Checkpoints are committed atomically through fsspec under a *checkpoint URI* (by default
-``CORRAL_CHECKPOINT_URI``, which the scheduler sets per task):
+``CORRAL_CHECKPOINT_URI``, which the scheduler sets per task); where fsspec is not
+installed (an agent with a bare ``python3``), ``file://`` URIs and plain paths still work
+through the standard library:
 
 - ``ckpt-<seq>.tmp`` is written, then moved to ``ckpt-<seq>``;
 - ``LATEST`` (a small JSON pointer: seq, kind, sha256, previous seq) is then replaced
@@ -135,9 +137,34 @@ def _resolve_uri(uri: str | None) -> str:
     return uri.rstrip("/")
 
 
-def _fs(uri: str) -> tuple[Any, str]:
-    import fsspec  # imported lazily: SDK users without checkpoints need not load it
+class _LocalFS:
+    """The few filesystem calls checkpoints make, on local paths (no fsspec needed)."""
 
+    def open(self, path: str, mode: str) -> Any:
+        return open(path, mode)
+
+    def ls(self, path: str, detail: bool = False) -> list[str]:
+        return [os.path.join(path, n) for n in os.listdir(path)]
+
+    def makedirs(self, path: str, exist_ok: bool = False) -> None:
+        os.makedirs(path, exist_ok=exist_ok)
+
+    def mv(self, src: str, dst: str) -> None:
+        os.replace(src, dst)
+
+    def rm(self, path: str) -> None:
+        os.unlink(path)
+
+
+def _fs(uri: str) -> tuple[Any, str]:
+    try:
+        import fsspec  # imported lazily: SDK users without checkpoints need not load it
+    except ImportError:
+        local = uri[len("file://"):] if uri.startswith("file://") else uri
+        if "://" in local or not local.startswith("/"):
+            raise SdkError(f"cannot open checkpoint location {uri!r}: only file:// works "
+                           "without fsspec (pip install fsspec for others)") from None
+        return _LocalFS(), local
     try:
         return fsspec.core.url_to_fs(uri)
     except (ValueError, ImportError) as exc:

@@ -3,8 +3,9 @@
 Job commands talk to the API at ``--api`` (or ``CORRAL_API``, default 127.0.0.1:7070):
 ``submit``, ``jobs``, ``status``, ``watch``, ``kill``, ``scale`` and ``leader``; ``--json``
 prints machine-readable output instead of tables. The commands ``scheduler``,
-``localmesos``, ``demo`` and ``sim`` hand the rest of the command line, unparsed, to the
-module that owns them, imported only when used so the CLI works without them.
+``localmesos``, ``demo``, ``sim`` and ``executor-artifact`` hand the rest of the command
+line, unparsed, to the module that owns them, imported only when used so the CLI works
+without them.
 
 Exit codes: 0 success; 1 the job or request failed (not found, conflict, a watched job
 that did not finish); 2 bad input or the API cannot be reached; 3 an internal error;
@@ -38,6 +39,8 @@ PASSTHROUGH: dict[str, tuple[str, str]] = {
     "demo": ("corral.demo", "run the end-to-end demo (--chaos: while spot machines are "
                             "taken away)"),
     "sim": ("corral.sim.cli", "run the scheduling simulator"),
+    "executor-artifact": ("corral.artifact",
+                          "write the executor zipapp agents fetch (for --executor-uri)"),
 }
 
 

@@ -4,12 +4,31 @@ The cluster is shared by a module's tests (starting it takes about a second); ea
 submits its own jobs with unique names. After the module, every process is stopped and
 the test checks that none of the processes started under the cluster's work directory
 (executors, job tasks) outlived it.
+
+**Against any Mesos** (the acceptance test for a real cluster, see vagrant/README.md):
+``CORRAL_E2E_MASTER=http://host:5050 pytest tests/e2e`` uses that master instead of
+starting localmesos, and
+
+* ``CORRAL_E2E_SCHEDULER_ARGS``: more ``corral scheduler`` flags (``--principal``,
+  ``--secret-file``, ``--master-ca-file``, ``--http``, ``--http-advertise``, ...);
+* ``CORRAL_E2E_WORKDIR``: where data, outputs and checkpoints go: a directory the agents
+  see at the same path (the Vagrant cluster shares ``/vagrant``);
+* ``CORRAL_E2E_TASK_PYTHON``: the interpreter job commands run with on the agents
+  (default: this one, the same path there);
+* ``CORRAL_E2E_MASTER_CA_FILE``: CAs for the test's own reads of an https master;
+* ``CORRAL_E2E_ZK``: a ZooKeeper ensemble (``host:port,...``) for the HA tests' replicas
+  (default: one the tests start from Debian's ``zookeeper`` package).
+
+Tests that inject faults through localmesos' own endpoints, or look for the job's
+processes on this machine, are skipped by name (``LOCALMESOS_ONLY``), saying why.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
+import ssl
 import subprocess
 import sys
 import time
@@ -26,8 +45,57 @@ from corral.api.client import JobClient
 from corral.core.views import JobView
 from corral.procs import Child, start_localmesos, start_scheduler
 
-PY = shlex.quote(sys.executable)
+EXTERNAL_MASTER = os.environ.get("CORRAL_E2E_MASTER") or None
+SCHEDULER_ARGS = shlex.split(os.environ.get("CORRAL_E2E_SCHEDULER_ARGS", ""))
+WORK_ROOT = os.environ.get("CORRAL_E2E_WORKDIR") or None
+MASTER_CA_FILE = os.environ.get("CORRAL_E2E_MASTER_CA_FILE") or None
+TASK_PYTHON = os.environ.get("CORRAL_E2E_TASK_PYTHON") or sys.executable
+
+PY = shlex.quote(TASK_PYTHON)
 SCORING = f"{PY} -m corral_executor.samples.scoring"
+
+# Skipped against an external master, by test (or module) name, with the reason.
+LOCALMESOS_ONLY = {
+    "test_chaos.py": "injects faults through localmesos' /localmesos/agents endpoints",
+    "test_jobs.py::test_kill_mid_run_stops_every_process":
+        "looks for the job's processes on this machine",
+    "test_real_cluster.py::test_hijack_without_credentials_gets_401":
+        "on a master without framework authentication it would take Corral's framework over",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not EXTERNAL_MASTER:
+        return
+    for item in items:
+        module = Path(str(item.fspath)).name
+        why = LOCALMESOS_ONLY.get(module) or LOCALMESOS_ONLY.get(f"{module}::{item.name}")
+        if why:
+            item.add_marker(pytest.mark.skip(reason=f"localmesos only: {why}"))
+
+
+def master_ssl_context() -> ssl.SSLContext | None:
+    """For the tests' own HTTP reads of the master (``CORRAL_E2E_MASTER_CA_FILE``)."""
+    return ssl.create_default_context(cafile=MASTER_CA_FILE) if MASTER_CA_FILE else None
+
+
+def work_dir(tmp_path_factory: pytest.TempPathFactory, prefix: str) -> Path:
+    """A fresh work directory: under ``CORRAL_E2E_WORKDIR`` (shared with the agents) when
+    set, else a pytest temporary directory."""
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    if WORK_ROOT:
+        path = Path(WORK_ROOT) / name
+        path.mkdir(parents=True)
+        path.chmod(0o777)  # tasks may run as another user on the agents
+        return path
+    return tmp_path_factory.mktemp(name)
+
+
+def start_master(work: Path, logs: Path, **localmesos: Any) -> tuple[Child | None, str]:
+    """localmesos (a Child) and its URL, or (None, the external master's URL)."""
+    if EXTERNAL_MASTER:
+        return None, EXTERNAL_MASTER
+    return start_localmesos(work, logs, **localmesos)
 
 
 def processes_mentioning(text: str) -> list[psutil.Process]:
@@ -57,7 +125,7 @@ class Cluster:
     work: Path
     master_url: str
     api: str
-    localmesos: Child
+    localmesos: Child | None  # None against an external master
     scheduler: Child
 
     def client(self) -> JobClient:
@@ -124,20 +192,23 @@ def running_cluster(tmp_path_factory: pytest.TempPathFactory, prefix: str, *, ag
                     spot: int, localmesos_extra: list[str] | None = None,
                     scheduler_extra: list[str] | None = None) -> Iterator[Cluster]:
     """localmesos (4 cpus, 4 GiB per agent) and one scheduler in a fresh work directory;
-    on exit both are stopped and no process started under it may outlive them."""
-    work = tmp_path_factory.mktemp(f"{prefix}-{uuid.uuid4().hex[:6]}")
+    on exit both are stopped and no process started under it may outlive them. Against
+    an external master (``CORRAL_E2E_MASTER``) only the scheduler is started."""
+    work = work_dir(tmp_path_factory, prefix)
     logs = work / "logs"
     logs.mkdir()
-    lm, url = start_localmesos(work / "mesos", logs, agents=agents, spot=spot, cpus=4,
-                               mem=4096, allocation_interval=0.1, extra=localmesos_extra)
+    lm, url = start_master(work / "mesos", logs, agents=agents, spot=spot, cpus=4,
+                           mem=4096, allocation_interval=0.1, extra=localmesos_extra)
     sched: Child | None = None
     try:
-        sched, api = start_scheduler(url, logs, extra=scheduler_extra)
+        sched, api = start_scheduler(url, logs, extra=[*SCHEDULER_ARGS,
+                                                       *(scheduler_extra or [])])
         yield Cluster(work, url, api, lm, sched)
     finally:
         if sched is not None:
             sched.stop(grace=10)
-        lm.stop(grace=15)
+        if lm is not None:
+            lm.stop(grace=15)
     left = wait_gone(str(work))
     assert not left, f"processes outlived the cluster: {[p.cmdline() for p in left]}"
 

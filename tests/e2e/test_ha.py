@@ -9,6 +9,7 @@ localmesos' state every 50 ms and records the most live master tasks any job eve
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 import time
@@ -24,8 +25,15 @@ import pytest
 from corral.api.client import ApiError, JobClient
 from corral.core.spec import parse_job_spec
 from corral.core.views import JobState, JobView
-from corral.procs import Child, start_localmesos, start_scheduler
-from tests.e2e.conftest import Cluster, wait_gone
+from corral.procs import Child, start_scheduler
+from tests.e2e.conftest import (
+    SCHEDULER_ARGS,
+    Cluster,
+    master_ssl_context,
+    start_master,
+    wait_gone,
+    work_dir,
+)
 from tests.zk import ZooKeeperServer, zk_server
 
 __all__ = ["zk_server"]  # the session-wide ZooKeeper fixture, used below
@@ -49,7 +57,8 @@ class MasterWatch(threading.Thread):
     def run(self) -> None:
         while not self._halt.wait(0.05):
             try:
-                with urllib.request.urlopen(self.url, timeout=2) as r:
+                with urllib.request.urlopen(self.url, timeout=2,
+                                            context=master_ssl_context()) as r:
                     state = json.load(r)
             except (OSError, ValueError):
                 continue
@@ -79,8 +88,8 @@ class Ha:
 
     def replica(self, name: str) -> tuple[Child, str]:
         child, api = start_scheduler(self.master_url, self.logs, name=name, extra=[
-            "--zk", self.zk, "--identity", name, "--zk-session-timeout", SESSION,
-            "--failover-timeout", "120"])
+            *SCHEDULER_ARGS, "--zk", self.zk, "--identity", name,
+            "--zk-session-timeout", SESSION, "--failover-timeout", "120"])
         self.replicas.append(child)
         return child, api
 
@@ -92,21 +101,28 @@ class Ha:
 
 
 @pytest.fixture(scope="module")
-def ha(tmp_path_factory: pytest.TempPathFactory, zk_server: ZooKeeperServer) -> Iterator[Ha]:
-    if not zk_server.running:
-        zk_server.start()
-    work = tmp_path_factory.mktemp(f"corral-ha-{uuid.uuid4().hex[:6]}")
+def ha(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Ha]:
+    # CORRAL_E2E_ZK=host:port[,host:port]: the replicas elect in that ensemble (a real
+    # cluster's), under a fresh chroot; else in a ZooKeeper the tests start.
+    hosts = os.environ.get("CORRAL_E2E_ZK")
+    if not hosts:
+        zk_server: ZooKeeperServer = request.getfixturevalue("zk_server")
+        if not zk_server.running:
+            zk_server.start()
+        hosts = zk_server.hosts
+    work = work_dir(tmp_path_factory, "corral-ha")
     logs = work / "logs"
     logs.mkdir()
-    lm, url = start_localmesos(work / "mesos", logs, agents=3, cpus=4, mem=4096,
-                               allocation_interval=0.1)
-    h = Ha(work, logs, url, f"zk://{zk_server.hosts}/ha-{uuid.uuid4().hex[:8]}",
-           Cluster(work, url, "", lm, lm))
+    lm, url = start_master(work / "mesos", logs, agents=3, cpus=4, mem=4096,
+                           allocation_interval=0.1)
+    h = Ha(work, logs, url, f"zk://{hosts}/ha-{uuid.uuid4().hex[:8]}",
+           Cluster(work, url, "", lm, lm))  # type: ignore[arg-type]
     try:
         yield h
     finally:
         h.stop_replicas()
-        lm.stop(grace=15)
+        if lm is not None:
+            lm.stop(grace=15)
     left = wait_gone(str(work))
     assert not left, f"processes outlived the test: {[p.cmdline() for p in left]}"
 

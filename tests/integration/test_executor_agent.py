@@ -43,6 +43,7 @@ class ScriptedAgent:
         self.updates: list[dict[str, Any]] = []
         self.messages: list[dict[str, Any]] = []
         self.bad_calls: list[str] = []
+        self.authorization: list[str | None] = []
         self._stream: asyncio.Queue[bytes | None] | None = None
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -74,6 +75,7 @@ class ScriptedAgent:
             self.bad_calls.append(f"content-type {request.content_type}")
             return web.Response(status=415)
         call = await request.json()
+        self.authorization.append(request.headers.get("Authorization"))
         for key in ("framework_id", "executor_id"):
             if not isinstance(call.get(key), dict) or "value" not in call[key]:
                 self.bad_calls.append(f"{call.get('type')} without {key}")
@@ -726,3 +728,31 @@ def test_scoring_worker_follows_master_address_message(tmp_path: Path) -> None:
     assert code == 0
     assert agent.states()[-1] == "TASK_FINISHED", (tmp_path / "sandbox" / "stderr").read_text()
     assert scoring.main(["verify", "--data", str(data), "--out", str(out)]) == 0
+
+
+def test_token_goes_with_every_call_and_never_to_the_task(tmp_path: Path) -> None:
+    async def scenario(agent: ScriptedAgent, task: asyncio.Task[int]) -> None:
+        agent.launch("task-1", {"command": "env > env.txt", "usage_interval_seconds": 0})
+
+    token = "header.claims.signature"
+    base = {**executor_env(), "MESOS_EXECUTOR_AUTHENTICATION_TOKEN": token}
+
+    async def go() -> ScriptedAgent:
+        agent = ScriptedAgent()
+        await agent.start()
+        executor = Executor(make_config(agent, tmp_path, auth_token=token), base_env=base)
+        run = asyncio.get_running_loop().create_task(executor.run())
+        try:
+            await agent.wait_for(lambda: agent._stream is not None, timeout=5)
+            await scenario(agent, run)
+            assert await asyncio.wait_for(run, 15) == 0
+        finally:
+            await agent.stop()
+        return agent
+
+    agent = asyncio.run(go())
+    assert agent.states() == ["TASK_STARTING", "TASK_RUNNING", "TASK_FINISHED"]
+    assert agent.authorization and set(agent.authorization) == {f"Bearer {token}"}
+    env = (tmp_path / "env.txt").read_text()
+    assert "MESOS_EXECUTOR_AUTHENTICATION_TOKEN" not in env
+    assert token not in env

@@ -1,6 +1,7 @@
 """A tiny custom executor written from docs/executor-http-api.md, stdlib only.
 
-It subscribes to ``MESOS_AGENT_ENDPOINT``, dumps its environment to ``env.json`` in the
+It subscribes to ``MESOS_AGENT_ENDPOINT`` (with its ``MESOS_EXECUTOR_AUTHENTICATION_TOKEN``
+when the agent gives one), dumps its environment to ``env.json`` in the
 sandbox, and reacts to events: LAUNCH → TASK_RUNNING (or, if the task's ``data`` decodes to
 ``fail``, exits 3; ``finish`` → TASK_FINISHED), KILL → TASK_KILLED, MESSAGE → echoes the
 data back with a MESSAGE call, SHUTDOWN → exit 0. Every ACKNOWLEDGED uuid is logged to
@@ -18,6 +19,9 @@ HOST, PORT = os.environ["MESOS_AGENT_ENDPOINT"].split(":")
 FW = os.environ["MESOS_FRAMEWORK_ID"]
 EX = os.environ["MESOS_EXECUTOR_ID"]
 SANDBOX = os.environ["MESOS_SANDBOX"]
+# Executor authentication: the agent's token goes with every call (as Mesos' library does).
+TOKEN = os.environ.get("MESOS_EXECUTOR_AUTHENTICATION_TOKEN")
+AUTH = {"Authorization": f"Bearer {TOKEN}"} if TOKEN else {}
 
 with open(os.path.join(SANDBOX, "env.json"), "w") as f:
     json.dump({k: v for k, v in os.environ.items() if k.startswith(("MESOS_", "MY_"))}, f)
@@ -27,7 +31,7 @@ def call(body):
     body.update({"framework_id": {"value": FW}, "executor_id": {"value": EX}})
     conn = http.client.HTTPConnection(HOST, int(PORT), timeout=10)
     conn.request("POST", "/api/v1/executor", json.dumps(body),
-                 {"Content-Type": "application/json"})
+                 {"Content-Type": "application/json", **AUTH})
     r = conn.getresponse()
     r.read()
     conn.close()
@@ -44,7 +48,7 @@ conn = http.client.HTTPConnection(HOST, int(PORT), timeout=60)
 conn.request("POST", "/api/v1/executor", json.dumps({
     "type": "SUBSCRIBE", "framework_id": {"value": FW}, "executor_id": {"value": EX},
     "subscribe": {"unacknowledged_tasks": [], "unacknowledged_updates": []}}),
-    {"Content-Type": "application/json", "Accept": "application/json"})
+    {"Content-Type": "application/json", "Accept": "application/json", **AUTH})
 resp = conn.getresponse()
 assert resp.status == 200, resp.status
 while True:

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import contextlib
 import functools
+import getpass
 import json
 import os
 import time
@@ -79,7 +80,8 @@ def _all_pids(lm: LocalMesos) -> set[int]:
 
 
 def framework_info(*caps: str, **extra: Any) -> dict[str, Any]:
-    info: dict[str, Any] = {"user": "test", "name": "raw-http-test"}
+    # The user must exist: as root, localmesos runs tasks as the framework's user.
+    info: dict[str, Any] = {"user": getpass.getuser(), "name": "raw-http-test"}
     if caps:
         info["capabilities"] = [{"type": c} for c in caps]
     info.update(extra)
@@ -89,9 +91,13 @@ def framework_info(*caps: str, **extra: Any) -> dict[str, Any]:
 class Scheduler:
     """A scheduler written from the docs: one SUBSCRIBE stream plus call connections."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, authorization: str | None = None,
+                 ssl: Any = None) -> None:
         self.url = url
-        self.session = aiohttp.ClientSession()
+        # Sent on SUBSCRIBE and every call (HTTP Basic, for --authenticate-http-frameworks).
+        self.auth = {"Authorization": authorization} if authorization else {}
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=ssl) if ssl is not None else None)
         self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.all_events: list[dict[str, Any]] = []
         self.framework_id: str | None = None
@@ -110,7 +116,8 @@ class Scheduler:
             info["id"] = {"value": framework_id}
         self.resp = await self.session.post(
             self.url + "/api/v1/scheduler", data=json.dumps(body),
-            headers={"Content-Type": "application/json", "Accept": "application/json"})
+            headers={"Content-Type": "application/json", "Accept": "application/json",
+                     **self.auth})
         self.status = self.resp.status
         self.stream_id = self.resp.headers.get("Mesos-Stream-Id")
         self._reader = asyncio.ensure_future(self._read())
@@ -188,7 +195,7 @@ class Scheduler:
 
     async def call(self, body: dict[str, Any], stream_id: str | None = "auto",
                    headers: dict[str, str] | None = None) -> tuple[int, str]:
-        h = {"Content-Type": "application/json"}
+        h = {"Content-Type": "application/json", **self.auth}
         if stream_id == "auto":
             stream_id = self.stream_id
         if stream_id is not None:

@@ -39,9 +39,13 @@ async def test_terminate_at_once_is_noticed_after_health_timeout() -> None:
                 await lm.terminate_agent(aid)
                 assert not leftover_processes(_pgids(lm, aid))   # SIGKILLed at once
                 assert lm.master.agents[aid].state == "registered"   # not noticed yet
+                before = time.time()
                 st = await s.update("t", state, timeout=5)
                 assert st["reason"] == "REASON_AGENT_REMOVED" and "uuid" not in st
                 assert st["source"] == "SOURCE_MASTER"
+                # When the master marked the agent unreachable (Mesos sets it PA or not).
+                marked = int(st["unreachable_time"]["nanoseconds"]) / 1e9
+                assert before - 1 <= marked <= time.time()
                 fail = await s.next("FAILURE")
                 assert fail["failure"] == {"agent_id": {"value": aid}}
                 resc = await s.next("RESCIND")

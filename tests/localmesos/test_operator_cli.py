@@ -165,3 +165,68 @@ def test_help_documents_every_run_flag_with_its_default(capsys) -> None:
                 assert "default" in action.help, action.dest
     # The laptop default that makes a terminated agent visible in seconds.
     assert cli.LocalMesosConfig().agent_health_timeout == 5.0
+
+
+@async_test
+async def test_maintenance_calls_are_validated_and_status_reports_answers() -> None:
+    async with cluster(agents=2) as lm, scheduler(lm) as s:
+        o = (await s.offers())[0]
+        aid = o["agent_id"]["value"]
+        name = f"agent-{lm.master.agents[aid].agent.index}"
+        await s.launch(o, [command_task(o, "t", "sleep 30")], refuse=0)
+        await s.until("t", "TASK_RUNNING")
+        machine = {"hostname": name}
+
+        async def call(kind: str, payload: dict) -> tuple[int, dict | str]:
+            return await _op(lm.master_url, {"type": kind, kind.lower(): payload})
+
+        # Not scheduled: cannot go down (or come up).
+        status, text = await call("START_MAINTENANCE", {"machines": [machine]})
+        assert status == 400 and "is not part of a maintenance schedule" in str(text)
+        status, text = await call("START_MAINTENANCE", {"machines": []})
+        assert (status, text) == (400, "List of machines is empty")
+        status, text = await call("START_MAINTENANCE", {"machines": [{"ip": "not-an-ip"}]})
+        assert status == 400
+        status, text = await call("START_MAINTENANCE", {"machines": [{}]})
+        assert (status, text) == (400, "Both 'hostname' and 'ip' for a machine are empty")
+        window = {"machine_ids": [machine],
+                  "unavailability": {"start": {"nanoseconds": int((time.time() + 60) * 1e9)}}}
+        twice = {"schedule": {"windows": [window, window]}}
+        status, text = await call("UPDATE_MAINTENANCE_SCHEDULE", twice)
+        assert status == 400 and "appears more than once" in str(text)
+        negative = {**window, "unavailability": {**window["unavailability"],
+                                                 "duration": {"nanoseconds": -1}}}
+        status, text = await call("UPDATE_MAINTENANCE_SCHEDULE",
+                                  {"schedule": {"windows": [negative]}})
+        assert (status, text) == (400, "Unavailability 'duration' is negative")
+        assert (await call("UPDATE_MAINTENANCE_SCHEDULE",
+                           {"schedule": {"windows": [window]}}))[0] == 200
+        inv = (await s.next("INVERSE_OFFERS"))["inverse_offers"]["inverse_offers"][0]
+        status, body = await _op(lm.master_url, {"type": "GET_MAINTENANCE_STATUS"})
+        assert status == 200 and isinstance(body, dict)
+        draining = body["get_maintenance_status"]["status"]["draining_machines"]
+        assert draining[0]["id"] == machine
+        assert [st["status"] for st in draining[0]["statuses"]] == ["UNKNOWN"]
+        assert await s.call({"type": "DECLINE_INVERSE_OFFERS", "decline_inverse_offers": {
+            "inverse_offer_ids": [inv["id"]]}}) == (202, "")
+        body = (await _op(lm.master_url, {"type": "GET_MAINTENANCE_STATUS"}))[1]
+        assert isinstance(body, dict)
+        statuses = body["get_maintenance_status"]["status"]["draining_machines"][0]["statuses"]
+        assert statuses[0]["status"] == "DECLINE"
+        assert statuses[0]["framework_id"] == {"value": s.framework_id}
+        # DRAINING machines cannot be brought up; DOWN ones cannot leave the schedule.
+        status, text = await call("STOP_MAINTENANCE", {"machines": [machine]})
+        assert status == 400 and "is not in DOWN mode and cannot be brought up" in str(text)
+        assert (await call("START_MAINTENANCE", {"machines": [machine]}))[0] == 200
+        await s.update("t", "TASK_LOST")
+        status, text = await call("START_MAINTENANCE", {"machines": [machine]})
+        assert status == 400 and "is not in DRAINING mode" in str(text)
+        status, text = await call("UPDATE_MAINTENANCE_SCHEDULE", {"schedule": {"windows": []}})
+        assert status == 400 and "is deactivated and cannot be removed" in str(text)
+        body = (await _op(lm.master_url, {"type": "GET_MAINTENANCE_STATUS"}))[1]
+        assert isinstance(body, dict)
+        assert body["get_maintenance_status"]["status"] == {"down_machines": [machine]}
+        assert (await call("STOP_MAINTENANCE", {"machines": [machine]}))[0] == 200
+        body = (await _op(lm.master_url, {"type": "GET_MAINTENANCE_SCHEDULE"}))[1]
+        assert isinstance(body, dict)
+        assert body["get_maintenance_schedule"]["schedule"]["windows"] == []

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import aiohttp
 
+from corral.localmesos import auth
 from tests.localmesos.helpers import (
     async_test,
     b64,
@@ -207,18 +208,26 @@ async def test_executor_api_errors() -> None:
         await s.launch(o, [executor_task(o, "t", "ex")])
         await s.until("t", "TASK_RUNNING")
         agent = lm.master.agents[o["agent_id"]["value"]].agent
+        ex = agent.executors[(s.framework_id, "ex")]
+        assert lm.containers.executor_secret is not None
+        token = auth.executor_token(lm.containers.executor_secret, s.framework_id, "ex",
+                                    ex.container_id)
         url = f"http://127.0.0.1:{agent.port}/api/v1/executor"
         ids = {"framework_id": {"value": s.framework_id}, "executor_id": {"value": "ex"}}
         async with aiohttp.ClientSession() as http:
-            async def post(body: object, ctype: str = "application/json") -> int:
-                async with http.post(url, data=json.dumps(body),
-                                     headers={"Content-Type": ctype}) as r:
+            async def post(body: object, ctype: str = "application/json",
+                           bearer: str | None = token) -> int:
+                headers = {"Content-Type": ctype}
+                if bearer is not None:
+                    headers["Authorization"] = f"Bearer {bearer}"
+                async with http.post(url, data=json.dumps(body), headers=headers) as r:
                     return r.status
             assert await post({"type": "SUBSCRIBE"}) == 400          # no ids
             assert await post({"type": "SUBSCRIBE", "framework_id": {"value": "x"},
                                "executor_id": {"value": "ex"}}) == 400
             assert await post({**ids, "type": "BOGUS"}) == 400
             assert await post({**ids, "type": "UNKNOWN"}) == 501
+            assert await post({**ids, "type": "HEARTBEAT"}) == 202
             assert await post({**ids, "type": "UPDATE"}, "application/x-protobuf") == 415
             status = {"task_id": {"value": "t"}, "state": "TASK_RUNNING",
                       "source": "SOURCE_EXECUTOR"}
@@ -226,11 +235,55 @@ async def test_executor_api_errors() -> None:
             staging = {**status, "state": "TASK_STAGING", "uuid": b64(b"0" * 16)}
             assert await post({**ids, "type": "UPDATE", "update": {"status": staging}}) == 400
             ok = {**status, "state": "TASK_FINISHED", "uuid": b64(b"1" * 16)}
-            assert await post({**ids, "type": "UPDATE", "update": {"status": ok}}) == 202
             assert await post({**ids, "type": "MESSAGE", "message": {"data": b64(b"x")}}) \
                 == 202
+            assert await post({**ids, "type": "UPDATE", "update": {"status": ok}}) == 202
         st = await s.until("t", "TASK_FINISHED")
         assert st["uuid"] == b64(b"1" * 16)
+
+
+@async_test
+async def test_executor_authentication_refuses_forged_calls() -> None:
+    async with cluster(agents=1) as lm, scheduler(lm) as s:
+        o = (await s.offers())[0]
+        await s.launch(o, [executor_task(o, "t", "ex"), executor_task(o, "u", "ex2")],
+                       refuse=0)
+        await s.until("t", "TASK_RUNNING")
+        await s.until("u", "TASK_RUNNING")
+        agent = lm.master.agents[o["agent_id"]["value"]].agent
+        ex = agent.executors[(s.framework_id, "ex")]
+        ex2 = agent.executors[(s.framework_id, "ex2")]
+        secret = lm.containers.executor_secret
+        assert secret is not None
+        # The executor got its token; its task-facing environment is the executor's own
+        # business (Corral's executor drops it, tested with the executor).
+        env = json.loads((ex.sandbox / "env.json").read_text())
+        assert env["MESOS_EXECUTOR_AUTHENTICATION_TOKEN"] == auth.executor_token(
+            secret, s.framework_id, "ex", ex.container_id)
+        url = f"http://127.0.0.1:{agent.port}/api/v1/executor"
+        ids = {"framework_id": {"value": s.framework_id}, "executor_id": {"value": "ex"}}
+        forged = {**ids, "type": "UPDATE", "update": {"status": {
+            "task_id": {"value": "t"}, "state": "TASK_FINISHED",
+            "source": "SOURCE_EXECUTOR", "uuid": b64(b"f" * 16), "message": "forged"}}}
+        others = auth.executor_token(secret, s.framework_id, "ex2", ex2.container_id)
+        wrong_key = auth.executor_token(b"k" * 32, s.framework_id, "ex", ex.container_id)
+        async with aiohttp.ClientSession() as http:
+            async def post(headers: dict[str, str]) -> tuple[int, str, str]:
+                async with http.post(url, data=json.dumps(forged), headers={
+                        "Content-Type": "application/json", **headers}) as r:
+                    return r.status, r.headers.get("WWW-Authenticate", ""), await r.text()
+            status, challenge, _ = await post({})
+            assert (status, challenge) == (401, 'Bearer realm="mesos-agent-executor"')
+            status, challenge, _ = await post({"Authorization": f"Bearer {wrong_key}"})
+            assert status == 401 and 'error="invalid_token"' in challenge
+            status, challenge, _ = await post({"Authorization": "Basic dTpw"})
+            assert status == 401 and "Scheme 'Basic' unsupported" in challenge
+            status, _, text = await post({"Authorization": f"Bearer {others}"})
+            assert status == 403 and "'eid' claim" in text
+        await asyncio.sleep(0.3)
+        assert not [e for e in s.all_events if e["type"] == "UPDATE"
+                    and e["update"]["status"].get("message") == "forged"]
+        assert agent.tasks[(s.framework_id, "t")].state == "TASK_RUNNING"
 
 
 @async_test

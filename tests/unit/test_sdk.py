@@ -186,3 +186,19 @@ def test_on_terminate_runs_hook_then_exits_143(tmp_path: Path) -> None:
     assert code == 143
     assert sdk.restore(uri=uri) == {"final": True}
     time.sleep(0)
+
+
+def test_checkpoints_work_without_fsspec(corral_env: Path, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # An agent with a bare python3: ``import fsspec`` fails; file:// must still work.
+    monkeypatch.setitem(sys.modules, "fsspec", None)
+    for i in range(3):
+        assert sdk.checkpoint({"i": i}) == i + 1
+    assert sdk.restore() == {"i": 2}
+    assert sorted(p.name for p in ckpt_dir(tmp_path).iterdir()) == ["LATEST", "ckpt-2",
+                                                                     "ckpt-3"]
+    plain = tmp_path / "plain"
+    assert sdk.checkpoint(b"x", uri=str(plain)) == 1
+    assert sdk.restore(uri=str(plain)) == b"x"
+    with pytest.raises(sdk.SdkError, match="only file:// works without fsspec"):
+        sdk.checkpoint(b"x", uri="s3://bucket/ckpt")

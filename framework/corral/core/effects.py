@@ -22,7 +22,8 @@ class TaskLaunch:
 
     ``env`` already holds every CORRAL_* variable plus the template's own env; ``ports``
     are the concrete ports taken from the offer; ``revocable`` says which pool the
-    resources come from (Mesos forbids a task mixing the two).
+    resources come from (Mesos forbids a task mixing the two); ``image`` is the
+    template's container image (None: the agent's host).
     """
 
     task_id: str
@@ -36,6 +37,7 @@ class TaskLaunch:
     env: tuple[tuple[str, str], ...]
     grace_seconds: float
     hostname: str
+    image: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

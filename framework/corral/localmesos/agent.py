@@ -5,10 +5,16 @@ own session / process group so a kill reaches every descendant), the per-task st
 update streams (one unacknowledged update in flight per task, resent with doubling backoff
 until the scheduler's ACK arrives through the master), and the executor event streams.
 
-The master talks to an agent by plain method calls (both live in one process); the agent
-reports to the master through the ``MasterPort`` protocol. Killing the agent "like a spot
-reclaim" (``terminate``) SIGKILLs every process group it started and stops its HTTP site;
-the master only learns of it through its health checks.
+Before a container starts, ``containers.prepare`` runs the steps a Mesos agent does: the
+user to run as, the sandbox's owner and mode, the image check, the fetcher
+(``CommandInfo.uris`` through this agent's ``FetchCache``) and, with executor
+authentication on, the executor's token; the executor API checks that token on every call
+(401 without or with a bad one, 403 for another executor's). Executor updates are
+acknowledged to the executor once the agent holds them, as Mesos does (not when the
+scheduler acknowledges). The master talks to an agent by plain method calls (both live in
+one process); the agent reports to the master through the ``MasterPort`` protocol.
+Killing the agent "like a spot reclaim" (``terminate``) SIGKILLs every process group it
+started and stops its HTTP site; the master only learns of it through its health checks.
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ from typing import Any, Protocol
 import psutil
 from aiohttp import web
 
-from corral.localmesos import httputil
+from corral.localmesos import auth, containers, httputil
+from corral.localmesos.fetcher import FetchCache
 from corral.localmesos.protocol import (
     TERMINAL_STATES,
     Json,
@@ -47,7 +54,7 @@ from corral.localmesos.streams import EventStream
 
 log = logging.getLogger("localmesos.agent")
 
-EXECUTOR_CALLS = frozenset({"UNKNOWN", "SUBSCRIBE", "UPDATE", "MESSAGE"})
+EXECUTOR_CALLS = frozenset({"UNKNOWN", "SUBSCRIBE", "UPDATE", "MESSAGE", "HEARTBEAT"})
 DEFAULT_KILL_GRACE = 3.0          # the command executor's default kill grace
 DEFAULT_SHUTDOWN_GRACE = 5.0      # --executor_shutdown_grace_period
 MAX_UPDATE_RETRY = 600.0          # status updates are resent at most every 10 minutes
@@ -72,6 +79,9 @@ class AgentOptions:
     executor_registration_timeout: float = 60.0
     heartbeat_interval: float = 15.0
     stop_grace: float = 1.0
+    containers: containers.ContainerOptions = field(
+        default_factory=containers.ContainerOptions)
+    ssl_context: Any = None  # serve the executor API over TLS
 
 
 @dataclass
@@ -92,6 +102,8 @@ class TaskRun:
     forced: tuple[str, str] | None = None      # (state, reason) replacing the natural end
     drain_reason: str | None = None
     delivered: bool = False
+    note: str | None = None                    # appended to every status message
+    seen_uuids: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -110,6 +122,8 @@ class ExecutorRun:
     shutting_down: bool = False
     forced: tuple[str, str] | None = None
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    launch_error: str | None = None       # the container never started: why
+    note: str | None = None               # appended to every status message
 
 
 def raw_wait_status(returncode: int | None) -> int:
@@ -184,6 +198,8 @@ class Agent:
         self.seen_pids: set[int] = set()     # every process group ever started
         self._runner: web.AppRunner | None = None
         self._bg: set[asyncio.Task[Any]] = set()
+        self.fetch_cache = FetchCache(str(work_dir / "agents" / agent_id / "fetch"),
+                                      options.containers.fetcher_cache_bytes)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -192,7 +208,8 @@ class Agent:
         return f"slave({self.index + 1})@{self.hostname}:{self.port}"
 
     def url_json(self) -> Json:
-        return {"scheme": "http", "address": {"hostname": self.hostname, "ip": "127.0.0.1",
+        scheme = "https" if self.options.ssl_context is not None else "http"
+        return {"scheme": scheme, "address": {"hostname": self.hostname, "ip": "127.0.0.1",
                                               "port": self.port},
                 "path": f"/slave({self.index + 1})"}
 
@@ -208,7 +225,7 @@ class Agent:
         app.router.add_get("/health", _health)
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.options.ssl_context)
         await site.start()
         server = site._server
         assert server is not None and server.sockets
@@ -411,10 +428,7 @@ class Agent:
         if run.retry is not None:
             run.retry.cancel()
             run.retry = None
-        ex = self.executors.get((framework_id, run.executor_id))
-        if ex is not None and ex.stream is not None and not run.command:
-            ex.stream.send(event("ACKNOWLEDGED", {"task_id": ident(task_id),
-                                                 "uuid": uuid_b64}))
+        # (The executor got its ACKNOWLEDGED when we took the update: ``_executor_update``.)
         if run.updates:
             self._forward(run, reset=True)
         elif run.state in TERMINAL_STATES:
@@ -453,6 +467,7 @@ class Agent:
 
     def _update(self, run: TaskRun, state: str, source: str, reason: str | None = None,
                 message: str | None = None, extra: Json | None = None) -> None:
+        message = _noted(message, run.note)
         status = task_status(run.task_id, state, source=source, agent_id=self.id,
                              reason=reason, message=message, executor_id=run.executor_id,
                              with_uuid=True)
@@ -464,6 +479,8 @@ class Agent:
         if run.state in TERMINAL_STATES:
             return      # nothing follows a terminal update
         run.state = status["state"]
+        if isinstance(status.get("uuid"), str):
+            run.seen_uuids.add(status["uuid"])
         run.updates.append(status)
         if len(run.updates) == 1:
             self._forward(run, reset=True)
@@ -494,7 +511,8 @@ class Agent:
     def _env(self, framework_id: str, executor_id: str, sandbox: Path, command: Json,
              grace: float) -> dict[str, str]:
         checkpoint = bool(self.frameworks.get(framework_id, {}).get("checkpoint", False))
-        env = dict(os.environ)
+        base = self.options.containers.base_env
+        env = dict(os.environ) if base is None else dict(base)
         env.update({
             "MESOS_FRAMEWORK_ID": framework_id,
             "MESOS_EXECUTOR_ID": executor_id,
@@ -516,9 +534,10 @@ class Agent:
                 env[var["name"]] = value if isinstance(value, str) else str(value)
         return env
 
-    async def _spawn(self, command: Json, sandbox: Path, env: dict[str, str]
-                     ) -> asyncio.subprocess.Process:
+    async def _spawn(self, command: Json, sandbox: Path, env: dict[str, str],
+                     run_as: containers.RunAs | None = None) -> asyncio.subprocess.Process:
         value = command.get("value", "")
+        creds = run_as.spawn_kwargs() if run_as is not None else {}
         shell = command.get("shell", True)
         out = open(sandbox / "stdout", "ab")  # noqa: SIM115 - handed to the child
         err = open(sandbox / "stderr", "ab")  # noqa: SIM115
@@ -526,12 +545,13 @@ class Agent:
             if shell:
                 proc = await asyncio.create_subprocess_exec(
                     "/bin/sh", "-c", str(value), cwd=sandbox, env=env, stdout=out, stderr=err,
-                    stdin=asyncio.subprocess.DEVNULL, start_new_session=True)
+                    stdin=asyncio.subprocess.DEVNULL, start_new_session=True, **creds)
             else:
                 argv = [str(a) for a in command.get("arguments") or []] or [str(value)]
                 proc = await asyncio.create_subprocess_exec(
                     *argv, executable=str(value), cwd=sandbox, env=env, stdout=out,
-                    stderr=err, stdin=asyncio.subprocess.DEVNULL, start_new_session=True)
+                    stderr=err, stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
+                    **creds)
         finally:
             out.close()
             err.close()
@@ -547,14 +567,55 @@ class Agent:
         self._spawn_bg(self._run_executor(ex))
         return ex
 
+    def _track(self, pid: int | None, started: bool) -> None:
+        """A helper process (the fetcher) of a container: killed with the agent."""
+        if pid is None:
+            return
+        if started:
+            self.pids.add(pid)
+            self.seen_pids.add(pid)
+        else:
+            self.pids.discard(pid)
+
+    async def _prepare(self, framework_id: str, executor_id: str, container_id: str,
+                       command: Json, container: Any, sandbox: Path, custom: bool
+                       ) -> containers.Prepared | str:
+        """The container's user, sandbox, image check, fetch and token; or why not."""
+        try:
+            return await containers.prepare(
+                self.options.containers, self.fetch_cache,
+                framework_info=self.frameworks.get(framework_id, {}),
+                framework_id=framework_id, executor_id=executor_id,
+                container_id=container_id, command=command, container=container,
+                sandbox=sandbox, custom_executor=custom, track=self._track)
+        except containers.LaunchFailed as exc:
+            log.warning("container %s of %s cannot launch: %s", container_id, executor_id, exc)
+            return str(exc)
+
     async def _run_executor(self, ex: ExecutorRun) -> None:
         grace = seconds_of(ex.info.get("shutdown_grace_period"))
         grace = DEFAULT_SHUTDOWN_GRACE if grace is None else grace
         command = ex.info.get("command") or {}
+        prep = await self._prepare(ex.framework_id, ex.executor_id, ex.container_id, command,
+                                   ex.info.get("container"), ex.sandbox, custom=True)
+        if isinstance(prep, str):
+            ex.launch_error = prep
+            ex.forced = ("TASK_FAILED", "REASON_CONTAINER_LAUNCH_FAILED")
+            self._executor_exited(ex, None)
+            return
+        ex.note = prep.note
+        for task_id in ex.tasks:
+            run = self.tasks.get((ex.framework_id, task_id))
+            if run is not None:
+                run.note = prep.note
         env = self._env(ex.framework_id, ex.executor_id, ex.sandbox, command, grace)
+        env.update(prep.env)
         rc: int | None = None
+        if ex.shutting_down or not self.alive:
+            self._executor_exited(ex, None)   # shut down while it was being fetched
+            return
         try:
-            ex.proc = await self._spawn(command, ex.sandbox, env)
+            ex.proc = await self._spawn(command, ex.sandbox, env, prep.run_as)
         except OSError as e:
             log.warning("executor %s failed to start: %s", ex.executor_id, e)
             rc = 127
@@ -597,13 +658,15 @@ class Agent:
             state, reason = "TASK_KILLED", "REASON_EXECUTOR_TERMINATED"
         else:
             state, reason = "TASK_FAILED", "REASON_EXECUTOR_TERMINATED"
+        # A container that never started has no exit status: Mesos reports -1.
+        never_ran = ex.launch_error is not None or (rc is None and ex.proc is None)
+        status = -1 if never_ran else raw_wait_status(rc)
+        message = ex.launch_error or f"Executor terminated with status {status}"
         for task_id in sorted(ex.tasks):
             run = self.tasks.get((ex.framework_id, task_id))
             if run is not None and run.state not in TERMINAL_STATES:
-                self._update(run, state, "SOURCE_AGENT", run.drain_reason or reason,
-                             f"Executor terminated with status {raw_wait_status(rc)}")
-        self.master.agent_executor_exited(self.id, ex.framework_id, ex.executor_id,
-                                          raw_wait_status(rc))
+                self._update(run, state, "SOURCE_AGENT", run.drain_reason or reason, message)
+        self.master.agent_executor_exited(self.id, ex.framework_id, ex.executor_id, status)
 
     async def _run_command(self, run: TaskRun) -> None:
         command = run.info.get("command") or {}
@@ -611,13 +674,21 @@ class Agent:
         sandbox = self._sandbox(run.framework_id, run.task_id, container_id)
         env = self._env(run.framework_id, run.task_id, sandbox, command, DEFAULT_SHUTDOWN_GRACE)
         env["MESOS_TASK_ID"] = run.task_id
+        prep = await self._prepare(run.framework_id, run.task_id, container_id, command,
+                                   run.info.get("container"), sandbox, custom=False)
+        if isinstance(prep, str):
+            self._update(run, "TASK_FAILED", "SOURCE_AGENT", "REASON_CONTAINER_LAUNCH_FAILED",
+                         prep)
+            self.master.agent_executor_exited(self.id, run.framework_id, run.task_id, -1)
+            return
+        run.note = prep.note
         self._update(run, "TASK_STARTING", "SOURCE_EXECUTOR")
         if run.killing:
             self._update(run, "TASK_KILLED", "SOURCE_EXECUTOR", run.drain_reason,
                          "Killed before the command started")
             return
         try:
-            run.proc = await self._spawn(command, sandbox, env)
+            run.proc = await self._spawn(command, sandbox, env, prep.run_as)
         except OSError as e:
             self._update(run, "TASK_FAILED", "SOURCE_EXECUTOR", "REASON_COMMAND_EXECUTOR_FAILED",
                          f"Failed to launch command {shlex.quote(str(command.get('value')))}: "
@@ -674,10 +745,22 @@ class Agent:
     # ------------------------------------------------------------------ executor HTTP API
 
     async def _executor_api(self, request: web.Request) -> web.StreamResponse:
+        secret = self.options.containers.executor_secret
+        claims: dict[str, str] | None = None
+        if secret is not None:
+            # libprocess authenticates before the handler runs (any method, any body).
+            got = auth.bearer_claims(request.headers.get("Authorization"), secret)
+            if isinstance(got, auth.Challenge):
+                return web.Response(status=401, text=got.message,
+                                    headers={"WWW-Authenticate": got.www_authenticate})
+            claims = got
         call, error = await httputil.read_call(request, EXECUTOR_CALLS)
         if error is not None:
             return error
         assert call is not None
+        if call["type"] == "HEARTBEAT":
+            # Mesos answers before looking at the ids (its executor library sends dummies).
+            return web.Response(status=202)
         fw_id, exec_id = id_of(call.get("framework_id")), id_of(call.get("executor_id"))
         if fw_id is None or exec_id is None:
             return httputil.bad_request("Expecting 'framework_id' and 'executor_id' "
@@ -687,6 +770,10 @@ class Agent:
         ex = self.executors.get((fw_id, exec_id))
         if ex is None:
             return httputil.bad_request("Executor cannot be found")
+        if claims is not None:
+            wrong = auth.claims_error(claims, fw_id, exec_id, ex.container_id)
+            if wrong is not None:
+                return web.Response(status=403, text=wrong)
         kind = call["type"]
         if kind == "SUBSCRIBE":
             return await self._executor_subscribe(request, call, ex)
@@ -723,6 +810,13 @@ class Agent:
             "agent_info": self.agent_info(),
             "container_id": {"value": ex.container_id},
         }))
+        resent = (call.get("subscribe") or {}).get("unacknowledged_updates")
+        for update in resent if isinstance(resent, list) else []:
+            # Mesos feeds these through its status update manager again (a duplicate is
+            # only acknowledged): here, the ones we never got are taken now.
+            status = update.get("status") if isinstance(update, dict) else None
+            if isinstance(status, dict):
+                self._take_update(status, ex, stream)
         queued, ex.queued = ex.queued, []
         for ev in queued:
             stream.send(ev)
@@ -754,22 +848,47 @@ class Agent:
             return httputil.bad_request("An executor may not send TASK_STAGING")
         if not is_uuid_b64(status.get("uuid")):
             return httputil.bad_request("'update.status.uuid' must be a base64 16-byte UUID")
-        run = self.tasks.get((ex.framework_id, task_id))
-        if run is None or task_id not in ex.tasks:
+        if (ex.framework_id, task_id) not in self.tasks or task_id not in ex.tasks:
             return httputil.bad_request(f"Task {task_id} is unknown to this executor")
-        fixed = dict(status)
-        fixed["agent_id"] = ident(self.id)
-        fixed["executor_id"] = ident(ex.executor_id)
-        fixed.setdefault("source", "SOURCE_EXECUTOR")
-        fixed.setdefault("timestamp", time.time())
-        if run.drain_reason and state in TERMINAL_STATES:
-            fixed["reason"] = run.drain_reason
-        self._record(run, fixed)
+        self._take_update(status, ex, ex.stream)
         return web.Response(status=202)
+
+    def _take_update(self, status: Json, ex: ExecutorRun, stream: EventStream | None) -> None:
+        """Record an executor's (checked) update and acknowledge it to the executor at
+        once: Mesos' agent does so when its status update manager has it, long before
+        the scheduler acknowledges."""
+        task_id = id_of(status.get("task_id")) or ""
+        run = self.tasks.get((ex.framework_id, task_id))
+        uuid_b64 = status.get("uuid")
+        if run is None or task_id not in ex.tasks or not is_uuid_b64(uuid_b64):
+            return
+        if uuid_b64 not in run.seen_uuids:
+            fixed = dict(status)
+            fixed["agent_id"] = ident(self.id)
+            fixed["executor_id"] = ident(ex.executor_id)
+            fixed.setdefault("source", "SOURCE_EXECUTOR")
+            fixed.setdefault("timestamp", time.time())
+            if run.drain_reason and fixed.get("state") in TERMINAL_STATES:
+                fixed["reason"] = run.drain_reason
+            note = _noted(fixed.get("message"), ex.note)
+            if note is not None:
+                fixed["message"] = note
+            self._record(run, fixed)
+            run.seen_uuids.add(str(uuid_b64))
+        if stream is not None and not stream.closed:
+            stream.send(event("ACKNOWLEDGED", {"task_id": ident(task_id), "uuid": uuid_b64}))
 
 
 async def _health(_request: web.Request) -> web.Response:
     return web.Response(text="")
+
+
+def _noted(message: Any, note: str | None) -> str | None:
+    """A status message with the container's note (localmesos ran it without its image)."""
+    text = message if isinstance(message, str) and message else None
+    if note is None:
+        return text
+    return f"{note}; {text}" if text else note
 
 
 def _event_task_ids(ev: Json) -> list[str]:

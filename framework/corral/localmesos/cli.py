@@ -80,6 +80,46 @@ def _run_parser(p: argparse.ArgumentParser) -> None:
     o.add_argument("--seed", type=int, default=d.seed,
                    help="seed of the allocator's agent order (default %(default)s)")
     o.add_argument("--quiet", action="store_true", help="log warnings and errors only")
+    sc = p.add_argument_group("security and containers (as Mesos' flags of the same names)")
+    sc.add_argument("--credentials", metavar="FILE", default=None,
+                    help='principals and secrets: {"credentials": [{"principal": ..., '
+                         '"secret": ...}]} or one "principal secret" per line '
+                         '(default: none)')
+    sc.add_argument("--authenticate-http-frameworks", action="store_true",
+                    help="schedulers must authenticate (HTTP Basic) with --credentials "
+                         "(default: off, as Mesos)")
+    sc.add_argument("--authenticate-http-readwrite", action="store_true",
+                    help="the operator API (/api/v1, /master/teardown) needs --credentials "
+                         "(default: off, as Mesos)")
+    sc.add_argument("--no-authenticate-http-executors", dest="authenticate_http_executors",
+                    action="store_false",
+                    help="let executors call the agent API without their token (default: "
+                         "each executor gets a token in MESOS_EXECUTOR_AUTHENTICATION_TOKEN "
+                         "and must send it)")
+    sc.add_argument("--tls-cert", metavar="PEM", default=None,
+                    help="serve the master and agents over https with this certificate "
+                         "(default: plain http)")
+    sc.add_argument("--tls-key", metavar="PEM", default=None,
+                    help="its private key (default: none)")
+    sc.add_argument("--tls-ca-file", metavar="PEM", default=None,
+                    help="CAs executors check the agents' certificate against "
+                         "(default: --tls-cert itself)")
+    sc.add_argument("--no-switch-user", dest="switch_user", action="store_false",
+                    help="as root, run containers as root instead of the framework's user "
+                         "(default: the framework's user, as Mesos)")
+    sc.add_argument("--images-on-host", action="store_true",
+                    help="run tasks that ask for a container image on the host, saying so in "
+                         "their status messages (default: fail them; localmesos has no "
+                         "containerizer)")
+    sc.add_argument("--fetcher-cache-size", type=int, default=d.fetcher_cache_size,
+                    metavar="BYTES", help="fetcher cache capacity per agent (default 2 GiB, "
+                    "as Mesos)")
+    sc.add_argument("--executor-environment-variables", metavar="JSON", default=None,
+                    help='the environment executors and tasks start from, e.g. '
+                         '\'{"PATH": "/usr/bin:/bin"}\' (default: localmesos\' own)')
+    sc.add_argument("--fetcher-stall-timeout", type=float, default=d.fetcher_stall_timeout,
+                    metavar="SECONDS", help="a download making no progress this long fails "
+                    "(default %(default)g s)")
 
 
 CONTROL_EPILOG = """control a running localmesos (each takes --master URL, default http://127.0.0.1:5050):
@@ -146,7 +186,15 @@ def _config(ns: argparse.Namespace) -> LocalMesosConfig:
         heartbeat_interval=ns.heartbeat_interval, agent_health_timeout=ns.agent_health_timeout,
         allocation_interval=ns.allocation_interval, work_dir=ns.work_dir, quiet=ns.quiet,
         offer_timeout=ns.offer_timeout, status_update_retry=ns.status_update_retry,
-        seed=ns.seed)
+        seed=ns.seed, credentials=ns.credentials,
+        authenticate_http_frameworks=ns.authenticate_http_frameworks,
+        authenticate_http_readwrite=ns.authenticate_http_readwrite,
+        authenticate_http_executors=ns.authenticate_http_executors,
+        tls_cert=ns.tls_cert, tls_key=ns.tls_key, tls_ca_file=ns.tls_ca_file,
+        switch_user=ns.switch_user, images_on_host=ns.images_on_host,
+        fetcher_cache_size=ns.fetcher_cache_size,
+        fetcher_stall_timeout=ns.fetcher_stall_timeout,
+        executor_environment_variables=ns.executor_environment_variables)
 
 
 async def _serve(config: LocalMesosConfig) -> int:
@@ -215,6 +263,8 @@ def main(argv: list[str] | None = None, prog: str = "corral localmesos") -> int:
         try:
             config = _config(ns)
             config.validate()
+            config.load_credentials()
+            config.server_ssl()
         except ValueError as e:
             print(f"localmesos: {e}", file=sys.stderr)
             return 2

@@ -3,7 +3,11 @@
 Owns the configuration (``LocalMesosConfig``, mirroring the CLI flags), the work
 directory, the master's HTTP site, agent creation (resources, attributes, each agent's
 slice of the port range), ZooKeeper registration and an orderly stop that kills every
-process any agent started.
+process any agent started. Also the security set-up every part shares: the credentials
+(``--credentials``) for framework and operator authentication, the key agents sign
+executor tokens with (executor authentication is on unless
+``--no-authenticate-http-executors``), and TLS (``--tls-cert``/``--tls-key``: the master
+and every agent serve https, and executors are told so through ``LIBPROCESS_SSL_*``).
 
 Ports: all agents share 127.0.0.1, so two tasks on different agents must never be offered
 the same port. The ``ports`` range is therefore split into disjoint equal slices, one per
@@ -14,8 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import shutil
+import ssl
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -26,8 +33,9 @@ from typing import Any
 from aiohttp import web
 
 from corral.core.resources import Resources
-from corral.localmesos import httputil, operator_http, scheduler_http
+from corral.localmesos import auth, fetcher, httputil, operator_http, scheduler_http
 from corral.localmesos.agent import Agent, AgentOptions
+from corral.localmesos.containers import ContainerOptions
 from corral.localmesos.master import AgentRecord, Master, MasterOptions
 from corral.localmesos.protocol import Pool, parse_attributes, parse_port_range
 from corral.localmesos.zk import ZkRegistration
@@ -59,6 +67,19 @@ class LocalMesosConfig:
     status_update_retry: float = 10.0
     executor_registration_timeout: float = 60.0
     seed: int = 0
+    # Security and containers (see docs/localmesos.md):
+    credentials: str | None = None          # Mesos credentials file (JSON or text)
+    authenticate_http_frameworks: bool = False
+    authenticate_http_readwrite: bool = False
+    authenticate_http_executors: bool = True
+    tls_cert: str | None = None             # PEM certificate (chain) the master/agents serve
+    tls_key: str | None = None
+    tls_ca_file: str | None = None          # CAs executors check agents against
+    switch_user: bool = True                # as root: run containers as the framework's user
+    images_on_host: bool = False            # run containers that ask for an image on the host
+    fetcher_cache_size: int = fetcher.DEFAULT_CACHE_BYTES
+    fetcher_stall_timeout: float = fetcher.DEFAULT_STALL_TIMEOUT
+    executor_environment_variables: str | None = None  # JSON object of strings
 
     def validate(self) -> None:
         """Raise ValueError with a readable message for a bad configuration."""
@@ -77,6 +98,43 @@ class LocalMesosConfig:
         if self.agents and len(ports) < self.agents:
             raise ValueError(f"--ports {self.ports} has fewer ports than agents")
         parse_attributes(self.attributes)
+        if (self.authenticate_http_frameworks or self.authenticate_http_readwrite) \
+                and not self.credentials:
+            raise ValueError("--authenticate-http-frameworks/-readwrite need --credentials")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("--tls-cert and --tls-key go together")
+        if self.fetcher_cache_size < 0 or self.fetcher_stall_timeout <= 0:
+            raise ValueError("--fetcher-cache-size must be >= 0, --fetcher-stall-timeout > 0")
+        self.executor_environment()
+
+    def executor_environment(self) -> dict[str, str] | None:
+        """``--executor-environment-variables`` parsed (Mesos: a JSON object of strings)."""
+        if self.executor_environment_variables is None:
+            return None
+        try:
+            env = json.loads(self.executor_environment_variables)
+        except ValueError as exc:
+            raise ValueError(f"--executor-environment-variables is not JSON: {exc}") from None
+        if not isinstance(env, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+            raise ValueError("--executor-environment-variables must be a JSON object of "
+                             "string values")
+        return env
+
+    def load_credentials(self) -> dict[str, str]:
+        """principal → secret (empty without --credentials); ValueError if unusable."""
+        return auth.load_credentials(self.credentials) if self.credentials else {}
+
+    def server_ssl(self) -> ssl.SSLContext | None:
+        """The TLS context the master and agents serve with; ValueError if unusable."""
+        if not self.tls_cert:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ctx.load_cert_chain(self.tls_cert, self.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"cannot load --tls-cert/--tls-key: {exc}") from None
+        return ctx
 
 
 class AgentNotFound(LookupError):
@@ -87,11 +145,28 @@ class LocalMesos:
     def __init__(self, config: LocalMesosConfig | None = None) -> None:
         self.config = config or LocalMesosConfig()
         self.config.validate()
+        cfg = self.config
+        self.ssl = cfg.server_ssl()
         self.master = Master(MasterOptions(
-            heartbeat_interval=self.config.heartbeat_interval,
-            allocation_interval=self.config.allocation_interval,
-            agent_health_timeout=self.config.agent_health_timeout,
-            offer_timeout=self.config.offer_timeout, seed=self.config.seed))
+            heartbeat_interval=cfg.heartbeat_interval,
+            allocation_interval=cfg.allocation_interval,
+            agent_health_timeout=cfg.agent_health_timeout,
+            offer_timeout=cfg.offer_timeout, seed=cfg.seed,
+            credentials=cfg.load_credentials(),
+            authenticate_frameworks=cfg.authenticate_http_frameworks,
+            authenticate_readwrite=cfg.authenticate_http_readwrite))
+        executor_env: dict[str, str] = {}
+        if self.ssl is not None:
+            # What a TLS-enabled Mesos agent's executors inherit from its environment.
+            executor_env = {"LIBPROCESS_SSL_ENABLED": "true",
+                            "LIBPROCESS_SSL_CA_FILE": cfg.tls_ca_file or cfg.tls_cert or "",
+                            "LIBPROCESS_SSL_VERIFY_SERVER_CERT": "true"}
+        self.containers = ContainerOptions(
+            switch_user=cfg.switch_user, images_on_host=cfg.images_on_host,
+            executor_secret=os.urandom(32) if cfg.authenticate_http_executors else None,
+            fetcher_cache_bytes=cfg.fetcher_cache_size,
+            fetcher_stall_timeout=cfg.fetcher_stall_timeout, executor_env=executor_env,
+            base_env=cfg.executor_environment())
         self.work_dir: Path | None = None
         self._own_work_dir = False
         self._runner: web.AppRunner | None = None
@@ -111,7 +186,8 @@ class LocalMesos:
 
     @property
     def master_url(self) -> str:
-        return f"http://127.0.0.1:{self.master.port}"
+        scheme = "https" if self.ssl is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.master.port}"
 
     async def start(self) -> None:
         cfg = self.config
@@ -120,13 +196,16 @@ class LocalMesos:
             self.work_dir.mkdir(parents=True, exist_ok=True)
         else:
             self.work_dir = Path(tempfile.mkdtemp(prefix="localmesos-"))
+            # Like /var/lib/mesos: traversable, so containers run as other users reach
+            # their sandboxes (which are 0750 themselves).
+            self.work_dir.chmod(0o755)
             self._own_work_dir = True
         app = web.Application(client_max_size=httputil.MAX_BODY)
         app.router.add_route("*", "/api/v1/scheduler", scheduler_http.make_handler(self.master))
         operator_http.add_routes(app, self)
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", cfg.port)
+        site = web.TCPSite(self._runner, "127.0.0.1", cfg.port, ssl_context=self.ssl)
         await site.start()
         server = site._server
         assert server is not None and server.sockets
@@ -193,7 +272,8 @@ class LocalMesos:
                       Pool(Resources(cpus, mem, disk, gpus), ports=ports), attributes,
                       AgentOptions(status_update_retry=cfg.status_update_retry,
                                    executor_registration_timeout=cfg.executor_registration_timeout,
-                                   heartbeat_interval=cfg.heartbeat_interval))
+                                   heartbeat_interval=cfg.heartbeat_interval,
+                                   containers=self.containers, ssl_context=self.ssl))
         await agent.start()
         self._agent_objs[agent.id] = agent
         self.master.add_agent(agent)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from corral.core.resources import ZERO, Resources
-from corral.localmesos import allocator, validation
+from corral.localmesos import allocator, maintenance, validation
 from corral.localmesos.agent import Agent
 from corral.localmesos.protocol import (
     TERMINAL_STATES,
@@ -55,6 +55,9 @@ class MasterOptions:
     agent_health_timeout: float = 75.0
     offer_timeout: float | None = None
     seed: int = 0
+    credentials: dict[str, str] = field(default_factory=dict)  # principal → secret
+    authenticate_frameworks: bool = False   # --authenticate-http-frameworks
+    authenticate_readwrite: bool = False    # --authenticate-http-readwrite (operator API)
 
 
 @dataclass
@@ -167,8 +170,9 @@ class Master:
         self.completed_frameworks: dict[str, FrameworkRecord] = {}
         self.agents: dict[str, AgentRecord] = {}
         self.offers: dict[str, OfferRecord] = {}
-        self.maintenance_windows: list[Json] = []
-        self.down_machines: set[str] = set()
+        self.maintenance = maintenance.Book()
+        # (agent id, framework id) → InverseOfferStatus, for GET_MAINTENANCE_STATUS.
+        self.inverse_status: dict[tuple[str, str], Json] = {}
         self._next_framework = 0
         self._next_offer = 0
         self._next_agent = 0
@@ -300,6 +304,8 @@ class Master:
                                  reason="REASON_AGENT_REMOVED",
                                  message=f"Agent {rec.id} removed: {why}",
                                  executor_id=task.executor_id)
+            if not gone:  # Mesos stamps the time the agent became unreachable (PA or not)
+                status["unreachable_time"] = ns(time.time())
             task.state = state
             task.last_status = status
             task.statuses.append(status)
@@ -436,17 +442,33 @@ class Master:
 
     # ------------------------------------------------------------------ subscription
 
-    def subscribe(self, info: Json, stream: EventStream) -> tuple[FrameworkRecord | None, str]:
-        """Attach a (re)subscribing scheduler; returns (framework, error message)."""
+    def subscribe(self, info: Json, stream: EventStream,
+                  suppressed_roles: list[str] | None = None
+                  ) -> tuple[FrameworkRecord | None, str]:
+        """Attach a (re)subscribing scheduler; returns (framework, error message).
+
+        ``info.principal`` is already the authenticated principal when authentication is
+        on (``scheduler_http``); a known framework id keeps its principal, user and
+        checkpoint (Mesos' ``validateUpdate``), and its suppressed roles become
+        ``suppressed_roles``."""
         fid = id_of(info.get("id"))
-        if fid is not None and fid in self.completed_frameworks:
-            return None, "Framework has been removed"
         error = validation.subscribe_semantic_error(info)
         if error:
             return None, error
         roles, _multi = validation.framework_roles(info)
+        suppressed = list(suppressed_roles or [])
+        error = validation.suppressed_roles_error(roles, suppressed)
+        if error:
+            return None, error
+        if fid is not None and fid in self.completed_frameworks:
+            return None, "Framework has been removed"
         caps = capabilities_of(info)
         fw = self.frameworks.get(fid) if fid else None
+        if fw is not None:
+            info, error = validation.framework_update(fw.info, info)
+            if error:
+                log.warning("framework %s: refused re-subscription: %s", fid, error)
+                return None, error
         if fw is None:
             if fid is None:
                 fid = f"{self.id}-{self._next_framework:04d}"
@@ -459,6 +481,7 @@ class Master:
             log.info("framework %s failed over", fid)
         fw.info = {**info, "id": ident(fid)}
         fw.roles, fw.capabilities = roles, caps
+        fw.suppressed = set(suppressed)
         fw.stream = stream
         fw.stream_id = str(uuid.uuid4())
         fw.connected = fw.active = True
@@ -542,8 +565,10 @@ class Master:
 
     # ------------------------------------------------------------------ calls
 
-    def teardown(self, fw: FrameworkRecord) -> None:
-        self.remove_framework(fw, "TEARDOWN")
+    def teardown(self, fw: FrameworkRecord, by: str = "the framework") -> None:
+        """TEARDOWN (by the scheduler, or by an operator): the stream closes, a later
+        SUBSCRIBE with the id gets ERROR "Framework has been removed"."""
+        self.remove_framework(fw, f"TEARDOWN by {by}")
 
     def decline(self, fw: FrameworkRecord, offer_ids: list[str], filters: Any) -> None:
         seconds = self._refuse_seconds(filters)
@@ -705,10 +730,14 @@ class Master:
         if rec is not None and rec.state == "registered":
             rec.agent.message(fw.id, id_of(payload.get("executor_id")) or "", payload["data"])
 
-    def inverse_offers_answered(self, fw: FrameworkRecord, payload: Json) -> None:
-        # Answers are advisory in Mesos; localmesos only forgets the inverse offers.
+    def inverse_offers_answered(self, fw: FrameworkRecord, payload: Json,
+                                answer: str = "ACCEPT") -> None:
+        """ACCEPT/DECLINE_INVERSE_OFFERS: advisory in Mesos; the answer is what
+        GET_MAINTENANCE_STATUS shows for that framework on that agent."""
         for ioid in payload.get("inverse_offer_ids", []):
-            fw.inverse_offers.pop(id_of(ioid) or "", None)
+            aid = fw.inverse_offers.pop(id_of(ioid) or "", None)
+            if aid is not None and (aid, fw.id) in self.inverse_status:
+                self.inverse_status[(aid, fw.id)] = _inverse_status(fw.id, answer)
 
     # ------------------------------------------------------------------ reconciliation
 
@@ -719,7 +748,7 @@ class Master:
                              message="Reconciliation: Latest task state",
                              executor_id=task.executor_id if task else None)
         if task is not None and task.last_status is not None:
-            for key in ("data", "labels", "healthy", "container_status"):
+            for key in ("data", "labels", "healthy", "container_status", "unreachable_time"):
                 if key in task.last_status:
                     status[key] = task.last_status[key]
         return status
@@ -806,9 +835,14 @@ class Master:
         return host in (None, rec.hostname) and machine.get("ip") in (None, "127.0.0.1") \
             and (host is not None or machine.get("ip") is not None)
 
-    def set_maintenance(self, windows: list[Json]) -> None:
-        """UPDATE_MAINTENANCE_SCHEDULE: recompute unavailability, rescind, inverse-offer."""
-        self.maintenance_windows = windows
+    @property
+    def maintenance_windows(self) -> list[Json]:
+        return self.maintenance.windows
+
+    def set_maintenance(self, windows: Any) -> None:
+        """UPDATE_MAINTENANCE_SCHEDULE: validate (``MaintenanceError``), recompute
+        unavailability, rescind, inverse-offer."""
+        self.maintenance.update_schedule(windows)
         for rec in self.agents.values():
             un: tuple[float, float | None] | None = None
             for window in windows:
@@ -829,6 +863,8 @@ class Master:
         for oid in list(rec.offers):
             self._remove_offer(self.offers[oid], rescind=True)
         if un is None:
+            for key in [k for k in self.inverse_status if k[0] == rec.id]:
+                del self.inverse_status[key]
             return
         users = {fw_id for fw_id, _ in rec.tasks} | {fw_id for fw_id, _ in rec.executors}
         for fw_id in sorted(users):
@@ -837,6 +873,7 @@ class Master:
                 continue
             ioid = self._new_offer_id()
             fw.inverse_offers[ioid] = rec.id
+            self.inverse_status[(rec.id, fw_id)] = _inverse_status(fw_id, "UNKNOWN")
             self._send(fw, event("INVERSE_OFFERS", {"inverse_offers": [{
                 "id": ident(ioid), "url": rec.agent.url_json(), "framework_id": ident(fw_id),
                 "agent_id": ident(rec.id), "unavailability": self._unavailability_json(un),
@@ -844,24 +881,35 @@ class Master:
             }]}))
         self.request_allocation()
 
-    def start_maintenance(self, machines: list[Json]) -> list[AgentRecord]:
-        """Machines go DOWN: their agents are killed and removed (tasks gone by operator)."""
-        hit = [rec for rec in self.agents.values()
-               if rec.state == "registered" and any(self._machine_matches(rec, m)
-                                                     for m in machines)]
+    def _agents_on(self, keys: list[maintenance.MachineKey]) -> list[AgentRecord]:
+        return [rec for rec in self.agents.values()
+                if any(self._machine_matches(rec, maintenance.machine_json(k)) for k in keys)]
+
+    def start_maintenance(self, machines: Any) -> list[AgentRecord]:
+        """DRAINING machines go DOWN (``MaintenanceError`` otherwise): their agents are
+        killed and removed (tasks gone by operator)."""
+        keys = self.maintenance.start(machines)
+        hit = [rec for rec in self._agents_on(keys) if rec.state == "registered"]
         for rec in hit:
-            self.down_machines |= rec.machine_names()
             self.mark_unreachable(rec, "machine is going DOWN for maintenance", gone=True)
         return hit
 
-    def stop_maintenance(self, machines: list[Json]) -> None:
-        for rec in self.agents.values():
-            if any(self._machine_matches(rec, m) for m in machines):
-                self.down_machines -= rec.machine_names()
-                self._set_unavailability(rec, None)
-        self.maintenance_windows = [
-            w for w in self.maintenance_windows
-            if not any(m in machines for m in w.get("machine_ids", []))]
+    def stop_maintenance(self, machines: Any) -> None:
+        """DOWN machines come UP and leave the schedule (``MaintenanceError`` otherwise)."""
+        keys = self.maintenance.stop(machines)
+        for rec in self._agents_on(keys):
+            self._set_unavailability(rec, None)
+
+    def maintenance_status(self) -> Json:
+        """GET_MAINTENANCE_STATUS: DRAINING machines with their frameworks' answers."""
+        statuses: dict[maintenance.MachineKey, list[Json]] = {}
+        for key, mode in self.maintenance.modes.items():
+            if mode != maintenance.DRAINING:
+                continue
+            ids = {rec.id for rec in self._agents_on([key])}
+            statuses[key] = [st for (aid, _), st in sorted(self.inverse_status.items())
+                             if aid in ids]
+        return self.maintenance.status(statuses)
 
     def notice(self, rec: AgentRecord, seconds: float) -> None:
         """A spot notice: the machine goes ``seconds`` from now and does not come back, so
@@ -912,6 +960,10 @@ class Master:
                    and self.frameworks[f].tasks[t].state not in TERMINAL_STATES
                    for f, t in rec.tasks)
         return "DRAINING" if live else "DRAINED"
+
+
+def _inverse_status(framework_id: str, status: str) -> Json:
+    return {"status": status, "framework_id": ident(framework_id), "timestamp": ns(time.time())}
 
 
 def _launch_tasks(operations: list[Json]) -> list[Json]:

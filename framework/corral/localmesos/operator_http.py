@@ -2,7 +2,10 @@
 and the localmesos-only fault injection endpoints under ``/localmesos/``.
 
 Owns the JSON shapes of the operator API (``GET_STATE`` and friends, maintenance and
-draining) and of the v0 ``/master/state`` document that web UIs and scripts read.
+draining, TEARDOWN) and of the v0 ``/master/state`` document that web UIs and scripts
+read; ``POST /master/teardown`` (``frameworkId=...``) is the v0 teardown. With
+``--authenticate-http-readwrite``, ``/api/v1`` and ``/master/teardown`` need HTTP Basic
+credentials (realm ``mesos-master-readwrite``); the ``/localmesos/`` endpoints never do.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from corral.localmesos import httputil
+from corral.localmesos import auth, httputil
+from corral.localmesos.maintenance import MaintenanceError
 from corral.localmesos.master import AgentRecord, FrameworkRecord, Master, TaskRecord
 from corral.localmesos.protocol import (
     TERMINAL_STATES,
@@ -217,7 +221,34 @@ def add_routes(app: web.Application, lm: LocalMesos) -> None:
     async def state(_request: web.Request) -> web.Response:
         return _json(master_state(master))
 
+    def unauthorized(request: web.Request) -> web.Response | None:
+        if not master.options.authenticate_readwrite:
+            return None
+        got = auth.basic_principal(request.headers.get("Authorization"),
+                                   master.options.credentials, auth.READWRITE_REALM)
+        if isinstance(got, auth.Challenge):
+            return web.Response(status=401, text=got.message,
+                                headers={"WWW-Authenticate": got.www_authenticate})
+        return None
+
+    async def teardown_v0(request: web.Request) -> web.Response:
+        denied = unauthorized(request)
+        if denied is not None:
+            return denied
+        if request.method != "POST":
+            return web.Response(status=405, headers={"Allow": "POST"},
+                                text=f"Expecting 'POST', received '{request.method}'")
+        form = await request.post()
+        fid = form.get("frameworkId")
+        if not isinstance(fid, str):
+            return httputil.bad_request(
+                "Missing 'frameworkId' query parameter in the request body")
+        return _teardown(master, fid)
+
     async def operator_api(request: web.Request) -> web.Response:
+        denied = unauthorized(request)
+        if denied is not None:
+            return denied
         call, error = await httputil.read_call(request, OPERATOR_CALLS)
         if error is not None:
             return error
@@ -250,6 +281,7 @@ def add_routes(app: web.Application, lm: LocalMesos) -> None:
     app.router.add_get("/master/state.json", state)
     app.router.add_get("/state", state)
     app.router.add_route("*", "/api/v1", operator_api)
+    app.router.add_route("*", "/master/teardown", teardown_v0)
     app.router.add_get("/localmesos/agents", agents)
     app.router.add_post("/localmesos/agents", fault)
     app.router.add_post("/localmesos/agents/{agent}/{action}", fault)
@@ -295,11 +327,17 @@ async def _fault(lm: LocalMesos, agent: str | None, action: str, body: Json) -> 
     return _error(404, f"unknown action {action!r}")
 
 
-def _machines(payload: Any) -> list[Json]:
-    machines = payload.get("machines") if isinstance(payload, dict) else None
-    if not isinstance(machines, list) or not all(isinstance(m, dict) for m in machines):
-        raise ValueError("Expecting 'machines' (a list of MachineIDs) to be present")
-    return machines
+def _machines(payload: Any) -> Any:
+    return payload.get("machines") if isinstance(payload, dict) else None
+
+
+def _teardown(master: Master, framework_id: str) -> web.Response:
+    """Operator TEARDOWN: remove the framework and everything of it (Mesos: 200)."""
+    fw = master.frameworks.get(framework_id)
+    if fw is None:
+        return httputil.bad_request("No framework found with specified ID")
+    master.teardown(fw, by="the operator")
+    return web.Response(status=200)
 
 
 async def _operator_call(lm: LocalMesos, call: Json) -> web.Response:
@@ -316,10 +354,17 @@ async def _operator_call(lm: LocalMesos, call: Json) -> web.Response:
                                "elected_time": master.start_time},
         "GET_MAINTENANCE_SCHEDULE": lambda: {"schedule": {
             "windows": master.maintenance_windows}},
+        "GET_MAINTENANCE_STATUS": lambda: {"status": master.maintenance_status()},
     }
     if kind in simple:
         return _json({"type": kind, kind.lower(): simple[kind]()})
     try:
+        if kind == "TEARDOWN":
+            payload = call.get("teardown")
+            fid = id_of(payload.get("framework_id")) if isinstance(payload, dict) else None
+            if fid is None:
+                raise ValueError("Expecting 'teardown.framework_id' to be present")
+            return _teardown(master, fid)
         if kind == "UPDATE_MAINTENANCE_SCHEDULE":
             payload = call.get("update_maintenance_schedule")
             schedule = payload.get("schedule") if isinstance(payload, dict) else None
@@ -327,11 +372,6 @@ async def _operator_call(lm: LocalMesos, call: Json) -> web.Response:
             if not isinstance(windows, list):
                 raise ValueError("Expecting 'update_maintenance_schedule.schedule' "
                                  "to be present")
-            for w in windows:
-                if not isinstance(w, dict) or not isinstance(w.get("machine_ids"), list) \
-                        or seconds_of((w.get("unavailability") or {}).get("start")) is None:
-                    raise ValueError("each window needs 'machine_ids' and "
-                                     "'unavailability.start'")
             master.set_maintenance(windows)
             return web.Response(status=200)
         if kind == "START_MAINTENANCE":
@@ -361,7 +401,7 @@ async def _operator_call(lm: LocalMesos, call: Json) -> web.Response:
             else:
                 await lm.mark_gone(aid)
             return web.Response(status=200)
-    except ValueError as e:
+    except (ValueError, MaintenanceError) as e:
         return httputil.bad_request(str(e))
     return web.Response(status=501, text=f"Operator call {kind} is not implemented by "
                                          f"localmesos")

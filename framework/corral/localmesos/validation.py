@@ -147,6 +147,11 @@ def call_shape_error(call: Json) -> str | None:
             if key in info and (not isinstance(info[key], int | float)
                                 or isinstance(info[key], bool)):
                 return f"FrameworkInfo '{key}' must be a number"
+        if "principal" in info and not isinstance(info["principal"], str):
+            return "FrameworkInfo 'principal' must be a string"
+        suppressed = sub.get("suppressed_roles", [])
+        if not isinstance(suppressed, list) or any(not isinstance(r, str) for r in suppressed):
+            return "'subscribe.suppressed_roles' must be a list of strings"
         return None
     if id_of(call.get("framework_id")) is None:
         return "Expecting 'framework_id' to be present"
@@ -289,6 +294,31 @@ def subscribe_semantic_error(info: Json) -> str | None:
         if not role or not _ROLE_RE.match(role) or role in (".", ".."):
             return f"Role '{role}' is invalid"
     return None
+
+
+def suppressed_roles_error(roles: Sequence[str], suppressed: Sequence[str]) -> str | None:
+    """SUBSCRIBE's ``suppressed_roles`` must be roles of the framework (an ERROR event)."""
+    for role in suppressed:
+        if role not in roles:
+            return f"Suppressed role '{role}' is not contained in the list of roles"
+    return None
+
+
+def framework_update(old: Json, new: Json) -> tuple[Json, str | None]:
+    """A re-subscription's FrameworkInfo against the known one, as Mesos does it:
+    ``preserveImmutableFields`` keeps the old ``user`` and ``checkpoint`` (silently), then
+    ``validateUpdate`` refuses a changed ``principal`` (an ERROR event). This is what stops
+    a scheduler holding another principal's credentials from taking a framework over.
+    Returns (the FrameworkInfo to keep, the error)."""
+    kept = dict(new)
+    for key in ("user", "checkpoint"):
+        if key in old:
+            kept[key] = old[key]
+        else:
+            kept.pop(key, None)
+    if old.get("principal") != new.get("principal"):
+        return kept, "Changing framework's principal is not allowed."
+    return kept, None
 
 
 def offers_error(offer_ids: Sequence[str], framework_id: str,

@@ -7,7 +7,14 @@ SUBSCRIBE, reads the RecordIO stream and hands every event except HEARTBEAT to
 id it was given (top-level ``framework_id`` and ``framework_info.id``) after an
 exponential backoff. It follows 307 redirects, waits out 503, and returns only after
 ``close()``; it raises ``FrameworkRemoved`` when the master has removed the framework and
-``MesosCallError`` when SUBSCRIBE itself is refused with a 4xx (retrying cannot help).
+``MesosCallError`` when SUBSCRIBE itself is refused with a 4xx (retrying cannot help),
+``AuthenticationFailed`` (a ``MesosCallError``) when the master refuses our credentials.
+
+Authentication and TLS: with ``credentials=(principal, secret)`` every request (SUBSCRIBE
+and calls) carries HTTP Basic credentials, as Mesos' ``--authenticate_http_frameworks``
+requires; with ``ssl_context`` the master is spoken to over TLS checked against that
+context's CAs, and masters found in ZooKeeper (whose MasterInfo has no scheme) are
+addressed with ``https://``.
 
 Calls (ACCEPT, DECLINE, KILL, ...) each go on their own request to the master holding the
 stream, carry ``Mesos-Stream-Id`` and expect 202. Without a live subscription they raise
@@ -18,11 +25,13 @@ next SUBSCRIBED, which starts a reconciliation anyway. Retry rules live in ``ret
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
 import random
 import re
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -31,6 +40,7 @@ import aiohttp
 from corral.mesos import calls
 from corral.mesos.detect import DetectorError, MasterDetector, detector_for
 from corral.mesos.errors import (
+    AuthenticationFailed,
     FrameworkFailedOver,
     FrameworkRemoved,
     MasterUnavailable,
@@ -103,6 +113,8 @@ class SchedulerClient:
         stop_on_failover: bool = False,
         detector: MasterDetector | None = None,
         rng: random.Random | None = None,
+        credentials: tuple[str, str] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if not framework_info.get("user") or not framework_info.get("name"):
             raise ValueError("framework_info needs 'user' and 'name'")
@@ -131,6 +143,8 @@ class SchedulerClient:
             p: p.with_limits(call_attempts, call_wait_initial, call_wait_max)
             for p in (SAFE, IDEMPOTENT)
         }
+        self._auth = basic_auth(*credentials) if credentials else None
+        self._ssl = ssl_context
         self._session: aiohttp.ClientSession | None = None
         self._resp: aiohttp.ClientResponse | None = None
         self._main: asyncio.Task[None] | None = None
@@ -145,8 +159,9 @@ class SchedulerClient:
             raise RuntimeError("SchedulerClient.run() may be called once")
         if self._closed:
             return
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(
-            total=None, sock_connect=self._timeout))
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._timeout),
+            connector=aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else True))
         self._main = asyncio.create_task(self._supervise(), name="mesos-subscription")
         try:
             try:
@@ -200,7 +215,7 @@ class SchedulerClient:
             try:
                 healthy = await self._subscribe_once()
             except (MesosCallError, FrameworkRemoved, FrameworkFailedOver):
-                raise
+                raise  # AuthenticationFailed included: the same credentials fail again
             except (MasterUnavailable, aiohttp.ClientError, TimeoutError, RecordIOError,
                     DetectorError, ValueError, OSError) as e:
                 healthy = False
@@ -226,12 +241,14 @@ class SchedulerClient:
         url = await self._detector.leader(self._timeout)
         if url is None:
             raise MasterUnavailable("no leading Mesos master is known")
+        if self._ssl is not None and url.startswith("http://"):
+            url = "https://" + url[len("http://"):]  # ZooKeeper's MasterInfo has no scheme
         for _ in range(MAX_REDIRECTS + 1):
             body = calls.subscribe(self.framework_info, self.framework_id)
             log.info("mesos subscribing to %s as framework %s", url, self.framework_id or "(new)")
             async with asyncio.timeout(self._timeout):
                 resp = await self._session.post(
-                    url + API_PATH, data=_dumps(body), headers=_headers(None),
+                    url + API_PATH, data=_dumps(body), headers=_headers(None, self._auth),
                     allow_redirects=False)
             try:
                 if resp.status == 307:
@@ -283,7 +300,7 @@ class SchedulerClient:
                 except Exception as e:
                     raise _HandlerFailed(e) from e
                 if kind == "ERROR":
-                    self._on_error(event)
+                    self._on_error(event, subscribed)
                     return False
                 if self._closed:
                     return subscribed
@@ -306,13 +323,17 @@ class SchedulerClient:
         log.info("mesos subscribed framework %s at %s (stream %s, heartbeat %.1fs)",
                  fid, url, stream_id, self.heartbeat_interval)
 
-    def _on_error(self, event: Json) -> None:
+    def _on_error(self, event: Json, subscribed: bool = False) -> None:
         # Mesos puts the message in the payload; its docs show it at top level.
         msg = str((event.get("error") or {}).get("message") or event.get("message") or "")
         low = msg.lower()
         log.error("mesos ERROR event for framework %s: %s", self.framework_id, msg)
         if "removed" in low:
             raise FrameworkRemoved(self.framework_id, msg)
+        if not subscribed and ("principal" in low or "not authorized" in low):
+            # "Changing framework's principal is not allowed", "Not authorized to ...":
+            # the master refuses who we are; subscribing again cannot help.
+            raise AuthenticationFailed(403, msg, "SUBSCRIBE")
         if "failed over" in low and self._stop_on_failover:
             raise FrameworkFailedOver(self.framework_id, msg)
 
@@ -358,7 +379,8 @@ class SchedulerClient:
     async def _post_call(self, session: aiohttp.ClientSession, url: str, data: bytes,
                          stream_id: str, kind: str) -> None:
         async with session.post(
-            url + API_PATH, data=data, headers=_headers(stream_id), allow_redirects=False,
+            url + API_PATH, data=data, headers=_headers(stream_id, self._auth),
+            allow_redirects=False,
             timeout=aiohttp.ClientTimeout(total=self._timeout),
         ) as resp:
             if resp.status == 307:
@@ -425,10 +447,20 @@ def _dumps(body: Json) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode("utf-8")
 
 
-def _headers(stream_id: str | None) -> dict[str, str]:
+def basic_auth(principal: str, secret: str) -> str:
+    """An HTTP Basic ``Authorization`` value (RFC 7617, UTF-8)."""
+    if ":" in principal:
+        raise ValueError("a principal may not contain ':' (HTTP Basic separates with it)")
+    raw = f"{principal}:{secret}".encode()
+    return "Basic " + base64.b64encode(raw).decode("ascii")
+
+
+def _headers(stream_id: str | None, auth: str | None = None) -> dict[str, str]:
     h = {"Content-Type": "application/json", "Accept": "application/json"}
     if stream_id is not None:
         h["Mesos-Stream-Id"] = stream_id
+    if auth is not None:
+        h["Authorization"] = auth
     return h
 
 
@@ -442,6 +474,11 @@ async def _check_status(resp: aiohttp.ClientResponse, kind: str, ok: tuple[int, 
     if resp.status >= 500:
         # 503: no elected leader or still recovering; other 5xx: the master is unwell.
         raise MasterUnavailable(f"{kind}: HTTP {resp.status}: {text.strip()[:200]}")
+    if resp.status == 401:
+        challenge = resp.headers.get("WWW-Authenticate", "")[:120]
+        what = text.strip()[:200] or "unauthorized"
+        raise AuthenticationFailed(
+            401, f"{what} (WWW-Authenticate: {challenge})" if challenge else what, kind)
     raise MesosCallError(resp.status, text, kind)
 
 

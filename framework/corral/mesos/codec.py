@@ -212,10 +212,19 @@ def task_status_fields(status: Mapping[str, Any]) -> Json:
 
 # --- executor and task infos ---------------------------------------------------------
 
+def docker_image_container_json(image: str) -> Json:
+    """ContainerInfo of type MESOS running a Docker image (the Mesos containerizer's
+    "unified" images, as ``ExecutorInfo.container`` of a custom executor)."""
+    return {"type": "MESOS", "mesos": {"image": {"type": "DOCKER", "docker": {"name": image}}}}
+
+
 def executor_info_json(executor_id: str, name: str, command: str, env: Mapping[str, str],
                        resources_json: list[Json],
-                       shutdown_grace_seconds: float | None = None) -> Json:
-    """ExecutorInfo for a custom executor started by a shell command."""
+                       shutdown_grace_seconds: float | None = None,
+                       uris: Iterable[Mapping[str, Any]] = (),
+                       container: Json | None = None) -> Json:
+    """ExecutorInfo for a custom executor started by a shell command, with the
+    ``CommandInfo.uris`` the fetcher brings into its sandbox and an optional container."""
     info: Json = {
         "executor_id": ident(executor_id),
         "type": "CUSTOM",
@@ -228,6 +237,11 @@ def executor_info_json(executor_id: str, name: str, command: str, env: Mapping[s
         },
         "resources": list(resources_json),
     }
+    uri_list = [dict(u) for u in uris]
+    if uri_list:
+        info["command"]["uris"] = uri_list
+    if container is not None:
+        info["container"] = container
     if shutdown_grace_seconds is not None:
         info["shutdown_grace_period"] = duration(shutdown_grace_seconds)
     return info

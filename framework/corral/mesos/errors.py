@@ -2,7 +2,8 @@
 
 The runtime shell catches these by type: ``NotConnected`` means "no live subscription,
 try again after the next SUBSCRIBED", ``MesosCallError`` means the master refused a call,
-``FrameworkRemoved`` means the framework id is dead for good and a new one is needed.
+``FrameworkRemoved`` means the framework id is dead for good and a new one is needed,
+``AuthenticationFailed`` that the principal or secret is wrong.
 """
 
 from __future__ import annotations
@@ -25,6 +26,13 @@ class MesosCallError(MesosError):
         self.call = call
         what = f"{call} " if call else ""
         super().__init__(f"Mesos {what}call failed: HTTP {status}: {body.strip()[:500]}")
+
+
+class AuthenticationFailed(MesosCallError):
+    """The master refused our credentials (HTTP 401), or refused our principal.
+
+    Retrying with the same principal and secret cannot help: the operator must fix them.
+    """
 
 
 class MasterUnavailable(MesosError):

@@ -12,6 +12,12 @@ Jobs are sized by the elastic policy (``core.elastic``) unless ``--no-elastic``;
 With ``--zk zk://host:port[,host:port]/root`` it runs as one of several replicas
 (``runtime.replica``): the elected leader subscribes and acts, the others answer the API
 with the leader's address. SIGTERM on the leader hands leadership over at once.
+
+On a real cluster (docs/operations.md): ``--http HOST:PORT`` serves the executor as a
+zipapp that agents' fetchers download (or ``--executor-uri URL`` names a copy hosted
+elsewhere), so agents need only ``python3``; ``--principal``/``--secret-file``
+authenticate the framework; ``--master-ca-file`` checks an ``https://`` master. Mesos
+refusing the credentials ends the process with exit code 2 and a message saying so.
 """
 
 from __future__ import annotations
@@ -25,8 +31,12 @@ import os
 import signal
 import socket
 import sys
+from typing import TYPE_CHECKING
 
 from corral.runtime.service import RuntimeConfig, SchedulerService, default_executor_command
+
+if TYPE_CHECKING:
+    from corral.http import HttpServer
 
 log = logging.getLogger("corral.scheduler")
 
@@ -55,6 +65,48 @@ def build_parser(prog: str = "corral scheduler") -> argparse.ArgumentParser:
     p.add_argument(
         "--executor-command", default=None,
         help=f"command agents run as Corral's executor (default: {default_executor_command()})",
+    )
+    g = p.add_argument_group("real clusters: executor shipping, credentials, TLS")
+    g.add_argument(
+        "--http", metavar="HOST:PORT", default=os.environ.get("CORRAL_HTTP"),
+        help="serve plain HTTP here: the executor artifact agents fetch at "
+             "/executor/<sha256>/corral-executor.pyz (env CORRAL_HTTP; default: off)",
+    )
+    g.add_argument(
+        "--http-advertise", metavar="URL", default=os.environ.get("CORRAL_HTTP_ADVERTISE"),
+        help="base URL (or host) agents reach --http at; without a port, the bound one "
+             "(default http://HOST:PORT, this machine's name for a wildcard HOST)",
+    )
+    g.add_argument(
+        "--executor-uri", metavar="URL", default=os.environ.get("CORRAL_EXECUTOR_URI"),
+        help="where agents fetch the executor artifact (`corral executor-artifact` writes "
+             "it); wins over --http (env CORRAL_EXECUTOR_URI). Without this or --http, "
+             "agents must have Corral installed at this interpreter's path",
+    )
+    g.add_argument(
+        "--executor-python", default="python3",
+        help="interpreter (>= 3.11) agents run the fetched executor with (default python3)",
+    )
+    g.add_argument(
+        "--no-executor-cache", dest="executor_cache", action="store_false",
+        help="do not let the fetcher cache the executor (use with an --executor-uri whose "
+             "content changes without its URL changing)",
+    )
+    g.add_argument(
+        "--principal", default=os.environ.get("CORRAL_PRINCIPAL"),
+        help="Mesos framework principal, sent in FrameworkInfo and, with --secret-file, "
+             "as HTTP Basic credentials on every call (env CORRAL_PRINCIPAL)",
+    )
+    g.add_argument(
+        "--secret-file", metavar="FILE", default=os.environ.get("CORRAL_SECRET_FILE"),
+        help="file holding the principal's secret (a trailing newline is ignored; "
+             "env CORRAL_SECRET_FILE)",
+    )
+    g.add_argument(
+        "--master-ca-file", metavar="FILE", default=os.environ.get("CORRAL_MASTER_CA_FILE"),
+        help="PEM CA certificates to check an https:// master against; with a zk:// "
+             "master, the masters found are spoken to over https (env "
+             "CORRAL_MASTER_CA_FILE; default for https://: the system's CAs)",
     )
     p.add_argument(
         "--zk", default=os.environ.get("CORRAL_ZK"),
@@ -119,9 +171,111 @@ def policy_settings(args: argparse.Namespace, config: RuntimeConfig) -> str | No
     return None
 
 
-async def _until_stop_signal() -> None:
-    """Return on the first SIGINT or SIGTERM."""
-    stop = asyncio.Event()
+MAX_SECRET_BYTES = 4096
+
+
+def read_secret(path: str) -> str:
+    """The secret in ``path`` (one trailing newline dropped); ValueError says why not."""
+    try:
+        st = os.stat(path)
+        if st.st_size > MAX_SECRET_BYTES:
+            raise ValueError(f"{path} is larger than {MAX_SECRET_BYTES} bytes")
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_SECRET_BYTES + 1)
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        secret = raw.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text") from None
+    if not secret or any(c in secret for c in "\0\r\n"):
+        raise ValueError(f"{path} must hold the secret on one line")
+    if st.st_mode & 0o077:
+        log.warning("%s can be read by other users (mode %o); chmod 600 it",
+                    path, st.st_mode & 0o777)
+    return secret
+
+
+def mesos_settings(args: argparse.Namespace, config: RuntimeConfig) -> str | None:
+    """Apply credentials and TLS options to ``config``; an error message if one is bad."""
+    import ssl
+
+    if args.secret_file and not args.principal:
+        return "--secret-file needs --principal"
+    if args.principal is not None:
+        if not args.principal or ":" in args.principal or not args.principal.isprintable():
+            return "--principal must be non-empty, printable and without ':'"
+        config.principal = args.principal
+    if args.secret_file:
+        try:
+            config.secret = read_secret(args.secret_file)
+        except ValueError as exc:
+            return f"--secret-file: {exc}"
+    if args.master_ca_file:
+        if args.master.strip().startswith("http://"):
+            return "--master-ca-file needs an https:// (or zk://) --master"
+        try:
+            ssl.create_default_context(cafile=args.master_ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            return f"--master-ca-file: cannot load {args.master_ca_file}: {exc}"
+        config.master_ca_file = args.master_ca_file
+    return None
+
+
+def advertised_base(advertise: str | None, server: HttpServer) -> str:
+    """The base URL agents use for ``--http``: ``--http-advertise`` (a URL, or a bare
+    host), with the bound port filled in where it names none; else the server's own."""
+    if not advertise:
+        return server.advertise()
+    url = advertise.strip().rstrip("/")
+    if "://" not in url:
+        url = f"http://{url}"
+    scheme, rest = url.split("://", 1)
+    hostport = rest.split("/", 1)[0]
+    has_port = hostport.rsplit("]", 1)[-1].count(":") == 1 if hostport.startswith("[") \
+        else hostport.count(":") == 1
+    return url if has_port else f"{scheme}://{hostport}:{server.port}"
+
+
+async def start_http(args: argparse.Namespace, config: RuntimeConfig) -> HttpServer | None:
+    """Serve ``--http`` (the executor artifact) and point the executor at its fetched
+    copy (``--http`` or ``--executor-uri``). Returns the server (None without --http)."""
+    from corral.artifact import build
+    from corral.http import HttpServer
+    from corral.http.executor import add_routes, executor_setup
+
+    server: HttpServer | None = None
+    uri = args.executor_uri
+    if uri:
+        try:
+            executor_setup(uri)
+        except ValueError as exc:
+            raise ValueError(f"--executor-uri: {exc}") from None
+    if args.http:
+        artifact = build()
+        server = HttpServer()
+        add_routes(server, artifact)
+        try:
+            await server.start(args.http)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot serve --http {args.http}: {exc}") from None
+        base = advertised_base(args.http_advertise, server)
+        print(f"corral scheduler HTTP at {server.advertise()}", flush=True)
+        if not uri:
+            uri = base + artifact.versioned_path
+    if uri:
+        command, uris = executor_setup(uri, python=args.executor_python,
+                                       cache=args.executor_cache)
+        config.executor_uris = uris
+        if not args.executor_command:
+            config.executor_command = command
+        log.info("agents fetch the executor from %s", uri)
+    return server
+
+
+async def _until_stop_signal(stop: asyncio.Event | None = None) -> None:
+    """Return on the first SIGINT or SIGTERM (or when ``stop`` is set)."""
+    stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
@@ -140,7 +294,8 @@ def _advertised(api: str, port: int) -> str:
     return f"{host}:{port}"
 
 
-async def serve_replica(args: argparse.Namespace, config: RuntimeConfig) -> int:
+async def serve_replica(args: argparse.Namespace, config: RuntimeConfig,
+                        stop: asyncio.Event) -> int:
     """HA mode: serve the API at once (followers redirect), contend for leadership."""
     from corral.api.server import start_api_server
     from corral.runtime.replica import Replica
@@ -169,7 +324,7 @@ async def serve_replica(args: argparse.Namespace, config: RuntimeConfig) -> int:
         return 2
     print(f"corral scheduler API at {replica.api_address}", flush=True)
 
-    await _until_stop_signal()
+    await _until_stop_signal(stop)
     log.info("stopping: handing leadership over")
     # Stop acting and resign first, so the next replica can take over while we close.
     await replica.stop()
@@ -178,7 +333,6 @@ async def serve_replica(args: argparse.Namespace, config: RuntimeConfig) -> int:
 
 
 async def serve(args: argparse.Namespace) -> int:
-    from corral.api.server import start_api_server
     from corral.mesos.detect import DetectorError, check_master
 
     try:
@@ -195,12 +349,43 @@ async def serve(args: argparse.Namespace) -> int:
         config.user = args.user
     if args.executor_command:
         config.executor_command = args.executor_command
-    bad = policy_settings(args, config)
+    bad = policy_settings(args, config) or mesos_settings(args, config)
     if bad:
         print(f"corral scheduler: {bad}", file=sys.stderr)
         return 2
+    try:
+        http = await start_http(args, config)
+    except (ValueError, RuntimeError) as exc:
+        print(f"corral scheduler: {exc}", file=sys.stderr)
+        return 2
+    stop = asyncio.Event()
+    refused: list[str] = []
+
+    def unauthorized(reason: str) -> None:
+        refused.append(reason)
+        stop.set()
+
+    config.on_unauthorized = unauthorized
+    try:
+        code = await _serve_scheduler(args, config, stop)
+    finally:
+        if http is not None:
+            await http.stop()
+    if refused:
+        who = f"principal {config.principal!r}" if config.principal else "no credentials"
+        print(f"corral scheduler: Mesos at {args.master} refused {who}: {refused[0]}. "
+              "Check --principal and --secret-file (and the master's --credentials).",
+              file=sys.stderr)
+        return 2
+    return code
+
+
+async def _serve_scheduler(args: argparse.Namespace, config: RuntimeConfig,
+                           stop: asyncio.Event) -> int:
+    from corral.api.server import start_api_server
+
     if args.zk:
-        return await serve_replica(args, config)
+        return await serve_replica(args, config, stop)
     service = SchedulerService(config)
     try:
         server, port = await start_api_server(service, args.api)
@@ -212,7 +397,7 @@ async def serve(args: argparse.Namespace) -> int:
     print(f"corral scheduler API at {host}:{port}", flush=True)
     log.info("subscribing to Mesos at %s", args.master)
 
-    await _until_stop_signal()
+    await _until_stop_signal(stop)
     log.info("stopping")
     await server.stop(grace=1.0)
     await service.stop()

@@ -50,7 +50,12 @@ from corral.core.spot import OverProvision
 from corral.core.views import JobView, NotFound, NotLeader
 from corral.mesos import codec
 from corral.mesos.client import SchedulerClient
-from corral.mesos.errors import FrameworkFailedOver, FrameworkRemoved, MesosError
+from corral.mesos.errors import (
+    AuthenticationFailed,
+    FrameworkFailedOver,
+    FrameworkRemoved,
+    MesosError,
+)
 from corral.runtime import translate
 from corral.runtime.persist import MemoryStore, Persist, batch_for
 
@@ -77,6 +82,14 @@ class RuntimeConfig:
     user: str = field(default_factory=getpass.getuser)
     failover_timeout: float = 7 * 24 * 3600.0
     executor_command: str = field(default_factory=default_executor_command)
+    # CommandInfo.URI JSON objects the fetcher brings into each executor's sandbox.
+    executor_uris: tuple[dict[str, Any], ...] = ()
+    principal: str | None = None  # Mesos framework principal (HTTP Basic, FrameworkInfo)
+    secret: str | None = field(default=None, repr=False)
+    master_ca_file: str | None = None  # CAs to check an https:// master against
+    # Called when Mesos refuses our credentials (``corral scheduler`` exits 2).
+    on_unauthorized: Callable[[str], None] | None = field(
+        default=None, repr=False, compare=False)
     tick_seconds: float = 1.0
     usage_interval: float = 5.0
     hostname: str = field(default_factory=socket.gethostname)
@@ -105,9 +118,22 @@ class RuntimeConfig:
             "hostname": self.hostname,
             "capabilities": [{"type": c} for c in MESOS_CAPABILITIES],
         }
+        if self.principal:
+            info["principal"] = self.principal
         if framework_id:
             info["id"] = {"value": framework_id}
         return info
+
+    def client_options(self) -> dict[str, Any]:
+        """Credentials and TLS settings for the ``SchedulerClient``."""
+        import ssl
+
+        opts: dict[str, Any] = {}
+        if self.principal:
+            opts["credentials"] = (self.principal, self.secret or "")
+        if self.master_ca_file:
+            opts["ssl_context"] = ssl.create_default_context(cafile=self.master_ca_file)
+        return opts
 
 
 @dataclass
@@ -161,7 +187,7 @@ class SchedulerService:
             self.config.master, self.config.framework_info(framework_id),
             self._on_mesos_event,
             # In HA mode a successor subscribing with our framework id means we are done.
-            stop_on_failover=self._ha,
+            stop_on_failover=self._ha, **self.config.client_options(),
         )
 
     # --- lifecycle -------------------------------------------------------------------
@@ -191,6 +217,12 @@ class SchedulerService:
                 self.client = self._new_client(None)
             except FrameworkFailedOver as exc:
                 self._fatal(f"Mesos: {exc}")
+                return
+            except AuthenticationFailed as exc:
+                # Wrong principal or secret: every attempt would fail the same way.
+                self._fatal(f"Mesos refused our credentials: {exc}")
+                if self.config.on_unauthorized is not None:
+                    self.config.on_unauthorized(str(exc))
                 return
             except Exception as exc:
                 log.error("the Mesos subscription ended: %s", exc)
@@ -411,6 +443,7 @@ class SchedulerService:
                         t, agent_id, self.config.executor_command,
                         role=self.config.mesos_role, allocation_role=alloc,
                         usage_interval=self.config.usage_interval,
+                        uris=self.config.executor_uris,
                     )
                     for t in tasks
                 ]

@@ -2,15 +2,18 @@
 
 Inbound: one Mesos scheduler event (a dict from the RecordIO stream) becomes zero or
 more core events. Outbound: a ``LaunchTasks`` effect becomes the TaskInfo JSON of
-Corral's custom executor. Malformed input never raises out of here: it becomes no event
-plus a reason the shell logs, because one bad record must not stop the scheduler.
+Corral's custom executor (its ``CommandInfo.uris`` when the fetcher ships it, and a
+MESOS container with the task's Docker image: a custom executor's tasks run in the
+executor's container, so the image goes on ``ExecutorInfo.container``). Malformed input
+never raises out of here: it becomes no event plus a reason the shell logs, because one
+bad record must not stop the scheduler.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from corral.core import events as ev
@@ -115,6 +118,7 @@ def _split_executor(res: Resources) -> tuple[Resources, Resources]:
 def task_info(
     launch: TaskLaunch, agent_id: str, executor_command: str, *, role: str = "*",
     allocation_role: str | None = None, usage_interval: float = 5.0,
+    uris: Sequence[Mapping[str, Any]] = (),
 ) -> Json:
     """TaskInfo JSON running ``launch`` under Corral's executor (one executor per task)."""
     exe_res, task_res = _split_executor(launch.resources)
@@ -129,6 +133,8 @@ def task_info(
         env={},
         resources_json=codec.scalar_resources_json(exe_res, **kw),
         shutdown_grace_seconds=launch.grace_seconds + 5.0,
+        uris=uris,
+        container=codec.docker_image_container_json(launch.image) if launch.image else None,
     )
     data = json.dumps({
         "command": launch.command,

@@ -148,7 +148,7 @@ def launch(st: CoreState, ctx: Ctx, a: Assignment) -> fx.TaskLaunch:
         task_id=tid, key=key, attempt=n, name=f"{job.key} {key.label()}",
         command=t.command, resources=t.resources, ports=a.ports, revocable=a.revocable,
         env=build_env(job, key, n, a.ports), grace_seconds=job.spec.kill_grace_seconds,
-        hostname=a.hostname,
+        hostname=a.hostname, image=t.image,
     )
 
 
