@@ -30,6 +30,7 @@ from typing import Any
 from corral.core import accounting as acct
 from corral.core import effects as fx
 from corral.core import events as ev
+from corral.core.checkpoints import task_location
 from corral.core.elastic import MANUAL_REASON, Elastic
 from corral.core.job_state import JobInput, JobPhase, job_transition, public_state
 from corral.core.model import JobSpec, TaskKey, TaskKind, TaskTemplate, parse_task_id, task_id_for
@@ -182,7 +183,7 @@ def build_env(job: JobRecord, key: TaskKey, attempt: int,
         env["CORRAL_PORT"] = str(ports[0])
         env["CORRAL_PORTS"] = ",".join(str(p) for p in ports)
     if spec.checkpoint_uri:
-        env["CORRAL_CHECKPOINT_URI"] = f"{spec.checkpoint_uri.rstrip('/')}/{key.label()}"
+        env["CORRAL_CHECKPOINT_URI"] = task_location(spec.checkpoint_uri, spec.key, key.label())
     env["CORRAL_CHECKPOINT_INTERVAL"] = f"{spec.checkpoint_interval_seconds:g}"
     env["CORRAL_ATTEMPT"] = str(attempt)
     return tuple(env.items())
