@@ -48,7 +48,10 @@ KEY = "ml/default/score"
 
 def corral(*args: str, api: str | None = None, env: dict[str, str] | None = None,
            timeout: float = 20) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if k not in ("CORRAL_API", "CORRAL_DEBUG")}
+    full_env = {k: v for k, v in os.environ.items()
+                if k not in ("CORRAL_API", "CORRAL_DEBUG", "CORRAL_TOKEN", "CORRAL_CA_FILE",
+                             "CORRAL_CONFIG")}
+    full_env["XDG_CONFIG_HOME"] = str(ROOT / "tests" / "no-such-config-dir")  # no user config
     full_env["PYTHONPATH"] = os.pathsep.join(
         [str(ROOT / "framework"), full_env.get("PYTHONPATH", "")])
     full_env.update(env or {})

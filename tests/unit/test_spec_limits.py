@@ -127,6 +127,9 @@ def test_good_checkpoint_bases(uri: str) -> None:
     ("s3:///path", "bucket"),
     ("s3://b/x?versionId=1", "'?'"),
     ("ftp://host/x", "scheme"),
+    ("file:///etc", "system directory"),
+    ("file:///usr/local/ckpt", "system directory"),
+    ("file:///", "system directory"),
     ("/data/ckpt", "URI"),
 ])
 def test_bad_checkpoint_bases(uri: str, why: str) -> None:

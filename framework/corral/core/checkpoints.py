@@ -10,7 +10,8 @@ checkpoints: that is the key's own history.
 Rules for a base (``uri_problem``): one of ``CHECKPOINT_SCHEMES``; no control characters,
 ``?`` or ``#``; at most ``URI_MAX`` characters; ``file://`` must be followed by an
 absolute path (``file:///data/ckpt``; ``file://data`` and ``file://../x`` are relative
-to whatever directory the writer runs in, i.e. a sandbox); object stores need a bucket.
+to whatever directory the writer runs in, i.e. a sandbox) outside the system's own
+directories (``SYSTEM_DIRS``: /etc, /usr, ...); object stores need a bucket.
 
 Operators may further restrict bases to a list of prefixes (``under_prefix``;
 ``corral scheduler --checkpoint-prefix``), compared segment by segment.
@@ -24,6 +25,10 @@ from corral.core.limits import URI_MAX, control_problem
 
 CHECKPOINT_SCHEMES = ("file", "s3", "gs", "memory")
 _FORBIDDEN = "?#"
+#: Top-level directories a file:// base may not lie in: the system's own (tasks may run as
+#: root; a job must not be able to drop files into /etc or /usr).
+SYSTEM_DIRS = frozenset({"bin", "boot", "dev", "etc", "lib", "lib32", "lib64", "libx32",
+                         "proc", "run", "sbin", "sys", "usr"})
 
 
 def split_uri(uri: str) -> tuple[str, list[str]]:
@@ -59,6 +64,9 @@ def uri_problem(uri: str) -> str | None:
     for p in parts:
         if p in ("", ".", ".."):
             return "must not contain empty, '.' or '..' path segments"
+    if scheme == "file" and (not parts or parts[0] in SYSTEM_DIRS):
+        where = f"/{parts[0]}" if parts else "/"
+        return f"must not be in {where}, a system directory"
     return None
 
 

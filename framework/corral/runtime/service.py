@@ -38,6 +38,7 @@ from typing import Any
 
 from corral.core import effects as fx
 from corral.core import events as ev
+from corral.core.admission import Admissions
 from corral.core.elastic import Elastic
 from corral.core.model import JobSpec, parse_task_id
 from corral.core.policyfile import SchedulerPolicy
@@ -167,6 +168,7 @@ class SchedulerService:
         self._reconcile_started = 0.0
         self._reconcile_deadline = reconcile_deadline
         self.reconciled = asyncio.Event()
+        self._admissions = Admissions()  # submits admitted, not yet handled (quotas)
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -499,7 +501,12 @@ class SchedulerService:
         existing = self.core.check_submit(spec, request_id)
         if existing is not None:
             return existing
-        await self._send(ev.SubmitJob(spec, request_id))
+        with self._admissions.admitting(  # QuotaExceeded (issue 17: core.admission)
+                spec, self.config.policy.roles.get(spec.role),
+                self.config.policy.quotas.get(spec.role),
+                (j.spec for j in self.core.jobs.values()
+                 if j.spec.role == spec.role and not j.phase.terminal)):
+            await self._send(ev.SubmitJob(spec, request_id))
         return self.core.view(spec.key)
 
     async def get(self, key: str) -> JobView:
