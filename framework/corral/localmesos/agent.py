@@ -8,7 +8,8 @@ until the scheduler's ACK arrives through the master), and the executor event st
 The master talks to an agent by plain method calls (both live in one process); the agent
 reports to the master through the ``MasterPort`` protocol. Killing the agent "like a spot
 reclaim" (``terminate``) SIGKILLs every process group it started and stops its HTTP site;
-the master only learns of it through its health checks.
+the master only learns of it through its health checks. What keeps a container inside
+its sandbox (orphan sweeps, log rotation, the disk limit) is ``localmesos.sandbox``.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from corral.localmesos.protocol import (
     seconds_of,
     task_status,
 )
+from corral.localmesos.sandbox import SandboxLimits, SandboxWatch, sweep
 from corral.localmesos.streams import EventStream
 
 log = logging.getLogger("localmesos.agent")
@@ -72,6 +74,7 @@ class AgentOptions:
     executor_registration_timeout: float = 60.0
     heartbeat_interval: float = 15.0
     stop_grace: float = 1.0
+    sandbox: SandboxLimits = field(default_factory=SandboxLimits)
 
 
 @dataclass
@@ -90,6 +93,7 @@ class TaskRun:
     proc: asyncio.subprocess.Process | None = None
     killing: bool = False
     forced: tuple[str, str] | None = None      # (state, reason) replacing the natural end
+    forced_message: str | None = None          # and its message (a container limitation)
     drain_reason: str | None = None
     delivered: bool = False
 
@@ -109,6 +113,7 @@ class ExecutorRun:
     stream: EventStream | None = None
     shutting_down: bool = False
     forced: tuple[str, str] | None = None
+    forced_message: str | None = None
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
 
 
@@ -148,21 +153,6 @@ def _destroy(pid: int | None) -> None:
             child.kill()
 
 
-def _destroy_orphans(sandbox: Path) -> int:
-    """SIGKILL processes left running with ``MESOS_SANDBOX`` = ``sandbox`` after their
-    executor died (they were reparented away from it). One scan of the process table, so
-    only for an executor that exited with tasks still running. Returns how many."""
-    wanted = str(sandbox)
-    count = 0
-    for proc in psutil.process_iter(["environ"]):
-        env = proc.info.get("environ") or {}
-        if env.get("MESOS_SANDBOX") == wanted:
-            with contextlib.suppress(psutil.Error, OSError):
-                proc.kill()
-                count += 1
-    return count
-
-
 class Agent:
     def __init__(self, master: MasterPort, agent_id: str, index: int, work_dir: Path,
                  resources: Pool, attributes: list[tuple[str, str]],
@@ -184,6 +174,7 @@ class Agent:
         self.seen_pids: set[int] = set()     # every process group ever started
         self._runner: web.AppRunner | None = None
         self._bg: set[asyncio.Task[Any]] = set()
+        self.sandboxes = SandboxWatch(options.sandbox)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -255,6 +246,7 @@ class Agent:
         await self._reap()
 
     async def _reap(self) -> None:
+        await self.sandboxes.stop()
         deadline = time.monotonic() + 5.0
         while self._bg and time.monotonic() < deadline:
             await asyncio.wait(list(self._bg), timeout=0.5)
@@ -562,20 +554,45 @@ class Agent:
             loop = asyncio.get_running_loop()
             ex.timers.append(loop.call_later(
                 self.options.executor_registration_timeout, self._registration_timeout, ex))
+            self.sandboxes.watch(ex.container_id, ex.sandbox, self._container_disk(ex),
+                                 lambda message: self._container_limited(ex, message))
             if ex.shutting_down:      # shut down before it even started
                 _destroy(ex.proc.pid)
             rc = await ex.proc.wait()
+            self.sandboxes.unwatch(ex.container_id)
             # The leader may be gone but its children live on in the group: reap them too.
             _killpg(ex.proc.pid, signal.SIGKILL)
             self.pids.discard(ex.proc.pid)
-            if any(self.tasks[(ex.framework_id, t)].state not in TERMINAL_STATES
-                   for t in ex.tasks if (ex.framework_id, t) in self.tasks):
-                # It died with tasks running: they die with its container.
-                n = await asyncio.to_thread(_destroy_orphans, ex.sandbox)
-                if n:
-                    log.info("executor %s exited; killed %d process(es) it left behind",
-                             ex.executor_id, n)
+            # Whatever is left of the container (detached, reparented) dies with it.
+            n = await asyncio.to_thread(sweep, ex.sandbox)
+            if n:
+                log.info("executor %s exited; killed %d process(es) it left behind",
+                         ex.executor_id, n)
         self._executor_exited(ex, rc)
+
+    def _container_disk(self, ex: ExecutorRun) -> float:
+        """MB of ``disk`` the executor's container holds (executor + its tasks)."""
+        infos = [ex.info, *(self.tasks[(ex.framework_id, t)].info for t in ex.tasks
+                            if (ex.framework_id, t) in self.tasks)]
+        return sum(float((r.get("scalar") or {}).get("value", 0.0))
+                   for info in infos for r in info.get("resources") or []
+                   if isinstance(r, dict) and r.get("name") == "disk")
+
+    def _container_limited(self, ex: ExecutorRun, message: str) -> None:
+        """The sandbox outgrew its disk: destroy the container, fail its tasks."""
+        ex.forced = ("TASK_FAILED", "REASON_CONTAINER_LIMITATION_DISK")
+        ex.forced_message = message
+        if ex.proc is not None:
+            _destroy(ex.proc.pid)
+
+    def _task_ended(self, ex: ExecutorRun) -> None:
+        """A task of ``ex`` is terminal: once none is live, sweep what the tasks left
+        (processes of the sandbox outside the executor's own process group)."""
+        if ex.proc is None or any(
+                self.tasks[(ex.framework_id, t)].state not in TERMINAL_STATES
+                for t in ex.tasks if (ex.framework_id, t) in self.tasks):
+            return
+        self._spawn_bg(asyncio.to_thread(sweep, ex.sandbox, ex.proc.pid))
 
     def _registration_timeout(self, ex: ExecutorRun) -> None:
         if ex.stream is None and ex.proc is not None and ex.proc.returncode is None:
@@ -601,7 +618,8 @@ class Agent:
             run = self.tasks.get((ex.framework_id, task_id))
             if run is not None and run.state not in TERMINAL_STATES:
                 self._update(run, state, "SOURCE_AGENT", run.drain_reason or reason,
-                             f"Executor terminated with status {raw_wait_status(rc)}")
+                             ex.forced_message
+                             or f"Executor terminated with status {raw_wait_status(rc)}")
         self.master.agent_executor_exited(self.id, ex.framework_id, ex.executor_id,
                                           raw_wait_status(rc))
 
@@ -618,7 +636,7 @@ class Agent:
             return
         try:
             run.proc = await self._spawn(command, sandbox, env)
-        except OSError as e:
+        except (OSError, ValueError) as e:  # ValueError: a NUL byte in the command or env
             self._update(run, "TASK_FAILED", "SOURCE_EXECUTOR", "REASON_COMMAND_EXECUTOR_FAILED",
                          f"Failed to launch command {shlex.quote(str(command.get('value')))}: "
                          f"{e}")
@@ -627,14 +645,18 @@ class Agent:
             _destroy(run.proc.pid)
         else:
             self._update(run, "TASK_RUNNING", "SOURCE_EXECUTOR")
+        self.sandboxes.watch(container_id, sandbox, self._task_disk(run),
+                             lambda message: self._command_limited(run, message))
         rc = await run.proc.wait()
+        self.sandboxes.unwatch(container_id)
         _killpg(run.proc.pid, signal.SIGKILL)
         self.pids.discard(run.proc.pid)
+        await asyncio.to_thread(sweep, sandbox)
         if not self.alive:
             return
         if run.forced is not None:
             self._update(run, run.forced[0], "SOURCE_AGENT", run.forced[1],
-                         "Container preempted by the QoS controller")
+                         run.forced_message or "Container preempted by the QoS controller")
         elif run.killing:
             self._update(run, "TASK_KILLED", "SOURCE_EXECUTOR", run.drain_reason,
                          "Command terminated by a kill request")
@@ -649,6 +671,18 @@ class Agent:
                          f"Command exited with status {rc}")
         self.master.agent_executor_exited(self.id, run.framework_id, run.task_id,
                                           raw_wait_status(rc))
+
+    @staticmethod
+    def _task_disk(run: TaskRun) -> float:
+        return sum(float((r.get("scalar") or {}).get("value", 0.0))
+                   for r in run.info.get("resources") or []
+                   if isinstance(r, dict) and r.get("name") == "disk")
+
+    def _command_limited(self, run: TaskRun, message: str) -> None:
+        run.forced = ("TASK_FAILED", "REASON_CONTAINER_LIMITATION_DISK")
+        run.forced_message = message
+        if run.proc is not None:
+            _destroy(run.proc.pid)
 
     async def _kill_command(self, run: TaskRun, kill_policy: Json | None) -> None:
         run.killing = True
@@ -765,6 +799,8 @@ class Agent:
         if run.drain_reason and state in TERMINAL_STATES:
             fixed["reason"] = run.drain_reason
         self._record(run, fixed)
+        if state in TERMINAL_STATES:
+            self._task_ended(ex)
         return web.Response(status=202)
 
 

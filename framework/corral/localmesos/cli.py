@@ -47,6 +47,14 @@ def _run_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--status-update-retry", type=float, default=d.status_update_retry)
     p.add_argument("--work-dir", default=None)
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--log-max-mb", type=float, default=d.log_max_mb,
+                   help="rotate a container's stdout/stderr past this size (default "
+                        "%(default)s MB, as Mesos' logrotate container logger)")
+    p.add_argument("--log-keep", type=int, default=d.log_keep,
+                   help="rotated stdout/stderr copies kept (default %(default)s)")
+    p.add_argument("--disk-watch-interval", type=float, default=d.disk_watch_interval,
+                   help="seconds between checks of a container's sandbox against its disk "
+                        "resource (default %(default)s)")
     p.add_argument("--quiet", action="store_true")
 
 
@@ -91,7 +99,8 @@ def _config(ns: argparse.Namespace) -> LocalMesosConfig:
         heartbeat_interval=ns.heartbeat_interval, agent_health_timeout=ns.agent_health_timeout,
         allocation_interval=ns.allocation_interval, work_dir=ns.work_dir, quiet=ns.quiet,
         offer_timeout=ns.offer_timeout, status_update_retry=ns.status_update_retry,
-        seed=ns.seed)
+        seed=ns.seed, log_max_mb=ns.log_max_mb, log_keep=ns.log_keep,
+        disk_watch_interval=ns.disk_watch_interval)
 
 
 async def _serve(config: LocalMesosConfig) -> int:

@@ -30,6 +30,7 @@ from corral.localmesos import httputil, operator_http, scheduler_http
 from corral.localmesos.agent import Agent, AgentOptions
 from corral.localmesos.master import AgentRecord, Master, MasterOptions
 from corral.localmesos.protocol import Pool, parse_attributes, parse_port_range
+from corral.localmesos.sandbox import SandboxLimits
 from corral.localmesos.zk import ZkRegistration
 
 log = logging.getLogger("localmesos")
@@ -58,6 +59,14 @@ class LocalMesosConfig:
     status_update_retry: float = 10.0
     executor_registration_timeout: float = 60.0
     seed: int = 0
+    log_max_mb: float = 10.0           # per stdout/stderr file of a container (sandbox.py)
+    log_keep: int = 2                  # rotated copies kept
+    disk_watch_interval: float = 1.0   # seconds between sandbox size checks
+
+    def sandbox_limits(self) -> SandboxLimits:
+        return SandboxLimits(log_max_bytes=int(self.log_max_mb * 1024 * 1024),
+                             log_keep=self.log_keep,
+                             disk_watch_seconds=self.disk_watch_interval)
 
     def validate(self) -> None:
         """Raise ValueError with a readable message for a bad configuration."""
@@ -76,6 +85,7 @@ class LocalMesosConfig:
         if self.agents and len(ports) < self.agents:
             raise ValueError(f"--ports {self.ports} has fewer ports than agents")
         parse_attributes(self.attributes)
+        self.sandbox_limits().validate()
 
 
 class AgentNotFound(LookupError):
@@ -192,7 +202,8 @@ class LocalMesos:
                       Pool(Resources(cpus, mem, disk, gpus), ports=ports), attributes,
                       AgentOptions(status_update_retry=cfg.status_update_retry,
                                    executor_registration_timeout=cfg.executor_registration_timeout,
-                                   heartbeat_interval=cfg.heartbeat_interval))
+                                   heartbeat_interval=cfg.heartbeat_interval,
+                                   sandbox=cfg.sandbox_limits()))
         await agent.start()
         self._agent_objs[agent.id] = agent
         self.master.add_agent(agent)
