@@ -68,6 +68,11 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["JobService"].full_name
 HEALTH_POLL_SECONDS = 0.5
 MESSAGE_MAX = 2000  # characters of any error message (gRPC caps all metadata at 8 KiB)
+# The largest request the server reads: 16x the largest valid spec (core.limits), so any
+# oversized field still reaches validation and is named, while a flood of 4 MiB messages
+# (gRPC's default) costs half the memory. Larger ones are refused by gRPC itself
+# (RESOURCE_EXHAUSTED) from the message's length prefix, before they are buffered.
+MAX_REQUEST_BYTES = 2 * 1024 * 1024
 
 # A check a submitted spec must pass before the backend sees it (e.g. the checkpoint
 # location's writability); it returns the bad fields, empty if none.
@@ -351,7 +356,8 @@ async def start_api_server(
     bound.
     """
     # No SO_REUSEPORT: a second scheduler on the same port must fail loudly, not share it.
-    server = grpc.aio.server(options=(("grpc.so_reuseport", 0),),
+    server = grpc.aio.server(options=(("grpc.so_reuseport", 0),
+                                      ("grpc.max_receive_message_length", MAX_REQUEST_BYTES)),
                              interceptors=(SecurityInterceptor(auth),))
     pb_grpc.add_JobServiceServicer_to_server(JobServicer(backend, submit_checks), server)
     health_pb2_grpc.add_HealthServicer_to_server(
