@@ -368,7 +368,8 @@ def _api_error(e: Any, args: argparse.Namespace) -> CliError:
 
     asked = e.address
     if e.kind is ErrorKind.UNREACHABLE:
-        return CliError(EXIT_USAGE, f"cannot reach the Corral API at {asked} (is `corral "
+        where = asked if len(e.tried) < 2 else "any of " + ", ".join(e.tried)
+        return CliError(EXIT_USAGE, f"cannot reach the Corral API at {where} (is `corral "
                         "scheduler` running? set --api or CORRAL_API)")
     if e.kind is ErrorKind.INVALID:
         lines = e.lines

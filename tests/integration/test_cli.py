@@ -452,6 +452,10 @@ def test_a_silent_replica_costs_a_share_of_the_deadline_not_all_of_it() -> None:
         took = time.monotonic() - started
         assert (p.returncode, p.stdout) == (0, "no jobs\n"), p.stderr
         assert took < 5.5, took  # a 2 s share on the silent one, the dead one at once
+        other_dead = f"127.0.0.1:{free_port()}"
+        p = corral("jobs", api=f"{dead},{other_dead}")
+        assert p.returncode == 2 and p.stderr.startswith(
+            f"corral: cannot reach the Corral API at any of {dead}, {other_dead} ")
         # Learned from a "not the leader" answer: a follower listed first hands over.
         follower = ServerThread()
         try:

@@ -78,6 +78,7 @@ class ApiError(Exception):
         self.message = message
         self.address = address
         self.code = code
+        self.tried = [address]  # every replica this call asked, in order
 
     @property
     def lines(self) -> list[str]:
@@ -172,11 +173,13 @@ class JobClient:
         queue = self._order()
         followed = False
         last: tuple[grpc.RpcError, str] | None = None
+        tried: list[str] = []
         while queue:
             address = queue.pop(0)
             left = deadline - time.monotonic()
             if left <= 0:
                 break
+            tried.append(address)
             try:
                 result = call(self._stub(address), min(share, left) if queue else left)
             except grpc.RpcError as err:
@@ -190,22 +193,25 @@ class JobClient:
                     continue
                 if _moves_on(err) and queue:
                     continue
-                raise self._error(err, address) from None
+                raise self._error(err, address, tried) from None
             self.address = address
             return result
         if last is not None:
-            raise self._error(*last) from None
+            raise self._error(*last, tried) from None
         raise ApiError(ErrorKind.TIMEOUT, "no replica answered in time", self.address,
                        grpc.StatusCode.DEADLINE_EXCEEDED)
 
-    def _error(self, err: grpc.RpcError, address: str) -> ApiError:
+    def _error(self, err: grpc.RpcError, address: str, tried: list[str] | None = None
+               ) -> ApiError:
         e = classify(err, address)
+        e.tried = tried or [address]
         leader = leader_from(err)
         if leader is not None:
             # We already followed once; say where we were sent rather than loop.
             e = ApiError(ErrorKind.NO_LEADER,
                          f"{address} is not the leader and points to {leader}; "
                          "leadership is changing, retry shortly", address, e.code)
+            e.tried = tried or [address]
         return e
 
     def _md(self) -> tuple[tuple[str, str], ...]:

@@ -44,7 +44,7 @@ from corral.localmesos.protocol import (
     seconds_of,
     task_status,
 )
-from corral.localmesos.sandbox import SandboxLimits, SandboxWatch, sweep
+from corral.localmesos.sandbox import SandboxLimits, SandboxWatch, disk_mb, sweep
 from corral.localmesos.streams import EventStream
 
 log = logging.getLogger("localmesos.agent")
@@ -554,8 +554,10 @@ class Agent:
             loop = asyncio.get_running_loop()
             ex.timers.append(loop.call_later(
                 self.options.executor_registration_timeout, self._registration_timeout, ex))
-            self.sandboxes.watch(ex.container_id, ex.sandbox, self._container_disk(ex),
-                                 lambda message: self._container_limited(ex, message))
+            tasks = [self.tasks[(ex.framework_id, t)].info for t in ex.tasks
+                     if (ex.framework_id, t) in self.tasks]
+            self.sandboxes.watch(ex.container_id, ex.sandbox, disk_mb([ex.info, *tasks]),
+                                 lambda message: self._disk_exceeded(ex, message))
             if ex.shutting_down:      # shut down before it even started
                 _destroy(ex.proc.pid)
             rc = await ex.proc.wait()
@@ -570,20 +572,14 @@ class Agent:
                          ex.executor_id, n)
         self._executor_exited(ex, rc)
 
-    def _container_disk(self, ex: ExecutorRun) -> float:
-        """MB of ``disk`` the executor's container holds (executor + its tasks)."""
-        infos = [ex.info, *(self.tasks[(ex.framework_id, t)].info for t in ex.tasks
-                            if (ex.framework_id, t) in self.tasks)]
-        return sum(float((r.get("scalar") or {}).get("value", 0.0))
-                   for info in infos for r in info.get("resources") or []
-                   if isinstance(r, dict) and r.get("name") == "disk")
-
-    def _container_limited(self, ex: ExecutorRun, message: str) -> None:
-        """The sandbox outgrew its disk: destroy the container, fail its tasks."""
-        ex.forced = ("TASK_FAILED", "REASON_CONTAINER_LIMITATION_DISK")
-        ex.forced_message = message
-        if ex.proc is not None:
-            _destroy(ex.proc.pid)
+    @staticmethod
+    def _disk_exceeded(container: ExecutorRun | TaskRun, message: str) -> None:
+        """The sandbox outgrew its disk: destroy the container (an executor's, or a command
+        task's), failing its tasks with the limitation."""
+        container.forced = ("TASK_FAILED", "REASON_CONTAINER_LIMITATION_DISK")
+        container.forced_message = message
+        if container.proc is not None:
+            _destroy(container.proc.pid)
 
     def _task_ended(self, ex: ExecutorRun) -> None:
         """A task of ``ex`` is terminal: once none is live, sweep what the tasks left
@@ -645,8 +641,8 @@ class Agent:
             _destroy(run.proc.pid)
         else:
             self._update(run, "TASK_RUNNING", "SOURCE_EXECUTOR")
-        self.sandboxes.watch(container_id, sandbox, self._task_disk(run),
-                             lambda message: self._command_limited(run, message))
+        self.sandboxes.watch(container_id, sandbox, disk_mb([run.info]),
+                             lambda message: self._disk_exceeded(run, message))
         rc = await run.proc.wait()
         self.sandboxes.unwatch(container_id)
         _killpg(run.proc.pid, signal.SIGKILL)
@@ -671,18 +667,6 @@ class Agent:
                          f"Command exited with status {rc}")
         self.master.agent_executor_exited(self.id, run.framework_id, run.task_id,
                                           raw_wait_status(rc))
-
-    @staticmethod
-    def _task_disk(run: TaskRun) -> float:
-        return sum(float((r.get("scalar") or {}).get("value", 0.0))
-                   for r in run.info.get("resources") or []
-                   if isinstance(r, dict) and r.get("name") == "disk")
-
-    def _command_limited(self, run: TaskRun, message: str) -> None:
-        run.forced = ("TASK_FAILED", "REASON_CONTAINER_LIMITATION_DISK")
-        run.forced_message = message
-        if run.proc is not None:
-            _destroy(run.proc.pid)
 
     async def _kill_command(self, run: TaskRun, kill_policy: Json | None) -> None:
         run.killing = True

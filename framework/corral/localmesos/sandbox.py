@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -138,6 +139,13 @@ def usage(sandbox: Path) -> int:
                 seen.add((st.st_dev, st.st_ino))
             total += st.st_blocks * 512
     return total
+
+
+def disk_mb(infos: list[dict[str, Any]]) -> float:
+    """MB of ``disk`` resources in these ExecutorInfo/TaskInfo JSON objects together."""
+    return sum(float((r.get("scalar") or {}).get("value", 0.0))
+               for info in infos for r in info.get("resources") or []
+               if isinstance(r, dict) and r.get("name") == "disk")
 
 
 def human(n: float) -> str:
