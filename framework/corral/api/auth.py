@@ -150,13 +150,15 @@ def parse_auth(data: Any) -> AuthConfig:
     names: set[str] = set()
     for i, entry in enumerate(raw):
         where = f"principals[{i}]"
+        name = entry.get("name") if isinstance(entry, Mapping) else None
+        if isinstance(name, str):
+            if name in names:
+                errors.append(f"{where}.name: {name!r} is named twice")
+            names.add(name)
         got = _principal(entry, where, errors)
         if got is None:
             continue
         principal, kind, value = got
-        if principal.name in names:
-            errors.append(f"{where}.name: {principal.name!r} is named twice")
-        names.add(principal.name)
         if value in tables[kind]:
             errors.append(f"{where}.{kind}: the same credential is given twice")
         tables[kind][value] = principal
