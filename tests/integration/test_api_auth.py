@@ -32,9 +32,9 @@ from corral.api.server import start_api_server
 from corral.core.spec import parse_job_spec
 
 sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parents[1]))
-from certs import TestCA
 from test_api_fake import FakeBackend
+
+from tests.certs import TestCA
 
 pytestmark = pytest.mark.timeout(60)
 OK = grpc.StatusCode.OK

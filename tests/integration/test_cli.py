@@ -24,7 +24,6 @@ from corral import cli
 from corral.core.views import JobState, Progress
 
 sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parents[1]))
 from test_api_fake import ServerThread, make_running
 
 pytestmark = pytest.mark.timeout(60)
@@ -379,10 +378,9 @@ def test_token_prints_a_token_and_the_hash_the_auth_file_wants() -> None:
 
 
 def test_tls_token_and_config_file(tmp_path: Path, job_file: Path) -> None:
-    from certs import TestCA
-
     from corral.api.auth import hash_token, parse_auth
     from corral.api.security import server_credentials
+    from tests.certs import TestCA
 
     ca = TestCA(tmp_path / "pki")
     srv = ca.server()
