@@ -230,13 +230,23 @@ class Executor:
     # ------------------------------------------------------------------ the core loop
 
     async def _dispatch_loop(self) -> None:
+        # Nothing may end this loop: without it no kill, update or exit would ever happen
+        # again and the task would wedge in its last state. A failing event or action is
+        # logged and the loop goes on.
         while True:
             event = await self._events.get()
-            self.state, actions = core.handle(
-                self.state, event, now=time.time(), new_uuid=uuid4_bytes
-            )
+            try:
+                self.state, actions = core.handle(
+                    self.state, event, now=time.time(), new_uuid=uuid4_bytes
+                )
+            except Exception:
+                log.exception("internal error handling %s; event dropped", type(event).__name__)
+                continue
             for action in actions:
-                await self._perform(action)
+                try:
+                    await self._perform(action)
+                except Exception:
+                    log.exception("internal error carrying out %s", type(action).__name__)
 
     async def _perform(self, action: core.Action) -> None:
         match action:
@@ -274,12 +284,13 @@ class Executor:
     # ------------------------------------------------------------------ the task
 
     async def _start_task(self, task_id: str, spec: core.RunSpec) -> None:
-        env = task_environment(self.base_env, spec.env, task_id, self.config.sandbox,
-                               os.path.dirname(sys.executable) or None, self.archive)
         try:
+            env = task_environment(self.base_env, spec.env, task_id, self.config.sandbox,
+                                   os.path.dirname(sys.executable) or None, self.archive)
             self._process = await TaskProcess.start(spec.command, env, self.config.sandbox)
-        except OSError as exc:
-            self.feed(core.ProcessStartFailed(str(exc)))
+        except Exception as exc:  # OSError, ValueError (a NUL byte), anything: TASK_FAILED
+            reason = str(exc) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+            self.feed(core.ProcessStartFailed(reason))
             return
         self.feed(core.ProcessStarted(self._process.pid))
         loop = asyncio.get_running_loop()

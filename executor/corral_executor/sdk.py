@@ -21,6 +21,11 @@ through the standard library:
   atomically. Only what ``LATEST`` names is ever restored, so a crash at any point leaves
   the previous checkpoint in force; the two newest checkpoints are kept.
 
+Under Corral a task writes only inside its own location: ``checkpoint(uri=...)`` must name
+``CORRAL_CHECKPOINT_URI`` or a place under it (``restore`` may read from anywhere, e.g. a
+warm start from another run). Any location must be absolute (``file:///...`` or an
+absolute path) and hold no ``.``, ``..`` or empty segment.
+
 Outside Corral (no ``CORRAL_*`` environment) the SDK still works: ``checkpoint``/``restore``
 need an explicit ``uri=``, progress and the control files become no-ops, and
 ``master_address()`` is None unless ``CORRAL_MASTER_ADDRESS`` is set.
@@ -137,6 +142,34 @@ def _resolve_uri(uri: str | None) -> str:
     return uri.rstrip("/")
 
 
+def _segments(uri: str) -> tuple[str, list[str]]:
+    """(scheme, path segments) of a location; ``SdkError`` if it is relative or has a
+    ``.``, ``..`` or empty segment (either could reach outside where it seems to point)."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        scheme, rest = "file", uri
+    if scheme == "file" and not rest.startswith("/"):
+        raise SdkError(f"checkpoint location {uri!r} must be absolute (file:///dir)")
+    rest = rest.strip("/")
+    parts = rest.split("/") if rest else []
+    if any(p in ("", ".", "..") for p in parts):
+        raise SdkError(f"checkpoint location {uri!r} must not contain '.', '..' or '//'")
+    return scheme, parts
+
+
+def _writable_location(uri: str | None) -> str:
+    """Where ``checkpoint`` may write: the task's own location, or a place under it."""
+    base = _resolve_uri(uri)
+    own = os.environ.get("CORRAL_CHECKPOINT_URI")
+    scheme, parts = _segments(base)
+    if own and uri:
+        own_scheme, own_parts = _segments(own.rstrip("/"))
+        if scheme != own_scheme or parts[: len(own_parts)] != own_parts:
+            raise SdkError(f"refusing to write a checkpoint to {uri!r}: outside this task's "
+                           f"checkpoint location {own!r}")
+    return base
+
+
 class _LocalFS:
     """The few filesystem calls checkpoints make, on local paths (no fsspec needed)."""
 
@@ -217,7 +250,7 @@ def checkpoint(state: bytes | dict[str, Any], *, uri: str | None = None) -> int:
         payload, kind = bytes(state), "bytes"
     else:
         raise CheckpointError(f"checkpoint state must be bytes or dict, not {type(state)}")
-    base = _resolve_uri(uri)
+    base = _writable_location(uri)
     fs, root = _fs(base)
     try:
         fs.makedirs(root, exist_ok=True)

@@ -423,7 +423,12 @@ def _on_launch(state: ExecutorState, ev: Launch, ctx: _Ctx) -> ExecutorState:
 def _on_process_started(state: ExecutorState, ev: ProcessStarted, ctx: _Ctx) -> ExecutorState:
     state = replace(state, process_live=True)
     ctx.actions.append(Log(f"task {state.task_id} running as pid {ev.pid}"))
-    if state.kill_requested or state.task_id is None:
+    if state.kill_requested or state.terminal:
+        # The KILL (or a shutdown) arrived while the process was being started and was
+        # already answered: the process must not outlive that answer.
+        ctx.actions.append(KillTask(0.0))
+        return state
+    if state.task_id is None:
         return state
     return _emit(state, ctx, state.task_id, "TASK_RUNNING")
 
@@ -512,6 +517,7 @@ def _stop_everything(state: ExecutorState, ctx: _Ctx, grace: float) -> ExecutorS
             state = _kill(state, ctx, grace)
         return state
     if state.task_id is not None and not state.terminal:
+        state = replace(state, kill_requested=True)
         state = _emit(state, ctx, state.task_id, "TASK_KILLED", "executor shut down")
     if state.abandon_code is not None:
         return _maybe_done(state, ctx)
@@ -656,7 +662,10 @@ def decode_event(doc: Any) -> Event | None:
             agent = sub.get("agent_info", {}).get("id", {}).get("value")
             return Subscribed(agent_id=agent)
         if kind == "LAUNCH":
-            return Launch(task=doc["launch"]["task"])
+            task = doc["launch"]["task"]
+            if not isinstance(task, dict) or not isinstance(task.get("task_id"), dict):
+                raise ValueError("LAUNCH task must be an object with a task_id")
+            return Launch(task=task)
         if kind == "KILL":
             kill = doc["kill"]
             return Kill(kill["task_id"]["value"], kill_policy_grace(kill.get("kill_policy")))

@@ -1,8 +1,12 @@
 """The ``corral`` command: submit and manage jobs over the gRPC API, and start the parts.
 
-Job commands talk to the API at ``--api`` (or ``CORRAL_API``, default 127.0.0.1:7070):
-``submit``, ``jobs``, ``status``, ``watch``, ``kill``, ``scale`` and ``leader``; ``--json``
-prints machine-readable output instead of tables. The commands ``scheduler``,
+Job commands talk to the API at ``--api`` (or ``CORRAL_API``, or ``api`` in the config
+file ``~/.config/corral/config.yaml``; default 127.0.0.1:7070; several replicas as
+``a:7070,b:7070``): ``submit``, ``jobs``, ``status``, ``watch``, ``kill``, ``scale`` and
+``leader``; ``--json`` prints machine-readable output instead of tables. Credentials:
+``--token`` / ``CORRAL_TOKEN``, ``--ca-file``, ``--cert-file``/``--key-file``, ``--tls``,
+or the config file (``corral.api.clientconfig``). ``corral token`` makes a bearer token
+and prints the line for the scheduler's auth file. The commands ``scheduler``,
 ``localmesos``, ``demo``, ``sim`` and ``executor-artifact`` hand the rest of the command
 line, unparsed, to the module that owns them, imported only when used so the CLI works
 without them.
@@ -27,7 +31,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-DEFAULT_API = "127.0.0.1:7070"
 JOB_HELP = ("the job's key, role/environment/name as `corral jobs` lists it; role/name is "
             "short for role/default/name")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -60,12 +63,27 @@ def _build_parser() -> argparse.ArgumentParser:
     # Global options are accepted before or after the subcommand; on the subcommands
     # their defaults are SUPPRESS so a value given before the subcommand is not reset.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--api", default=argparse.SUPPRESS, metavar="HOST:PORT",
-                        help=f"the Corral API address (env CORRAL_API, default {DEFAULT_API})")
+    common.add_argument("--api", default=argparse.SUPPRESS, metavar="HOST:PORT[,...]",
+                        help="the Corral API address, or several replicas' comma-separated "
+                             "(env CORRAL_API, config `api`, default 127.0.0.1:7070)")
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="print JSON instead of tables")
     common.add_argument("--timeout", type=float, default=argparse.SUPPRESS, metavar="SECONDS",
-                        help="per-call deadline (default 10)")
+                        help="per-call deadline over all replicas (default 10)")
+    common.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE",
+                        help="config file (env CORRAL_CONFIG, default "
+                             "~/.config/corral/config.yaml)")
+    common.add_argument("--token", default=argparse.SUPPRESS,
+                        help="bearer token (env CORRAL_TOKEN, config `token`)")
+    common.add_argument("--ca-file", default=argparse.SUPPRESS, metavar="FILE",
+                        help="CA certificate(s) to verify the scheduler with; turns on TLS "
+                             "(env CORRAL_CA_FILE, config `ca_file`)")
+    common.add_argument("--cert-file", default=argparse.SUPPRESS, metavar="FILE",
+                        help="client certificate for mutual TLS (config `cert_file`)")
+    common.add_argument("--key-file", default=argparse.SUPPRESS, metavar="FILE",
+                        help="the client certificate's key (config `key_file`)")
+    common.add_argument("--tls", action="store_true", default=argparse.SUPPRESS,
+                        help="use TLS trusting the system's CAs (config `tls: true`)")
 
     p = argparse.ArgumentParser(
         prog="corral", parents=[common],
@@ -96,6 +114,8 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("workers", metavar="N", type=int,
                    help="desired workers, within the spec's workers.min..workers.max")
     sub.add_parser("leader", parents=[common], help="print the address of the leading scheduler")
+    sub.add_parser("token", parents=[common],
+                   help="make a new bearer token and print it with its auth-file line")
     for name, (_, help_text) in PASSTHROUGH.items():
         sub.add_parser(name, help=help_text, add_help=False)
     return p
@@ -104,11 +124,13 @@ def _build_parser() -> argparse.ArgumentParser:
 def _passthrough(argv: Sequence[str]) -> tuple[str, list[str]] | None:
     """If argv (after global options) names a pass-through command, return it and the rest."""
     i = 0
+    valued = ("--api", "--timeout", "--config", "--token", "--ca-file", "--cert-file",
+              "--key-file")
     while i < len(argv):
         a = argv[i]
-        if a in ("--api", "--timeout"):
+        if a in valued:
             i += 2
-        elif a.startswith(("--api=", "--timeout=")) or a == "--json":
+        elif a.startswith(tuple(f"{v}=" for v in valued)) or a in ("--json", "--tls"):
             i += 1
         elif a in PASSTHROUGH:
             return a, list(argv[i + 1:])
@@ -154,7 +176,9 @@ def _pct(done: int, total: int) -> str:
 
 
 def _running_workers(view: Any) -> int:
-    return sum(1 for t in view.tasks if t.slot.startswith("worker") and t.state == "TASK_RUNNING")
+    from corral.core.summary import running_workers
+
+    return running_workers(view)
 
 
 def _table(rows: list[list[str]], out: TextIO) -> None:
@@ -163,16 +187,16 @@ def _table(rows: list[list[str]], out: TextIO) -> None:
         out.write("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n")
 
 
-def _print_jobs(views: list[Any], out: TextIO) -> None:
-    if not views:
+def _print_jobs(summaries: list[Any], out: TextIO) -> None:
+    if not summaries:
         out.write("no jobs\n")
         return
     now = time.time()
     rows = [["KEY", "STATE", "WORKERS", "PROGRESS", "AGE"]]
-    for v in sorted(views, key=lambda v: v.key):
+    for v in sorted(summaries, key=lambda v: v.key):
         p = v.progress
         prog = f"{p.done}/{p.total} {_pct(p.done, p.total)}" if p.total else "-"
-        rows.append([v.key, v.state.value, f"{_running_workers(v)}/{v.desired_workers}", prog,
+        rows.append([v.key, v.state.value, f"{v.running_workers}/{v.desired_workers}", prog,
                      _ago(v.submitted_at, now)])
     _table(rows, out)
 
@@ -288,13 +312,13 @@ def _cmd_submit(args: argparse.Namespace, client: Any, out: TextIO) -> int:
 
 
 def _cmd_jobs(args: argparse.Namespace, client: Any, out: TextIO) -> int:
-    views = client.list(args.role)
+    summaries = client.list(args.role)  # every page
     if args.json:
-        from corral.api.convert import view_to_dict
+        from corral.api.convert import summary_to_dict
 
-        _dump([view_to_dict(v) for v in views], out)
+        _dump([summary_to_dict(v) for v in summaries], out)
     else:
-        _print_jobs(views, out)
+        _print_jobs(summaries, out)
     return EXIT_OK
 
 
@@ -357,7 +381,8 @@ def _api_error(e: Any, args: argparse.Namespace) -> CliError:
 
     asked = e.address
     if e.kind is ErrorKind.UNREACHABLE:
-        return CliError(EXIT_USAGE, f"cannot reach the Corral API at {asked} (is `corral "
+        where = asked if len(e.tried) < 2 else "any of " + ", ".join(e.tried)
+        return CliError(EXIT_USAGE, f"cannot reach the Corral API at {where} (is `corral "
                         "scheduler` running? set --api or CORRAL_API)")
     if e.kind is ErrorKind.INVALID:
         lines = e.lines
@@ -372,7 +397,43 @@ def _api_error(e: Any, args: argparse.Namespace) -> CliError:
         return CliError(EXIT_USAGE, f"{asked}: {e.message}")
     if e.kind is ErrorKind.FAILOVER:
         return CliError(EXIT_USAGE, e.message)
+    if e.kind is ErrorKind.UNAUTHENTICATED:
+        return CliError(EXIT_USAGE, f"{asked}: {e.message} (set --token, CORRAL_TOKEN or "
+                        "the config file's token)")
+    if e.kind is ErrorKind.DENIED:
+        return CliError(EXIT_FAILED, f"permission denied: {e.message}")
+    if e.kind is ErrorKind.QUOTA:
+        return CliError(EXIT_FAILED, f"over quota: {e.message}")
     return CliError(EXIT_FAILED, e.message)
+
+
+def _cmd_token(args: argparse.Namespace, out: TextIO) -> int:
+    from corral.api.auth import hash_token, new_token
+
+    token = new_token()
+    if args.json:
+        _dump({"token": token, "token_sha256": hash_token(token)}, out)
+    else:
+        out.write(f"token:        {token}\n"
+                  f"token_sha256: {hash_token(token)}   # for the scheduler's auth file\n")
+    return EXIT_OK
+
+
+def _client(args: argparse.Namespace) -> Any:
+    """A ``JobClient`` from the flags, environment and config file."""
+    from corral.api.client import JobClient
+    from corral.api.clientconfig import ConfigError, resolve
+    from corral.api.security import TlsError, channel_credentials
+
+    flags = {k: getattr(args, k, None) for k in
+             ("api", "token", "ca_file", "cert_file", "key_file", "tls")}
+    try:
+        settings = resolve(flags, os.environ, getattr(args, "config", None))
+        tls = channel_credentials(settings.ca_file, settings.cert_file, settings.key_file) \
+            if settings.tls else None
+    except (ConfigError, TlsError) as e:
+        raise CliError(EXIT_USAGE, str(e)) from None
+    return JobClient(settings.addresses, timeout=args.timeout, tls=tls, token=settings.token)
 
 
 def run(argv: Sequence[str], out: TextIO = sys.stdout) -> int:
@@ -381,20 +442,21 @@ def run(argv: Sequence[str], out: TextIO = sys.stdout) -> int:
     if pt is not None:
         return _run_passthrough(*pt)
     args = _build_parser().parse_args(argv)
-    args.api = getattr(args, "api", None) or os.environ.get("CORRAL_API") or DEFAULT_API
     args.json = getattr(args, "json", False)
     args.timeout = getattr(args, "timeout", 10.0)
     if args.timeout <= 0:
         raise CliError(EXIT_USAGE, "--timeout must be positive")
+    if args.command == "token":
+        return _cmd_token(args, out)
     if hasattr(args, "job"):
         args.key = normalize_key(args.job)
     if args.command == "submit":
         # Validate locally first so every bad field shows at once, even with no API up.
         args.spec = _load_spec_file(args.file)
 
-    from corral.api.client import ApiError, JobClient
+    from corral.api.client import ApiError
 
-    with JobClient(args.api, timeout=args.timeout) as client:
+    with _client(args) as client:
         try:
             return COMMANDS[args.command](args, client, out)
         except ApiError as e:

@@ -82,7 +82,7 @@ def test_invalid_spec_is_rejected_field_by_field(cluster: Cluster) -> None:
     for field in ("workers.min", "master.cpus", "checkpoint.uri"):
         assert field in err.details(), err.details()
     with cluster.client() as c:
-        assert all(v.spec.name != spec["name"] for v in c.list())
+        assert all(v.key.rsplit("/", 1)[1] != spec["name"] for v in c.list())
 
 
 def test_duplicate_submissions(cluster: Cluster) -> None:

@@ -8,6 +8,8 @@ serialisation, the servicer, status codes, metadata, health and reflection.
 from __future__ import annotations
 
 import asyncio
+import base64
+import logging
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -345,3 +347,109 @@ def test_port_in_use_is_a_clear_error() -> None:
             await server.stop(0)
 
     asyncio.run(main())
+
+
+# ------------------------------------------------------------------ hostile requests
+
+
+def test_bytes_that_are_not_protobuf_are_invalid_argument_without_a_traceback(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+
+    async def scenario(b: FakeBackend, ch: grpc.aio.Channel, stub: Any) -> None:
+        for method in ("SubmitJob", "GetJob", "ListJobs", "KillJob", "ScaleJob"):
+            raw = ch.unary_unary(f"/corral.v1.JobService/{method}")
+            err = await expect_error(raw(b"\xff\xff\xff\xff garbage"),
+                                     grpc.StatusCode.INVALID_ARGUMENT)
+            assert "not a valid message" in err.details()
+        raw_stream = ch.unary_stream("/corral.v1.JobService/WatchJob")
+        await expect_error(raw_stream(b"\x0a\xff\xff").read(), grpc.StatusCode.INVALID_ARGUMENT)
+        assert b.calls == []
+
+    run(scenario)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+def test_ten_thousand_bad_env_keys_are_invalid_argument_with_a_bounded_detail() -> None:
+    async def scenario(b: FakeBackend, ch: grpc.aio.Channel, stub: Any) -> None:
+        for n in (10_000, 127):  # over the entry limit; under it with every key bad
+            spec = spec_to_proto(SPEC)
+            spec.master.env.update({f"bad key {i} " + "x" * 50: "v" for i in range(n)})
+            spec.workers.env.update({f"bad key {i} " + "y" * 50: "v" for i in range(n)})
+            err = await expect_error(stub.SubmitJob(submit_req(spec=spec)),
+                                     grpc.StatusCode.INVALID_ARGUMENT)
+            assert "spec.master.env" in _violations(err)[0]
+            assert len(err.details()) <= 2000
+            assert sum(len(k) + len(v) for k, v in err.trailing_metadata()) < 8192
+        assert b.jobs == {}
+
+    run(scenario)
+
+
+def _violations(err: grpc.aio.AioRpcError) -> list[str]:
+    status = rpc_status.from_call(err)
+    bad = error_details_pb2.BadRequest()
+    status.details[0].Unpack(bad)
+    return [v.field for v in bad.field_violations]
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("role", "ml\n"), ("name", "a" * 64), ("request_id", "r\x00"), ("request_id", "r" * 129),
+])
+def test_names_and_request_ids_are_checked_in_full(field: str, value: str) -> None:
+    async def scenario(b: FakeBackend, ch: grpc.aio.Channel, stub: Any) -> None:
+        req = submit_req()
+        if field == "request_id":
+            req.request_id = value
+        else:
+            setattr(req.spec, field, value)
+        err = await expect_error(stub.SubmitJob(req), grpc.StatusCode.INVALID_ARGUMENT)
+        assert field in err.details()
+        assert b.jobs == {}
+
+    run(scenario)
+
+
+def test_malformed_keys_and_huge_keys_are_invalid_argument() -> None:
+    async def scenario(b: FakeBackend, ch: grpc.aio.Channel, stub: Any) -> None:
+        for key in ("ml/default/score\n", "ml/score", "x" * 100_000, "a/b/c/d"):
+            err = await expect_error(stub.GetJob(pb.GetJobRequest(key=key)),
+                                     grpc.StatusCode.INVALID_ARGUMENT)
+            assert "is not a job key" in err.details() and len(err.details()) < 300
+        await expect_error(stub.ListJobs(pb.ListJobsRequest(role="Bad Role")),
+                           grpc.StatusCode.INVALID_ARGUMENT)
+
+    run(scenario)
+
+
+def test_list_jobs_pages_through_summaries() -> None:
+    async def scenario(b: FakeBackend, ch: grpc.aio.Channel, stub: Any) -> None:
+        for i in range(25):
+            s = spec_to_proto(parse_job_spec({
+                "role": "ml" if i % 2 else "ads", "name": f"j{i:02d}",
+                "master": {"command": "m" * 10_000}, "workers": {"command": "w"}}))
+            await stub.SubmitJob(submit_req(f"r{i}", s))
+        keys: list[str] = []
+        token = ""
+        for _ in range(10):
+            page = await stub.ListJobs(pb.ListJobsRequest(page_size=10, page_token=token))
+            assert len(page.jobs) <= 10
+            # Summaries: no spec, no tasks; a few hundred bytes each.
+            assert all(len(j.SerializeToString()) < 300 for j in page.jobs)
+            keys += [j.key for j in page.jobs]
+            token = page.next_page_token
+            if not token:
+                break
+        assert keys == sorted(b.jobs) and len(keys) == 25
+        one = await stub.ListJobs(pb.ListJobsRequest(role="ml", page_size=1))
+        assert [j.key for j in one.jobs] == ["ml/default/j01"] and one.next_page_token
+        assert one.jobs[0].workers_max == 1 and one.jobs[0].state == pb.JOB_STATE_PENDING
+        big = await stub.ListJobs(pb.ListJobsRequest(page_size=1_000_000))
+        assert len(big.jobs) == 25 and not big.next_page_token
+        for bad in ({"page_size": -1}, {"page_token": "not a token"},
+                    {"page_token": base64.urlsafe_b64encode(b"k1:../x").decode()}):
+            err = await expect_error(stub.ListJobs(pb.ListJobsRequest(**bad)),
+                                     grpc.StatusCode.INVALID_ARGUMENT)
+            assert next(iter(bad)) in err.details()
+
+    run(scenario)

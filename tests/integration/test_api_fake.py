@@ -153,13 +153,14 @@ class ServerThread:
     function on the server's loop so tests can change the fake safely.
     """
 
-    def __init__(self, backend_factory: type[FakeBackend] = FakeBackend) -> None:
+    def __init__(self, backend_factory: type[FakeBackend] = FakeBackend,
+                 **server_options: Any) -> None:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
         self.backend: FakeBackend = self.call(backend_factory)
         self.server, self.port = asyncio.run_coroutine_threadsafe(
-            start_api_server(self.backend), self.loop).result(timeout=10)
+            start_api_server(self.backend, **server_options), self.loop).result(timeout=10)
         self.address = f"127.0.0.1:{self.port}"
 
     def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:

@@ -7,11 +7,13 @@ the server are real.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
 import subprocess
 import sys
+import time
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,7 +50,10 @@ KEY = "ml/default/score"
 
 def corral(*args: str, api: str | None = None, env: dict[str, str] | None = None,
            timeout: float = 20) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if k not in ("CORRAL_API", "CORRAL_DEBUG")}
+    full_env = {k: v for k, v in os.environ.items()
+                if k not in ("CORRAL_API", "CORRAL_DEBUG", "CORRAL_TOKEN", "CORRAL_CA_FILE",
+                             "CORRAL_CONFIG")}
+    full_env["XDG_CONFIG_HOME"] = str(ROOT / "tests" / "no-such-config-dir")  # no user config
     full_env["PYTHONPATH"] = os.pathsep.join(
         [str(ROOT / "framework"), full_env.get("PYTHONPATH", "")])
     full_env.update(env or {})
@@ -390,3 +395,126 @@ def test_json_flag_works_before_and_after_the_command(server: ServerThread) -> N
     for args in (("--json", "jobs"), ("jobs", "--json")):
         p = corral(*args, api=server.address)
         assert (p.returncode, json.loads(p.stdout)) == (0, [])
+
+
+# ------------------------------------------------------------ credentials and replicas
+
+
+def test_token_prints_a_token_and_the_hash_the_auth_file_wants() -> None:
+    from corral.api.auth import hash_token
+
+    p = corral("token", "--json")
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert len(doc["token"]) >= 43 and doc["token_sha256"] == hash_token(doc["token"])
+    assert json.loads(corral("token", "--json").stdout)["token"] != doc["token"]
+
+
+def test_tls_token_and_config_file(tmp_path: Path, job_file: Path) -> None:
+    from corral.api.auth import hash_token, parse_auth
+    from corral.api.security import server_credentials
+    from tests.certs import TestCA
+
+    ca = TestCA(tmp_path / "pki")
+    srv = ca.server()
+    token = "s3cret-token-for-ml-0123456789"
+    auth = parse_auth({"principals": [
+        {"name": "alice", "token_sha256": hash_token(token), "roles": ["ml"]}]})
+    server = ServerThread(credentials=server_credentials(srv.cert, srv.key), auth=auth)
+    try:
+        # Flags.
+        p = corral("--ca-file", str(ca.pem), "--token", token, "submit", str(job_file),
+                   api=server.address)
+        assert (p.returncode, p.stdout) == (0, KEY + "\n"), p.stderr
+        # Environment.
+        p = corral("jobs", api=server.address,
+                   env={"CORRAL_TOKEN": token, "CORRAL_CA_FILE": str(ca.pem)})
+        assert p.returncode == 0 and KEY in p.stdout, p.stderr
+        # The config file, with a path relative to it, named by CORRAL_CONFIG.
+        cfg_dir = tmp_path / "cfg"
+        cfg_dir.mkdir()
+        (cfg_dir / "ca.pem").write_bytes(ca.pem.read_bytes())
+        cfg = cfg_dir / "config.yaml"
+        cfg.write_text(f"api: [{server.address}]\ntoken: {token}\nca_file: ca.pem\n")
+        p = corral("status", KEY, env={"CORRAL_CONFIG": str(cfg)})
+        assert p.returncode == 0 and "state      PENDING" in p.stdout, p.stderr
+        # ... and found at $XDG_CONFIG_HOME/corral/config.yaml.
+        xdg = tmp_path / "xdg"
+        (xdg / "corral").mkdir(parents=True)
+        (xdg / "corral" / "config.yaml").write_text(cfg.read_text().replace(
+            "ca.pem", str(ca.pem)))
+        p = corral("jobs", env={"XDG_CONFIG_HOME": str(xdg)})
+        assert p.returncode == 0 and KEY in p.stdout, p.stderr
+        # A flag beats the config file: a wrong token is refused by the server.
+        p = corral("jobs", "--token", "wrong", env={"CORRAL_CONFIG": str(cfg)})
+        assert p.returncode == 2 and "bearer token is not known" in p.stderr
+        no_traceback(p)
+        # No token at all.
+        p = corral("--ca-file", str(ca.pem), "jobs", api=server.address)
+        assert p.returncode == 2 and "requires credentials" in p.stderr
+        no_traceback(p)
+        # Another role's job.
+        p = corral("--ca-file", str(ca.pem), "--token", token, "kill", "ads/default/x",
+                   api=server.address)
+        assert p.returncode == 1 and "permission denied: alice may not act for role ads" \
+            in p.stderr
+        # A bad config file is named with its problem.
+        cfg.write_text("api: 3\ncolour: blue\n")
+        p = corral("jobs", env={"CORRAL_CONFIG": str(cfg)})
+        assert p.returncode == 2 and "colour: unknown setting" in p.stderr \
+            and "api: must be" in p.stderr
+        no_traceback(p)
+    finally:
+        server.stop()
+
+
+def test_a_silent_replica_costs_a_share_of_the_deadline_not_all_of_it() -> None:
+    """One address accepts connections and never answers (a frozen or cut-off replica);
+    the CLI moves on to the next replica it knows."""
+    live = ServerThread()
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # the kernel completes handshakes; nothing ever reads or answers
+    try:
+        dead = f"127.0.0.1:{free_port()}"
+        hung = f"127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        p = corral("--timeout", "6", "jobs", api=f"{hung},{dead},{live.address}")
+        took = time.monotonic() - started
+        assert (p.returncode, p.stdout) == (0, "no jobs\n"), p.stderr
+        assert took < 5.5, took  # a 2 s share on the silent one, the dead one at once
+        other_dead = f"127.0.0.1:{free_port()}"
+        p = corral("jobs", api=f"{dead},{other_dead}")
+        assert p.returncode == 2 and p.stderr.startswith(
+            f"corral: cannot reach the Corral API at any of {dead}, {other_dead} ")
+        # Learned from a "not the leader" answer: a follower listed first hands over.
+        follower = ServerThread()
+        try:
+            follower.backend.follower = True
+            follower.backend.leader = live.address
+            p = corral("leader", api=f"{follower.address},{dead}")
+            assert (p.returncode, p.stdout) == (0, live.address + "\n"), p.stderr
+        finally:
+            follower.stop()
+    finally:
+        silent.close()
+        live.stop()
+
+
+def test_jobs_follows_every_page(server: ServerThread) -> None:
+    from corral.core.spec import parse_job_spec
+
+    async def many() -> None:
+        for i in range(1_234):
+            await server.backend.submit(parse_job_spec({
+                "role": "ml", "name": f"j{i:04d}", "master": {"command": "m"},
+                "workers": {"command": "w"}}), f"r{i}")
+
+    server.call(lambda: asyncio.ensure_future(many()))
+    deadline = time.monotonic() + 20
+    while len(server.backend.jobs) < 1_234 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    p = corral("jobs", "--json", api=server.address)
+    assert p.returncode == 0, p.stderr
+    keys = [j["key"] for j in json.loads(p.stdout)]
+    assert len(keys) == 1_234 and keys == sorted(keys)

@@ -300,6 +300,25 @@ def test_invalid_run_spec_fails_the_task(tmp_path: Path) -> None:
     assert "invalid run spec" in agent.updates[0]["message"]
 
 
+@pytest.mark.parametrize("spec", [
+    {"command": "echo a\x00b"},                       # NUL in the command
+    {"command": "true", "env": {"A": "x\x00y"}},      # NUL in an env value
+    {"command": "true", "env": {"A=B": "1"}},          # '=' in an env name
+])
+def test_a_command_that_cannot_be_started_fails_the_task(tmp_path: Path, spec: dict) -> None:
+    """Any exception starting the process (here ValueError from exec) is TASK_FAILED with
+    the reason, and the executor still answers a later KILL and exits."""
+    async def scenario(agent: ScriptedAgent, task: asyncio.Task[int]) -> None:
+        agent.launch("task-1", {**spec, "usage_interval_seconds": 0})
+        await agent.wait_for(lambda: "TASK_FAILED" in agent.states())
+        agent.push({"type": "KILL", "kill": {"task_id": {"value": "task-1"}}})
+
+    agent, code = run_scenario(tmp_path, scenario)
+    assert code == 0
+    assert agent.states() == ["TASK_STARTING", "TASK_FAILED"]
+    assert "could not start: ValueError" in agent.updates[-1]["message"]
+
+
 def test_kill_lets_a_trapping_task_exit_within_grace(tmp_path: Path) -> None:
     marker = f"corral-test-grace-{os.getpid()}"
     cmd = f"trap 'echo got-term > term.txt; exit 0' TERM; while :; do sleep 0.05; done # {marker}"

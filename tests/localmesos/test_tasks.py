@@ -64,9 +64,12 @@ async def test_unacknowledged_update_is_resent_with_same_uuid() -> None:
 async def test_kill_with_killing_state_and_grace() -> None:
     async with cluster(agents=1) as lm, scheduler(lm, "TASK_KILLING_STATE") as s:
         o = (await s.offers())[0]
-        # The shell ignores SIGTERM: only the SIGKILL after the grace period ends it.
-        await s.launch(o, [command_task(o, "t", "trap '' TERM; sleep 30 & wait")])
+        # The shell ignores SIGTERM: only the SIGKILL after the grace period ends it. It
+        # says when the trap is set (TASK_RUNNING comes when the process starts, earlier).
+        await s.launch(o, [command_task(o, "t", "trap '' TERM; touch trapped; sleep 30 & wait")])
         await s.until("t", "TASK_RUNNING")
+        assert await lm.wait_for(lambda: any(Path(lm.work_dir).glob(  # type: ignore[arg-type]
+            "agents/*/frameworks/*/executors/t/runs/*/trapped")))
         assert await s.call({"type": "KILL", "kill": {
             "task_id": {"value": "t"}, "agent_id": o["agent_id"],
             "kill_policy": {"grace_period": {"nanoseconds": 300_000_000}}}}) == (202, "")

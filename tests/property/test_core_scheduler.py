@@ -103,7 +103,7 @@ def check_state(s: Scheduler) -> None:
         assert n <= s.state.jobs[job].effective_workers()
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(st.lists(st.integers(0, 4), min_size=1, max_size=3),
        st.lists(action, min_size=15, max_size=90), st.booleans())
 def test_random_runs_keep_invariants(initial: list[int], actions: list, elastic: bool) -> None:

@@ -146,6 +146,26 @@ def test_start_failure_is_task_failed() -> None:
     assert updates(actions) == ["TASK_FAILED"]
 
 
+@pytest.mark.parametrize("stop", [core.Kill("t1"), core.Shutdown()])
+def test_a_kill_while_the_process_starts_still_kills_it(stop: core.Event) -> None:
+    """KILL (or SHUTDOWN) handled after StartTask but before ProcessStarted: the kill is
+    answered at once, and the process that then starts is killed, not reported RUNNING."""
+    d = Driver()
+    d(core.Subscribed("a"))
+    d(core.Launch(task("t1", SPEC)))
+    assert updates(d(stop)) == ["TASK_KILLED"]
+    actions = d(core.ProcessStarted(42))
+    assert of(actions, core.KillTask) == [core.KillTask(0.0)] and not updates(actions)
+    assert d.state.task_state == "TASK_KILLED"
+    assert not updates(d(core.ProcessExited(-9)))
+
+
+def test_a_launch_without_a_task_object_is_a_bad_event() -> None:
+    for bad in ({"task": "x"}, {"task": {"task_id": "t1"}}):
+        with pytest.raises(ValueError, match="task_id"):
+            core.decode_event({"type": "LAUNCH", "launch": bad})
+
+
 def test_second_launch_fails_only_the_newcomer() -> None:
     d = Driver()
     d.launched()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from corral.core.fairness import RolePolicy
-from corral.core.policyfile import PolicyFileError, parse_policy
+from corral.core.policyfile import PolicyFileError, Reader, parse_policy
 from corral.core.resources import Resources
 from corral.yamlfile import load_policy_file
 
@@ -29,8 +29,11 @@ def test_roles_and_knobs() -> None:
     })
     assert pol.interval_s == 2.0
     assert pol.roles["research"] == RolePolicy(2.0, Resources(cpus=8, mem=1024), None)
-    assert pol.roles["adhoc"].limit == Resources(cpus=16)
+    # A limit bounds the dimensions it names; the others are unbounded, not zero (a zero
+    # memory limit would let the role run nothing).
+    assert pol.roles["adhoc"].limit == Resources(cpus=16, mem=1e12, disk=1e12, gpus=1e6)
     assert pol.roles["adhoc"].weight == 1.0
+    assert pol.quotas == {}
     cfg = pol.config
     assert cfg.scaling.target_duration_s == 120.0 and cfg.scaling.max_step_up == 3
     assert cfg.preemption_budget == 5 and cfg.sla.margin == 0.3
@@ -75,3 +78,26 @@ def test_file_errors_name_the_file(tmp_path: Path) -> None:
     good = tmp_path / "good.yaml"
     good.write_text("roles:\n  - {name: x, weight: 3}\n")
     assert load_policy_file(good).roles["x"].weight == 3.0
+
+
+def test_a_limit_naming_only_cpus_still_lets_the_role_run() -> None:
+    from corral.core.fairness import Segment, allocate
+
+    pol = parse_policy({"roles": [{"name": "adhoc", "limit": {"cpus": 4}}]})
+    got = allocate({"adhoc": [Segment("j", Resources(cpus=1, mem=512), 10)]},
+                   Resources(cpus=100, mem=100_000), pol.roles)["adhoc"]
+    assert got.granted == {"j": 4} and got.stopped_by == "quota"
+
+
+def test_quotas_are_read_for_the_scheduler_only() -> None:
+    from corral.core.admission import Quota
+
+    pol = parse_policy({"roles": [{"name": "a", "quota": {"jobs": 3, "cpus": 8}},
+                                  {"name": "b", "quota": {"mem": 1024}}, {"name": "c"}]})
+    assert pol.quotas == {"a": Quota(3, {"cpus": 8.0}), "b": Quota(None, {"mem": 1024.0})}
+    with pytest.raises(PolicyFileError) as err:
+        parse_policy({"roles": [{"name": "a", "quota": {"jobs": -1, "cores": 2}}]})
+    assert "roles[0].quota.jobs" in str(err.value) and "roles[0].quota.cores" in str(err.value)
+    r = Reader()
+    r.roles([{"name": "a", "quota": {"jobs": 1}}])  # a simulation has no admission
+    assert any("quota: unknown field" in e for e in r.errors)

@@ -94,7 +94,7 @@ def test_full_lifecycle() -> None:
     env = dict(m.env)
     assert env["CORRAL_TASK_ROLE"] == "master" and env["CORRAL_JOB"] == KEY
     assert env["CORRAL_PORT"] == str(m.ports[0]) and env["CORRAL_ATTEMPT"] == "1"
-    assert env["CORRAL_CHECKPOINT_URI"] == "file:///ck/master" and env["A"] == "1"
+    assert env["CORRAL_CHECKPOINT_URI"] == f"file:///ck/{KEY}/master" and env["A"] == "1"
     assert "CORRAL_MASTER_ADDRESS" not in env and m.grace_seconds == 7.0
     launched_agent = of(out, fx.LaunchTasks)[0].agent_id
     assert of(out, fx.DeclineOffers)[0].offer_ids == (
@@ -112,7 +112,7 @@ def test_full_lifecycle() -> None:
         env = dict(t.env)
         assert env["CORRAL_MASTER_ADDRESS"] == f"host{launched_agent[1:]}:{m.ports[0]}"
         assert env["CORRAL_WORKER_INDEX"] == str(t.key.index)
-        assert env["CORRAL_CHECKPOINT_URI"] == f"file:///ck/worker-{t.key.index}"
+        assert env["CORRAL_CHECKPOINT_URI"] == f"file:///ck/{KEY}/worker-{t.key.index}"
         h.status(t.task_id, "TASK_RUNNING")
 
     out = h.status(m.task_id, "TASK_FINISHED", launched_agent)

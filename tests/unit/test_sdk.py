@@ -197,8 +197,43 @@ def test_checkpoints_work_without_fsspec(corral_env: Path, tmp_path: Path,
     assert sdk.restore() == {"i": 2}
     assert sorted(p.name for p in ckpt_dir(tmp_path).iterdir()) == ["LATEST", "ckpt-2",
                                                                      "ckpt-3"]
-    plain = tmp_path / "plain"
+    plain = ckpt_dir(tmp_path) / "plain"   # a plain path, under its own location
     assert sdk.checkpoint(b"x", uri=str(plain)) == 1
     assert sdk.restore(uri=str(plain)) == b"x"
+    monkeypatch.setenv("CORRAL_CHECKPOINT_URI", "s3://bucket/ckpt/worker-0")
     with pytest.raises(sdk.SdkError, match="only file:// works without fsspec"):
-        sdk.checkpoint(b"x", uri="s3://bucket/ckpt")
+        sdk.checkpoint(b"x")
+
+
+@pytest.mark.parametrize("where", [
+    "file:///etc",                       # another place entirely
+    "{own}/../../worker-1",              # climbs out of its location
+    "{own}-evil",                        # shares a prefix, not a segment
+    "file://relative/dir",               # relative to the working directory
+    "memory://{own_path}",               # another filesystem
+])
+def test_a_task_refuses_to_write_outside_its_location(
+        corral_env: Path, tmp_path: Path, where: str) -> None:
+    own = ckpt_dir(tmp_path).as_uri()
+    uri = where.format(own=own, own_path=ckpt_dir(tmp_path))
+    with pytest.raises(sdk.SdkError, match=r"outside|absolute|'\.\.'"):
+        sdk.checkpoint({"a": 1}, uri=uri)
+    assert not (tmp_path / "ckpt" / "worker-1").exists()
+    assert not Path("/etc/LATEST").exists()
+
+
+def test_a_task_may_write_under_its_location(corral_env: Path, tmp_path: Path) -> None:
+    own = ckpt_dir(tmp_path).as_uri()
+    assert sdk.checkpoint({"a": 1}, uri=f"{own}/extra") == 1
+    assert sdk.checkpoint({"a": 2}, uri=f"{own}/") == 1
+    assert sdk.restore() == {"a": 2}
+
+
+def test_outside_corral_a_location_must_still_be_absolute(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CORRAL_CHECKPOINT_URI", raising=False)
+    monkeypatch.delenv("CORRAL_CONTROL_DIR", raising=False)
+    with pytest.raises(sdk.SdkError, match="absolute"):
+        sdk.checkpoint({"a": 1}, uri="file://../x")
+    with pytest.raises(sdk.SdkError, match=r"'\.\.'"):
+        sdk.checkpoint({"a": 1}, uri=f"{tmp_path.as_uri()}/a/../b")

@@ -110,7 +110,7 @@ def test_lost_worker_replaced_elsewhere_same_index_with_cost_and_recovery() -> N
     ((where, new),) = placed
     assert where != agent and new.key.index == 0 and new.attempt == 2
     env = dict(new.env)
-    assert env["CORRAL_CHECKPOINT_URI"] == "file:///ck/worker-0"   # restores index 0's state
+    assert env["CORRAL_CHECKPOINT_URI"] == f"file:///ck/{KEY}/worker-0"   # restores index 0's state
     view = h.s.view(KEY)
     r = view.resilience
     assert r.losses == 1 and r.recoveries == 0
@@ -245,7 +245,7 @@ def test_master_notice_kills_then_relaunches_never_two_masters() -> None:
     h.status(m, "TASK_KILLED", "S4")
     ((where, m2),) = launches(h.offers("S4", "S1", "S2", "S3"))
     assert where != "S4" and m2.attempt == 2
-    assert dict(m2.env)["CORRAL_CHECKPOINT_URI"] == "file:///ck/master"
+    assert dict(m2.env)["CORRAL_CHECKPOINT_URI"] == f"file:///ck/{KEY}/master"
     out = h.status(m2.task_id, "TASK_RUNNING", where)
     told = {e.executor_id for e in of(out, fx.SendMessage)
             if e.data["kind"] == "master_address"}

@@ -18,6 +18,7 @@ from corral.api.gen.corral.v1 import jobs_pb2 as pb
 from corral.core.model import JobSpec, Tier
 from corral.core.placement.types import Veto
 from corral.core.spec import parse_job_spec, spec_to_dict
+from corral.core.summary import JobSummary
 from corral.core.views import (
     JobState,
     JobView,
@@ -290,3 +291,40 @@ def view_to_dict(v: JobView, now: float | None = None) -> dict[str, Any]:
         "resilience": asdict(v.resilience),
         "spec": spec_to_dict(v.spec),
     }
+
+
+def summary_to_proto(s: JobSummary) -> pb.JobSummary:
+    msg = pb.JobSummary(
+        key=s.key, state=_STATE_TO_PB[s.state], tier=_TIER_TO_PB[s.tier], priority=s.priority,
+        desired_workers=s.desired_workers, running_workers=s.running_workers,
+        workers_min=s.workers_min, workers_max=s.workers_max,
+        progress=pb.Progress(done=s.progress.done, total=s.progress.total,
+                             backlog=s.progress.backlog, rerun=s.progress.rerun),
+        submitted_at=s.submitted_at, message=s.message, version=s.version)
+    if s.finished_at is not None:
+        msg.finished_at = s.finished_at
+    return msg
+
+
+def summary_from_proto(msg: pb.JobSummary) -> JobSummary:
+    """Proto ``JobSummary`` -> ``JobSummary``; ``ValueError`` for a state or tier this
+    client does not know."""
+    if msg.state not in _STATE_FROM_PB:
+        raise ValueError(f"job {msg.key} has unknown state number {msg.state}")
+    p = msg.progress
+    return JobSummary(
+        key=msg.key, state=_STATE_FROM_PB[msg.state],
+        tier=_TIER_FROM_PB.get(msg.tier, Tier.PREFERRED), priority=msg.priority,
+        desired_workers=msg.desired_workers, running_workers=msg.running_workers,
+        workers_min=msg.workers_min, workers_max=msg.workers_max,
+        progress=Progress(done=p.done, total=p.total, backlog=p.backlog, rerun=p.rerun),
+        submitted_at=msg.submitted_at, finished_at=_opt(msg, "finished_at"),
+        message=msg.message, version=msg.version)
+
+
+def summary_to_dict(s: JobSummary) -> dict[str, Any]:
+    """The JSON-ready form of a summary, as ``corral jobs --json`` prints it."""
+    d = asdict(s)
+    d["state"] = s.state.value
+    d["tier"] = s.tier.value
+    return d

@@ -1,17 +1,28 @@
 """The gRPC job API: ``JobService`` over any ``JobBackend``, plus health and reflection.
 
-The servicer is a thin translator. It converts requests to domain values, calls the
-backend, and maps the backend's exceptions to status codes:
+The servicer is a thin translator. Every call first passes ``security.SecurityInterceptor``
+(authentication, undecodable bytes, audit); the servicer then authorises the caller for
+the job's role (``Forbidden``: the role comes from the request itself, so a caller learns
+nothing about another role's jobs, not even whether they exist), checks the request's own
+fields, converts it to domain values, calls the backend, and maps exceptions to codes:
 
     SpecError / ValueError  INVALID_ARGUMENT  (one ``field: problem`` per line; spec
                             errors also as google.rpc.BadRequest field violations)
+    Forbidden               PERMISSION_DENIED
+    QuotaExceeded           RESOURCE_EXHAUSTED (the numbers in the message)
     NotFound                NOT_FOUND
     AlreadyExists           ALREADY_EXISTS
     Conflict                FAILED_PRECONDITION
     NotLeader               UNAVAILABLE, leader in trailing metadata ``corral-leader``
 
 Anything else is a bug in the backend: it is logged with its traceback and the client
-gets INTERNAL with a one-line message, never the traceback.
+gets INTERNAL with a one-line message, never the traceback. Every message is cut to
+``MESSAGE_MAX`` characters and the BadRequest detail to ``MAX_ERRORS`` violations, so an
+error always fits gRPC's 8 KiB metadata limit (a request naming 10,000 bad fields gets
+INVALID_ARGUMENT, not RESOURCE_EXHAUSTED from the transport).
+
+ListJobs returns ``JobSummary`` pages (``api.paging``), only of the roles the caller may
+act for.
 
 Health (``grpc.health.v1``) reports SERVING for ``""`` and ``corral.v1.JobService`` when
 the backend is ready: if the backend has a ``ready()`` method (plain or async) its answer
@@ -41,17 +52,34 @@ try:  # google.rpc rich errors are a nicety for generic clients; plain text carr
 except ImportError:  # pragma: no cover - grpcio-status is a declared dependency
     rpc_status = None
 
-from corral.api.convert import job_to_proto, spec_from_proto
+from corral.api import paging
+from corral.api.auth import AuthConfig
+from corral.api.convert import job_to_proto, spec_from_proto, summary_to_proto
 from corral.api.gen.corral.v1 import jobs_pb2 as pb
 from corral.api.gen.corral.v1 import jobs_pb2_grpc as pb_grpc
+from corral.api.security import SecurityInterceptor, caller
 from corral.api.wire import LEADER_METADATA_KEY, NOT_LEADER_PREFIX
+from corral.core import limits
+from corral.core.admission import QuotaExceeded
+from corral.core.model import NAME_RE, JobSpec
 from corral.core.spec import FieldError, SpecError
+from corral.core.summary import summarize
 from corral.core.views import AlreadyExists, Conflict, JobBackend, NotFound, NotLeader
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["JobService"].full_name
 HEALTH_POLL_SECONDS = 0.5
+MESSAGE_MAX = 2000  # characters of any error message (gRPC caps all metadata at 8 KiB)
+# The largest request the server reads: 16x the largest valid spec (core.limits), so any
+# oversized field still reaches validation and is named, while a flood of 4 MiB messages
+# (gRPC's default) costs half the memory. Larger ones are refused by gRPC itself
+# (RESOURCE_EXHAUSTED) from the message's length prefix, before they are buffered.
+MAX_REQUEST_BYTES = 2 * 1024 * 1024
+
+# A check a submitted spec must pass before the backend sees it (e.g. the checkpoint
+# location's writability); it returns the bad fields, empty if none.
+SubmitCheck = Callable[[JobSpec], Awaitable[list[FieldError]]]
 
 T = TypeVar("T")
 
@@ -66,9 +94,27 @@ class InvalidRequest(SpecError):
         self.prefix = prefix
 
 
+class Forbidden(PermissionError):
+    """The caller may not act for the role a request names."""
+
+
+def _bounded(message: str, limit: int = MESSAGE_MAX) -> str:
+    return message if len(message) <= limit else message[: limit - 3] + "..."
+
+
 def invalid_argument_details(errors: list[FieldError]) -> str:
-    """The INVALID_ARGUMENT message: a headline, then one ``field: problem`` per line."""
-    return "invalid request:\n" + "\n".join(f"{e.field}: {e.message}" for e in errors)
+    """The INVALID_ARGUMENT message: a headline, then one ``field: problem`` per line
+    (at most ``MAX_ERRORS`` lines, each cut to 200 characters, the whole to MESSAGE_MAX)."""
+    errors = _few(errors)
+    return _bounded("invalid request:\n" + "\n".join(
+        _bounded(f"{e.field}: {e.message}", 200) for e in errors))
+
+
+def _few(errors: list[FieldError]) -> list[FieldError]:
+    if len(errors) <= limits.MAX_ERRORS + 1:
+        return errors
+    more = len(errors) - limits.MAX_ERRORS
+    return [*errors[: limits.MAX_ERRORS], FieldError("spec", f"... and {more} more problems")]
 
 
 def _bad_request_metadata(message: str, errors: list[FieldError],
@@ -77,9 +123,9 @@ def _bad_request_metadata(message: str, errors: list[FieldError],
     if rpc_status is None:
         return ()
     bad = error_details_pb2.BadRequest(field_violations=[
-        error_details_pb2.BadRequest.FieldViolation(field=prefix + e.field,
-                                                    description=e.message)
-        for e in errors
+        error_details_pb2.BadRequest.FieldViolation(field=_bounded(prefix + e.field, 100),
+                                                    description=_bounded(e.message, 150))
+        for e in _few(errors)
     ])
     detail = any_pb2.Any()
     detail.Pack(bad)
@@ -102,6 +148,10 @@ async def _abort_for(context: grpc.aio.ServicerContext, exc: BaseException) -> N
                                 trailing_metadata=((LEADER_METADATA_KEY, exc.leader),))
         await context.abort(grpc.StatusCode.UNAVAILABLE,
                             f"{NOT_LEADER_PREFIX}, and no leader is known yet; retry shortly")
+    if isinstance(exc, Forbidden):
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, _text(exc, "permission denied"))
+    if isinstance(exc, QuotaExceeded):
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, _text(exc, "over quota"))
     if isinstance(exc, NotFound):
         await context.abort(grpc.StatusCode.NOT_FOUND, _text(exc, "no such job"))
     # AlreadyExists subclasses Conflict, so it is tested first.
@@ -112,25 +162,49 @@ async def _abort_for(context: grpc.aio.ServicerContext, exc: BaseException) -> N
     if isinstance(exc, ValueError):
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _text(exc, "invalid argument"))
     log.error("JobBackend raised an unexpected error", exc_info=exc)
-    await context.abort(grpc.StatusCode.INTERNAL,
-                        f"internal error in the scheduler: {type(exc).__name__}: {exc}")
+    await context.abort(grpc.StatusCode.INTERNAL, _bounded(
+        f"internal error in the scheduler: {type(exc).__name__}: {exc}"))
 
 
 def _text(exc: BaseException, fallback: str) -> str:
     # KeyError-style exceptions repr their argument; show the plain text instead.
-    return str(exc.args[0]) if len(exc.args) == 1 else (str(exc) or fallback)
+    text = str(exc.args[0]) if len(exc.args) == 1 else (str(exc) or fallback)
+    return _bounded(text)
 
 
-def _require_key(key: str) -> None:
+def authorize(role: str) -> None:
+    """Raise ``Forbidden`` unless the caller may act for ``role``."""
+    who = caller()
+    if not who.may_act_for(role):
+        raise Forbidden(f"{who.name} may not act for role {limits.shown(role)}")
+
+
+def _authorized_key(key: str) -> str:
+    """Authorise the caller for the key's role, then check the key is well formed."""
     if not key:
         raise InvalidRequest([FieldError("key", "is required (role/environment/name)")])
+    authorize(key.split("/", 1)[0])
+    if not paging.is_job_key(key):
+        raise InvalidRequest([FieldError("key", f"{limits.shown(key)} is not a job key "
+                                                "(role/environment/name)")])
+    return key
+
+
+def _request_id(raw: str) -> str:
+    problem = limits.text_problem(raw, limits.REQUEST_ID_MAX)
+    if problem:
+        raise InvalidRequest([FieldError("request_id", problem)])
+    # Without a client id the call still works, but a retry makes a second request.
+    return raw or f"server-{uuid.uuid4()}"
 
 
 class JobServicer(pb_grpc.JobServiceServicer):
     """``corral.v1.JobService`` over any ``JobBackend``."""
 
-    def __init__(self, backend: JobBackend) -> None:
+    def __init__(self, backend: JobBackend, submit_checks: tuple[SubmitCheck, ...] = ()
+                 ) -> None:
         self.backend = backend
+        self.submit_checks = submit_checks
 
     async def _call(self, context: grpc.aio.ServicerContext,
                     fn: Callable[[], Awaitable[T]]) -> T:
@@ -146,12 +220,16 @@ class JobServicer(pb_grpc.JobServiceServicer):
         async def run() -> Any:
             if not request.HasField("spec"):
                 raise InvalidRequest([FieldError("spec", "is required")])
+            authorize(request.spec.role)
+            request_id = _request_id(request.request_id)
             try:
                 spec = spec_from_proto(request.spec)
             except SpecError as e:
                 raise InvalidRequest(e.errors, prefix="spec.") from None
-            # Without a client id the call still works, but a retry makes a second request.
-            request_id = request.request_id or f"server-{uuid.uuid4()}"
+            for check in self.submit_checks:
+                bad = await check(spec)
+                if bad:
+                    raise InvalidRequest(bad, prefix="spec.")
             return await self.backend.submit(spec, request_id)
 
         view = await self._call(context, run)
@@ -160,28 +238,45 @@ class JobServicer(pb_grpc.JobServiceServicer):
     async def GetJob(self, request: pb.GetJobRequest,
                      context: grpc.aio.ServicerContext) -> pb.GetJobResponse:
         async def run() -> Any:
-            _require_key(request.key)
-            return await self.backend.get(request.key)
+            return await self.backend.get(_authorized_key(request.key))
 
         return pb.GetJobResponse(job=job_to_proto(await self._call(context, run), time.time()))
 
     async def ListJobs(self, request: pb.ListJobsRequest,
                        context: grpc.aio.ServicerContext) -> pb.ListJobsResponse:
-        views = await self._call(context, lambda: self.backend.list(request.role or None))
-        return pb.ListJobsResponse(jobs=[job_to_proto(v, time.time()) for v in views])
+        async def run() -> pb.ListJobsResponse:
+            who = caller()
+            if request.role:
+                authorize(request.role)
+                if not NAME_RE.fullmatch(request.role):
+                    raise InvalidRequest([FieldError("role", "is not a role name")])
+            try:
+                size = paging.page_size(request.page_size)
+                after = paging.decode_token(request.page_token)
+            except paging.BadPage as e:
+                raise InvalidRequest([FieldError(e.field, str(e))]) from None
+            views = await self.backend.list(request.role or None)
+            # TODO(lead, issue 10): a backend method returning one page of summaries would
+            # spare building every view for each page.
+            shown = sorted((v for v in views if who.may_act_for(v.spec.role)),
+                           key=lambda v: v.key)
+            chosen, token = paging.page([v.key for v in shown], shown, after, size)
+            return pb.ListJobsResponse(jobs=[summary_to_proto(summarize(v)) for v in chosen],
+                                       next_page_token=token)
+
+        return await self._call(context, run)
 
     async def KillJob(self, request: pb.KillJobRequest,
                       context: grpc.aio.ServicerContext) -> pb.KillJobResponse:
         async def run() -> Any:
-            _require_key(request.key)
-            return await self.backend.kill(request.key)
+            return await self.backend.kill(_authorized_key(request.key))
 
         return pb.KillJobResponse(job=job_to_proto(await self._call(context, run), time.time()))
 
     async def ScaleJob(self, request: pb.ScaleJobRequest,
                        context: grpc.aio.ServicerContext) -> pb.ScaleJobResponse:
         async def run() -> Any:
-            _require_key(request.key)
+            _authorized_key(request.key)
             if request.workers < 0:
                 bad = FieldError("workers", f"must be 0 or more, got {request.workers}")
                 raise InvalidRequest([bad])
@@ -192,7 +287,7 @@ class JobServicer(pb_grpc.JobServiceServicer):
     async def WatchJob(self, request: pb.WatchJobRequest,
                        context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchJobResponse]:
         try:
-            _require_key(request.key)
+            _authorized_key(request.key)
             async for view in self.backend.watch(request.key):
                 yield pb.WatchJobResponse(job=job_to_proto(view, time.time()))
         except asyncio.CancelledError:
@@ -282,15 +377,21 @@ def check_bindable(address: str) -> None:
 async def start_api_server(
     backend: JobBackend, address: str = "127.0.0.1:0",
     *, health_poll_seconds: float = HEALTH_POLL_SECONDS,
+    credentials: grpc.ServerCredentials | None = None, auth: AuthConfig | None = None,
+    submit_checks: tuple[SubmitCheck, ...] = (),
 ) -> tuple[grpc.aio.Server, int]:
     """Start JobService, health and reflection on ``address``; return the server and port.
 
+    ``credentials`` serves TLS (``security.server_credentials``); ``auth`` requires every
+    call but health checks to authenticate (None: open, every caller may do anything).
     Stop it with ``await server.stop(grace)``. Raises ``OSError`` if the address cannot be
     bound.
     """
     # No SO_REUSEPORT: a second scheduler on the same port must fail loudly, not share it.
-    server = grpc.aio.server(options=(("grpc.so_reuseport", 0),))
-    pb_grpc.add_JobServiceServicer_to_server(JobServicer(backend), server)
+    server = grpc.aio.server(options=(("grpc.so_reuseport", 0),
+                                      ("grpc.max_receive_message_length", MAX_REQUEST_BYTES)),
+                             interceptors=(SecurityInterceptor(auth),))
+    pb_grpc.add_JobServiceServicer_to_server(JobServicer(backend, submit_checks), server)
     health_pb2_grpc.add_HealthServicer_to_server(
         BackendHealth(backend, health_poll_seconds), server)
     reflection.enable_server_reflection(
@@ -300,7 +401,8 @@ async def start_api_server(
     )
     check_bindable(address)
     try:
-        port = server.add_insecure_port(address)
+        port = (server.add_secure_port(address, credentials) if credentials is not None
+                else server.add_insecure_port(address))
     except RuntimeError as exc:
         raise OSError(f"cannot listen for the Corral API on {address}: {exc}") from exc
     if port == 0:

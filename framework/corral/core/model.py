@@ -15,7 +15,10 @@ from enum import StrEnum
 
 from corral.core.resources import Resources
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+# ``\Z``, not ``$``: ``$`` also matches before a trailing newline, and ``NAME_RE.match`` must
+# accept the whole string or nothing (a role "a\n" would otherwise pass and break ZooKeeper
+# paths and task ids).
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}\Z")
 
 
 class Tier(StrEnum):

@@ -12,10 +12,13 @@ A policy file::
     target_duration_s: 600     # how soon a job's backlog should clear
     roles:
       - {name: research, weight: 2, guarantee: {cpus: 8, mem: 16384}}
-      - {name: adhoc, limit: {cpus: 16}}
+      - {name: adhoc, limit: {cpus: 16}, quota: {jobs: 20, cpus: 64}}
     policy: {preemption_budget: 20, min_share_diff: 0.05}
 
-Roles it does not name weigh 1 with no guarantee and no limit.
+Roles it does not name weigh 1 with no guarantee, no limit and no quota. A ``limit``
+bounds what a role *runs* (dimensions it does not name are unbounded); a ``quota`` (the
+scheduler's file only) bounds what it may *submit*: ``jobs`` live at once and the total of
+their largest footprints per dimension (``core.admission``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from corral.core.admission import DIMENSIONS, Quota
 from corral.core.fairness import RolePolicy
 from corral.core.policy import PolicyConfig
 from corral.core.resources import Resources
@@ -99,10 +103,26 @@ class Reader:
             gpus=self.num(m, "gpus", path, 0.0, 0, 1e6),
         )
 
-    def roles(self, raw: Any, path: str = "roles", allow_count: bool = False
-              ) -> dict[str, RolePolicy]:
+    def limit(self, d: Any, path: str) -> Resources:
+        """A hard cap: the dimensions it names, the others unbounded (the largest value a
+        policy file accepts), not zero."""
+        r = self.res(d, path, False)
+        given = d if isinstance(d, Mapping) else {}
+        return Resources(
+            cpus=r.cpus if "cpus" in given else 1e9, mem=r.mem if "mem" in given else 1e12,
+            disk=r.disk if "disk" in given else 1e12, gpus=r.gpus if "gpus" in given else 1e6)
+
+    def quota(self, d: Any, path: str) -> Quota:
+        m = self.map(d, path, {"jobs", *DIMENSIONS})
+        jobs = self.int(m, "jobs", path, None, 0, 10**9) if "jobs" in m else None
+        bounds = {dim: self.num(m, dim, path, None, 0, 1e12) for dim in DIMENSIONS if dim in m}
+        return Quota(jobs=jobs, resources=bounds)
+
+    def roles(self, raw: Any, path: str = "roles", allow_count: bool = False,
+              quotas: dict[str, Quota] | None = None) -> dict[str, RolePolicy]:
         """A list of ``{name, weight, guarantee, limit}``; with ``allow_count``, ``count: N``
-        expands one entry into roles ``name-0..name-(N-1)`` (for simulations at scale)."""
+        expands one entry into roles ``name-0..name-(N-1)`` (for simulations at scale).
+        With ``quotas`` (a dict to fill) entries may also have a ``quota``."""
         roles: dict[str, RolePolicy] = {}
         if raw is None:
             return roles
@@ -110,14 +130,17 @@ class Reader:
             self.errors.append(f"{path}: must be a list")
             return roles
         allowed = {"name", "weight", "guarantee", "limit"} | ({"count"} if allow_count else set())
+        if quotas is not None:
+            allowed.add("quota")
         for i, r in enumerate(raw):
             where = f"{path}[{i}]"
             m = self.map(r, where, allowed, {"name"})
             pol = RolePolicy(
                 weight=self.num(m, "weight", where, 1.0, 1e-6, 1e6),
                 guarantee=self.res(m.get("guarantee"), f"{where}.guarantee", False),
-                limit=(self.res(m["limit"], f"{where}.limit", False) if m.get("limit")
+                limit=(self.limit(m["limit"], f"{where}.limit") if m.get("limit")
                        else None))
+            quota = self.quota(m["quota"], f"{where}.quota") if "quota" in m else None
             n = self.int(m, "count", where, 1, 1, 100_000) if allow_count else 1
             name = m.get("name")
             if "name" in m and (not isinstance(name, str) or not name):
@@ -128,6 +151,8 @@ class Reader:
                 if full in roles:
                     self.errors.append(f"{where}.name: role {full!r} is named twice")
                 roles[full] = pol
+                if quotas is not None and quota is not None:
+                    quotas[full] = quota
         return roles
 
     def knobs(self, raw: Any, path: str = "policy") -> dict[str, float]:
@@ -182,6 +207,7 @@ class SchedulerPolicy:
     roles: Mapping[str, RolePolicy] = field(default_factory=dict)
     config: PolicyConfig = field(default_factory=PolicyConfig)
     interval_s: float = 5.0
+    quotas: Mapping[str, Quota] = field(default_factory=dict)  # what roles may submit
 
 
 def parse_policy(data: Any) -> SchedulerPolicy:
@@ -190,10 +216,11 @@ def parse_policy(data: Any) -> SchedulerPolicy:
     r = Reader()
     top = r.map(data if data is not None else {}, "",
                 {"interval_s", "target_duration_s", "roles", "policy"})
-    roles = r.roles(top.get("roles"))
+    quotas: dict[str, Quota] = {}
+    roles = r.roles(top.get("roles"), quotas=quotas)
     knobs = r.knobs(top.get("policy"))
     duration = r.num(top, "target_duration_s", "", ScalingConfig().target_duration_s, 1, 1e9)
     interval = r.num(top, "interval_s", "", 5.0, 0.1, 86400)
     r.fail_if_errors(PolicyFileError, "invalid policy file")
     return SchedulerPolicy(roles=roles, config=policy_config(knobs, duration),
-                           interval_s=interval)
+                           interval_s=interval, quotas=quotas)

@@ -151,6 +151,11 @@ class Scheduler:
     def job_keys(self) -> list[str]:
         return list(self.state.jobs)
 
+    def live_specs(self, role: str) -> list[JobSpec]:
+        """The specs of the role's jobs that are not over (for admission quotas)."""
+        return [j.spec for j in self.state.jobs.values()
+                if j.spec.role == role and not j.phase.terminal]
+
     def target_workers(self, key: str) -> int:
         """The desired worker count of a job."""
         return commands.job_or_raise(self.state, key).desired

@@ -3,6 +3,12 @@
 Validation collects every problem, each naming the offending field by its dotted path
 (``workers.max``), so a user fixes a spec in one pass. Unknown keys are errors too: a
 misspelt ``chekpoint`` silently ignored would lose a user's work.
+
+Everything a spec accepts must also be storable and runnable: names match in full,
+free-form strings have size limits and no control characters, and the whole spec fits
+its share of a ZooKeeper znode (``corral.core.limits``); checkpoint URIs follow
+``corral.core.checkpoints``. Errors are bounded: at most ``MAX_ERRORS`` are listed, and
+user input echoed in a field name is escaped and cut.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from corral.core import limits as lim
+from corral.core.checkpoints import uri_problem
 from corral.core.model import (
     NAME_RE,
     Constraints,
@@ -23,8 +31,7 @@ from corral.core.model import (
 )
 from corral.core.resources import Resources
 
-CHECKPOINT_SCHEMES = ("file", "s3", "gs", "memory")
-ENV_RE = r"^[A-Za-z_][A-Za-z0-9_]*$"
+ENV_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 @dataclass(frozen=True)
@@ -47,9 +54,18 @@ class SpecError(ValueError):
 class _Checker:
     def __init__(self) -> None:
         self.errors: list[FieldError] = []
+        self.dropped = 0  # problems past MAX_ERRORS: counted, not listed
 
     def err(self, path: str, msg: str) -> None:
-        self.errors.append(FieldError(path, msg))
+        if len(self.errors) < lim.MAX_ERRORS:
+            self.errors.append(FieldError(path, msg))
+        else:
+            self.dropped += 1
+
+    def all_errors(self) -> list[FieldError]:
+        if not self.dropped:
+            return self.errors
+        return [*self.errors, FieldError("spec", f"... and {self.dropped} more problems")]
 
     def mapping(self, data: Any, path: str, allowed: set[str]) -> Mapping[str, Any]:
         if data is None:
@@ -59,7 +75,8 @@ class _Checker:
             return {}
         for k in data:
             if k not in allowed:
-                where = f"{path}.{k}" if path else str(k)
+                shown = lim.shown(str(k))
+                where = f"{path}.{shown}" if path else shown
                 self.err(where, f"unknown field (expected one of: {', '.join(sorted(allowed))})")
         return data
 
@@ -68,7 +85,7 @@ class _Checker:
         if v is None:
             self.err(path, "is required")
             return ""
-        if not isinstance(v, str) or not NAME_RE.match(v):
+        if not isinstance(v, str) or not NAME_RE.fullmatch(v):
             self.err(path, "must be 1-63 characters of a-z, 0-9, '-' or '_', starting alphanumeric")
             return ""
         return v
@@ -91,20 +108,44 @@ class _Checker:
             return default
         return int(v) if integer else float(v)
 
-    def string_map(self, data: Any, path: str) -> tuple[tuple[str, str], ...]:
+    def string_map(self, data: Any, path: str, max_entries: int = lim.LABEL_MAX_ENTRIES,
+                   key_max: int = lim.MAP_KEY_MAX, value_max: int = lim.MAP_VALUE_MAX,
+                   multiline_values: bool = False) -> tuple[tuple[str, str], ...]:
+        """A mapping of strings with at most ``max_entries`` entries, keys and values
+        within their lengths and free of control characters (values may hold tab and
+        newline if ``multiline_values``)."""
         if data is None:
             return ()
         if not isinstance(data, Mapping):
             self.err(path, "must be a mapping of strings")
             return ()
+        if len(data) > max_entries:
+            self.err(path, f"has {len(data)} entries; the limit is {max_entries}")
+            return ()
         out = []
         for k, v in data.items():
             bad_value = not isinstance(v, str | int | float) or isinstance(v, bool)
+            where = f"{path}.{lim.shown(str(k))}"
             if not isinstance(k, str) or bad_value:
-                self.err(f"{path}.{k}", "keys and values must be strings")
+                self.err(where, "keys and values must be strings")
+                continue
+            problem = lim.text_problem(k, key_max)
+            if problem:
+                self.err(where, f"key {problem}")
+                continue
+            problem = lim.text_problem(str(v), value_max, multiline=multiline_values)
+            if problem:
+                self.err(where, f"value {problem}")
                 continue
             out.append((k, str(v)))
         return tuple(sorted(out))
+
+    def text(self, value: str, path: str, max_chars: int, multiline: bool = False) -> bool:
+        """Check a free-form string's length and characters; False (and an error) if bad."""
+        problem = lim.text_problem(value, max_chars, multiline=multiline)
+        if problem:
+            self.err(path, problem)
+        return problem is None
 
 
 _TASK_KEYS = {"command", "cpus", "mem", "disk", "gpus", "ports", "env", "image"}
@@ -118,24 +159,57 @@ def _task(c: _Checker, data: Any, path: str, extra: set[str] = frozenset()) -> T
     if not isinstance(cmd, str) or not cmd.strip():
         c.err(f"{path}.command", "is required and must be a non-empty string")
         cmd = ""
+    elif not c.text(cmd, f"{path}.command", lim.COMMAND_MAX, multiline=True):
+        cmd = ""
     res = Resources(
         cpus=c.number(d, "cpus", f"{path}.cpus", 1.0, lo=0.01, hi=1024),
         mem=c.number(d, "mem", f"{path}.mem", 256.0, lo=16, hi=4 * 1024 * 1024),
         disk=c.number(d, "disk", f"{path}.disk", 0.0, hi=64 * 1024 * 1024),
         gpus=c.number(d, "gpus", f"{path}.gpus", 0.0, hi=64, integer=True),
     )
-    env = c.string_map(d.get("env"), f"{path}.env")
-    for k, _ in env:
-        if not re.match(ENV_RE, k):
-            c.err(f"{path}.env.{k}", "is not a valid environment variable name")
-        elif k.startswith(("CORRAL_", "MESOS_")):
-            c.err(f"{path}.env.{k}", "CORRAL_ and MESOS_ variables are set by Corral")
+    env = _env(c, d.get("env"), f"{path}.env")
     image = d.get("image")
     if image is not None and (not isinstance(image, str) or not image):
         c.err(f"{path}.image", "must be a non-empty string")
         image = None
+    elif image is not None and not c.text(image, f"{path}.image", lim.IMAGE_MAX):
+        image = None
     ports = int(c.number(d, "ports", f"{path}.ports", 0, hi=16, integer=True))
     return TaskTemplate(command=cmd, resources=res, ports=ports, env=env, image=image)
+
+
+def _env(c: _Checker, data: Any, path: str) -> tuple[tuple[str, str], ...]:
+    """A task's environment: sized, printable, proper names, none of Corral's own."""
+    env = c.string_map(data, path, lim.ENV_MAX_ENTRIES, lim.ENV_KEY_MAX, lim.ENV_VALUE_MAX,
+                       multiline_values=True)
+    for k, _ in env:
+        if not ENV_RE.fullmatch(k):
+            c.err(f"{path}.{lim.shown(k)}", "is not a valid environment variable name")
+        elif k.startswith(("CORRAL_", "MESOS_")):
+            c.err(f"{path}.{k}", "CORRAL_ and MESOS_ variables are set by Corral")
+    return env
+
+
+def _checkpoint_uri(c: _Checker, uri: Any) -> str | None:
+    """The checkpoint base, if it is one (``corral.core.checkpoints.uri_problem``)."""
+    if uri is None:
+        return None
+    if not isinstance(uri, str):
+        c.err("checkpoint.uri", "must be a URI such as file:///data/ckpt or s3://bucket/path")
+        return None
+    problem = uri_problem(uri)
+    if problem:
+        c.err("checkpoint.uri", problem)
+        return None
+    return uri
+
+
+def _whole_spec_size(c: _Checker, spec: JobSpec) -> None:
+    """The spec must fit its share of the znode it is stored in."""
+    size = lim.stored_size(spec_to_dict(spec))
+    if size > lim.SPEC_MAX_BYTES:
+        c.err("spec", f"is {size} bytes as stored; the limit is {lim.SPEC_MAX_BYTES} "
+                      "(ZooKeeper keeps a job in one znode of at most 1 MiB)")
 
 
 def parse_job_spec(data: Any) -> JobSpec:
@@ -171,14 +245,7 @@ def parse_job_spec(data: Any) -> JobSpec:
         c.err("workers.initial", f"must be within workers.min..workers.max ({wmin}..{wmax})")
 
     ck = c.mapping(top.get("checkpoint"), "checkpoint", {"uri", "interval_seconds"})
-    uri = ck.get("uri")
-    if uri is not None:
-        if not isinstance(uri, str) or "://" not in uri:
-            c.err("checkpoint.uri", "must be a URI such as file:///data/ckpt or s3://bucket/path")
-            uri = None
-        elif uri.split("://", 1)[0] not in CHECKPOINT_SCHEMES:
-            c.err("checkpoint.uri", f"scheme must be one of {', '.join(CHECKPOINT_SCHEMES)}")
-            uri = None
+    uri = _checkpoint_uri(c, ck.get("uri"))
     interval = c.number(
         ck, "interval_seconds", "checkpoint.interval_seconds", 30.0, lo=0.1, hi=86400
     )
@@ -194,9 +261,13 @@ def parse_job_spec(data: Any) -> JobSpec:
     if spread is not None and (not isinstance(spread, str) or not spread):
         c.err("constraints.spread_over", "must be an attribute name")
         spread = None
+    elif spread is not None and not c.text(spread, "constraints.spread_over",
+                                           lim.ATTRIBUTE_NAME_MAX):
+        spread = None
     constraints = Constraints(
         max_per_host=mph,
-        attributes=c.string_map(cons.get("attributes"), "constraints.attributes"),
+        attributes=c.string_map(cons.get("attributes"), "constraints.attributes",
+                                lim.ATTRIBUTE_MAX_ENTRIES),
         spread_over=spread,
     )
 
@@ -219,8 +290,8 @@ def parse_job_spec(data: Any) -> JobSpec:
         c.err("master.gpus", "revocable jobs cannot request GPUs")
 
     if c.errors:
-        raise SpecError(c.errors)
-    return JobSpec(
+        raise SpecError(c.all_errors())
+    spec = JobSpec(
         role=role, environment=env, name=name, tier=tier, priority=priority,
         master=master,
         workers=WorkerPool(template=worker_t, min=wmin, max=wmax, initial=winit),
@@ -228,6 +299,10 @@ def parse_job_spec(data: Any) -> JobSpec:
         constraints=constraints, kill_grace_seconds=grace, restart=restart,
         deadline_seconds=deadline, labels=labels,
     )
+    _whole_spec_size(c, spec)
+    if c.errors:
+        raise SpecError(c.all_errors())
+    return spec
 
 
 def _task_to_dict(t: TaskTemplate) -> dict[str, Any]:

@@ -318,6 +318,8 @@ class CoreState:
     def mark_changed(self, job: Job, durable: bool = False) -> None:
         """The job's view changed (and, if ``durable``, its stored intent): once per event
         its version goes up, and the shell hears of it."""
+        if self.jobs.get(job.key) is not job:
+            return  # replaced by a resubmission under the same key: nothing to show
         if job.key not in self.changed:
             job.version += 1
             self.changed[job.key] = None
@@ -506,6 +508,8 @@ class CoreState:
             job.pending[slot.key] = None
         else:
             job.pending.pop(slot.key, None)
+        if self.jobs.get(job.key) is not job:
+            return  # a job its key was resubmitted over: its stray attempts only end
         if job.pending:
             self.pending_jobs[job.key] = None
         else:

@@ -15,6 +15,8 @@ scheduler acknowledges). The master talks to an agent by plain method calls (bot
 one process); the agent reports to the master through the ``MasterPort`` protocol.
 Killing the agent "like a spot reclaim" (``terminate``) SIGKILLs every process group it
 started and stops its HTTP site; the master only learns of it through its health checks.
+What keeps a container inside its sandbox (orphan sweeps, log rotation, the disk limit)
+is ``localmesos.sandbox``.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from corral.localmesos.protocol import (
     seconds_of,
     task_status,
 )
+from corral.localmesos.sandbox import SandboxLimits, SandboxWatch, disk_mb, sweep
 from corral.localmesos.streams import EventStream
 
 log = logging.getLogger("localmesos.agent")
@@ -79,6 +82,7 @@ class AgentOptions:
     executor_registration_timeout: float = 60.0
     heartbeat_interval: float = 15.0
     stop_grace: float = 1.0
+    sandbox: SandboxLimits = field(default_factory=SandboxLimits)
     containers: containers.ContainerOptions = field(
         default_factory=containers.ContainerOptions)
     ssl_context: Any = None  # serve the executor API over TLS
@@ -100,6 +104,7 @@ class TaskRun:
     proc: asyncio.subprocess.Process | None = None
     killing: bool = False
     forced: tuple[str, str] | None = None      # (state, reason) replacing the natural end
+    forced_message: str | None = None          # and its message (a container limitation)
     drain_reason: str | None = None
     delivered: bool = False
     note: str | None = None                    # appended to every status message
@@ -121,6 +126,7 @@ class ExecutorRun:
     stream: EventStream | None = None
     shutting_down: bool = False
     forced: tuple[str, str] | None = None
+    forced_message: str | None = None     # and its message (a container limitation)
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
     launch_error: str | None = None       # the container never started: why
     note: str | None = None               # appended to every status message
@@ -162,21 +168,6 @@ def _destroy(pid: int | None) -> None:
             child.kill()
 
 
-def _destroy_orphans(sandbox: Path) -> int:
-    """SIGKILL processes left running with ``MESOS_SANDBOX`` = ``sandbox`` after their
-    executor died (they were reparented away from it). One scan of the process table, so
-    only for an executor that exited with tasks still running. Returns how many."""
-    wanted = str(sandbox)
-    count = 0
-    for proc in psutil.process_iter(["environ"]):
-        env = proc.info.get("environ") or {}
-        if env.get("MESOS_SANDBOX") == wanted:
-            with contextlib.suppress(psutil.Error, OSError):
-                proc.kill()
-                count += 1
-    return count
-
-
 class Agent:
     def __init__(self, master: MasterPort, agent_id: str, index: int, work_dir: Path,
                  resources: Pool, attributes: list[tuple[str, str]],
@@ -198,6 +189,7 @@ class Agent:
         self.seen_pids: set[int] = set()     # every process group ever started
         self._runner: web.AppRunner | None = None
         self._bg: set[asyncio.Task[Any]] = set()
+        self.sandboxes = SandboxWatch(options.sandbox)
         self.fetch_cache = FetchCache(str(work_dir / "agents" / agent_id / "fetch"),
                                       options.containers.fetcher_cache_bytes)
 
@@ -272,6 +264,7 @@ class Agent:
         await self._reap()
 
     async def _reap(self) -> None:
+        await self.sandboxes.stop()
         deadline = time.monotonic() + 5.0
         while self._bg and time.monotonic() < deadline:
             await asyncio.wait(list(self._bg), timeout=0.5)
@@ -616,27 +609,48 @@ class Agent:
             return
         try:
             ex.proc = await self._spawn(command, ex.sandbox, env, prep.run_as)
-        except OSError as e:
+        except (OSError, ValueError) as e:  # ValueError: a NUL byte in the command or env
             log.warning("executor %s failed to start: %s", ex.executor_id, e)
             rc = 127
         if ex.proc is not None:
             loop = asyncio.get_running_loop()
             ex.timers.append(loop.call_later(
                 self.options.executor_registration_timeout, self._registration_timeout, ex))
+            tasks = [self.tasks[(ex.framework_id, t)].info for t in ex.tasks
+                     if (ex.framework_id, t) in self.tasks]
+            self.sandboxes.watch(ex.container_id, ex.sandbox, disk_mb([ex.info, *tasks]),
+                                 lambda message: self._disk_exceeded(ex, message))
             if ex.shutting_down:      # shut down before it even started
                 _destroy(ex.proc.pid)
             rc = await ex.proc.wait()
+            self.sandboxes.unwatch(ex.container_id)
             # The leader may be gone but its children live on in the group: reap them too.
             _killpg(ex.proc.pid, signal.SIGKILL)
             self.pids.discard(ex.proc.pid)
-            if any(self.tasks[(ex.framework_id, t)].state not in TERMINAL_STATES
-                   for t in ex.tasks if (ex.framework_id, t) in self.tasks):
-                # It died with tasks running: they die with its container.
-                n = await asyncio.to_thread(_destroy_orphans, ex.sandbox)
-                if n:
-                    log.info("executor %s exited; killed %d process(es) it left behind",
-                             ex.executor_id, n)
+            # Whatever is left of the container (detached, reparented) dies with it.
+            n = await asyncio.to_thread(sweep, ex.sandbox)
+            if n:
+                log.info("executor %s exited; killed %d process(es) it left behind",
+                         ex.executor_id, n)
         self._executor_exited(ex, rc)
+
+    @staticmethod
+    def _disk_exceeded(container: ExecutorRun | TaskRun, message: str) -> None:
+        """The sandbox outgrew its disk: destroy the container (an executor's, or a command
+        task's), failing its tasks with the limitation."""
+        container.forced = ("TASK_FAILED", "REASON_CONTAINER_LIMITATION_DISK")
+        container.forced_message = message
+        if container.proc is not None:
+            _destroy(container.proc.pid)
+
+    def _task_ended(self, ex: ExecutorRun) -> None:
+        """A task of ``ex`` is terminal: once none is live, sweep what the tasks left
+        (processes of the sandbox outside the executor's own process group)."""
+        if ex.proc is None or any(
+                self.tasks[(ex.framework_id, t)].state not in TERMINAL_STATES
+                for t in ex.tasks if (ex.framework_id, t) in self.tasks):
+            return
+        self._spawn_bg(asyncio.to_thread(sweep, ex.sandbox, ex.proc.pid))
 
     def _registration_timeout(self, ex: ExecutorRun) -> None:
         if ex.stream is None and ex.proc is not None and ex.proc.returncode is None:
@@ -661,7 +675,8 @@ class Agent:
         # A container that never started has no exit status: Mesos reports -1.
         never_ran = ex.launch_error is not None or (rc is None and ex.proc is None)
         status = -1 if never_ran else raw_wait_status(rc)
-        message = ex.launch_error or f"Executor terminated with status {status}"
+        message = (ex.launch_error or ex.forced_message
+                   or f"Executor terminated with status {status}")
         for task_id in sorted(ex.tasks):
             run = self.tasks.get((ex.framework_id, task_id))
             if run is not None and run.state not in TERMINAL_STATES:
@@ -689,7 +704,7 @@ class Agent:
             return
         try:
             run.proc = await self._spawn(command, sandbox, env, prep.run_as)
-        except OSError as e:
+        except (OSError, ValueError) as e:  # ValueError: a NUL byte in the command or env
             self._update(run, "TASK_FAILED", "SOURCE_EXECUTOR", "REASON_COMMAND_EXECUTOR_FAILED",
                          f"Failed to launch command {shlex.quote(str(command.get('value')))}: "
                          f"{e}")
@@ -698,14 +713,18 @@ class Agent:
             _destroy(run.proc.pid)
         else:
             self._update(run, "TASK_RUNNING", "SOURCE_EXECUTOR")
+        self.sandboxes.watch(container_id, sandbox, disk_mb([run.info]),
+                             lambda message: self._disk_exceeded(run, message))
         rc = await run.proc.wait()
+        self.sandboxes.unwatch(container_id)
         _killpg(run.proc.pid, signal.SIGKILL)
         self.pids.discard(run.proc.pid)
+        await asyncio.to_thread(sweep, sandbox)
         if not self.alive:
             return
         if run.forced is not None:
             self._update(run, run.forced[0], "SOURCE_AGENT", run.forced[1],
-                         "Container preempted by the QoS controller")
+                         run.forced_message or "Container preempted by the QoS controller")
         elif run.killing:
             self._update(run, "TASK_KILLED", "SOURCE_EXECUTOR", run.drain_reason,
                          "Command terminated by a kill request")
@@ -875,6 +894,8 @@ class Agent:
                 fixed["message"] = note
             self._record(run, fixed)
             run.seen_uuids.add(str(uuid_b64))
+            if fixed.get("state") in TERMINAL_STATES:
+                self._task_ended(ex)
         if stream is not None and not stream.closed:
             stream.send(event("ACKNOWLEDGED", {"task_id": ident(task_id), "uuid": uuid_b64}))
 

@@ -120,6 +120,16 @@ def _run_parser(p: argparse.ArgumentParser) -> None:
     sc.add_argument("--fetcher-stall-timeout", type=float, default=d.fetcher_stall_timeout,
                     metavar="SECONDS", help="a download making no progress this long fails "
                     "(default %(default)g s)")
+    sb = p.add_argument_group("sandbox (real Mesos uses isolators; see docs/localmesos.md)")
+    sb.add_argument("--log-max-mb", type=float, default=d.log_max_mb,
+                    help="rotate a container's stdout/stderr past this size (default "
+                         "%(default)s MB, as Mesos' logrotate container logger)")
+    sb.add_argument("--log-keep", type=int, default=d.log_keep,
+                    help="rotated stdout/stderr copies kept (default %(default)s)")
+    sb.add_argument("--disk-watch-interval", type=float, default=d.disk_watch_interval,
+                    help="seconds between checks of a container's sandbox against its disk "
+                         "resource (default %(default)s)")
+
 
 
 CONTROL_EPILOG = """control a running localmesos (each takes --master URL, default http://127.0.0.1:5050):
@@ -194,7 +204,9 @@ def _config(ns: argparse.Namespace) -> LocalMesosConfig:
         switch_user=ns.switch_user, images_on_host=ns.images_on_host,
         fetcher_cache_size=ns.fetcher_cache_size,
         fetcher_stall_timeout=ns.fetcher_stall_timeout,
-        executor_environment_variables=ns.executor_environment_variables)
+        executor_environment_variables=ns.executor_environment_variables,
+        log_max_mb=ns.log_max_mb, log_keep=ns.log_keep,
+        disk_watch_interval=ns.disk_watch_interval)
 
 
 async def _serve(config: LocalMesosConfig) -> int:

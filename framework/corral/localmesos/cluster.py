@@ -38,6 +38,7 @@ from corral.localmesos.agent import Agent, AgentOptions
 from corral.localmesos.containers import ContainerOptions
 from corral.localmesos.master import AgentRecord, Master, MasterOptions
 from corral.localmesos.protocol import Pool, parse_attributes, parse_port_range
+from corral.localmesos.sandbox import SandboxLimits
 from corral.localmesos.zk import ZkRegistration
 
 log = logging.getLogger("localmesos")
@@ -80,6 +81,14 @@ class LocalMesosConfig:
     fetcher_cache_size: int = fetcher.DEFAULT_CACHE_BYTES
     fetcher_stall_timeout: float = fetcher.DEFAULT_STALL_TIMEOUT
     executor_environment_variables: str | None = None  # JSON object of strings
+    log_max_mb: float = 10.0           # per stdout/stderr file of a container (sandbox.py)
+    log_keep: int = 2                  # rotated copies kept
+    disk_watch_interval: float = 1.0   # seconds between sandbox size checks
+
+    def sandbox_limits(self) -> SandboxLimits:
+        return SandboxLimits(log_max_bytes=int(self.log_max_mb * 1024 * 1024),
+                             log_keep=self.log_keep,
+                             disk_watch_seconds=self.disk_watch_interval)
 
     def validate(self) -> None:
         """Raise ValueError with a readable message for a bad configuration."""
@@ -106,6 +115,7 @@ class LocalMesosConfig:
         if self.fetcher_cache_size < 0 or self.fetcher_stall_timeout <= 0:
             raise ValueError("--fetcher-cache-size must be >= 0, --fetcher-stall-timeout > 0")
         self.executor_environment()
+        self.sandbox_limits().validate()
 
     def executor_environment(self) -> dict[str, str] | None:
         """``--executor-environment-variables`` parsed (Mesos: a JSON object of strings)."""
@@ -273,7 +283,8 @@ class LocalMesos:
                       AgentOptions(status_update_retry=cfg.status_update_retry,
                                    executor_registration_timeout=cfg.executor_registration_timeout,
                                    heartbeat_interval=cfg.heartbeat_interval,
-                                   containers=self.containers, ssl_context=self.ssl))
+                                   containers=self.containers, ssl_context=self.ssl,
+                                   sandbox=cfg.sandbox_limits()))
         await agent.start()
         self._agent_objs[agent.id] = agent
         self.master.add_agent(agent)

@@ -18,6 +18,13 @@ zipapp that agents' fetchers download (or ``--executor-uri URL`` names a copy ho
 elsewhere), so agents need only ``python3``; ``--principal``/``--secret-file``
 authenticate the framework; ``--master-ca-file`` checks an ``https://`` master. Mesos
 refusing the credentials ends the process with exit code 2 and a message saying so.
+
+Security (``api_security``): ``--tls-cert/--tls-key`` serve TLS, ``--client-ca`` requires
+client certificates, ``--auth-file`` requires every call to authenticate and limits each
+principal to its roles. Without an auth file the API is open, so it may only listen on a
+loopback address unless ``--insecure``; with one but without TLS, tokens would cross the
+network in clear text, which also needs ``--insecure`` off loopback. The start-up log says
+which mode the API runs in.
 """
 
 from __future__ import annotations
@@ -31,7 +38,8 @@ import os
 import signal
 import socket
 import sys
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from corral.runtime.service import RuntimeConfig, SchedulerService, default_executor_command
 
@@ -149,8 +157,97 @@ def build_parser(prog: str = "corral scheduler") -> argparse.ArgumentParser:
              "one spot market's reclaim takes a fraction of a job; '' for none "
              "(default %(default)s)",
     )
+    g = p.add_argument_group("security (see docs/operations.md)")
+    g.add_argument("--tls-cert", metavar="FILE", help="serve the API over TLS with this "
+                   "PEM certificate (chain)")
+    g.add_argument("--tls-key", metavar="FILE", help="the certificate's PEM private key")
+    g.add_argument("--client-ca", metavar="FILE", help="require every client to present a "
+                   "certificate signed by these PEM CAs (mutual TLS)")
+    g.add_argument("--auth-file", metavar="FILE", default=os.environ.get("CORRAL_AUTH_FILE"),
+                   help="YAML principals (hashed bearer tokens, certificate subjects) and "
+                        "the roles each may act for; without it the API is open "
+                        "(env CORRAL_AUTH_FILE)")
+    g.add_argument("--insecure", action="store_true",
+                   help="allow an open API, or tokens without TLS, on a non-loopback address")
+    g.add_argument("--checkpoint-prefix", action="append", default=[], metavar="URI",
+                   help="jobs' checkpoint.uri must lie under one of these (repeatable; "
+                        "default: anywhere allowed)")
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return p
+
+
+def is_loopback(api: str) -> bool:
+    """Whether HOST of ``api`` (HOST:PORT) is a loopback address."""
+    import ipaddress
+
+    host = api.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def api_security(args: argparse.Namespace) -> tuple[dict[str, Any], str | None]:
+    """``start_api_server`` keyword arguments from the security options, or an error."""
+    from corral.api.auth import AuthFileError, parse_auth
+    from corral.api.security import TlsError, server_credentials
+    from corral.core.checkpoints import uri_problem
+    from corral.runtime.checkpoint_check import CheckpointCheck
+    from corral.yamlfile import read_yaml_file
+
+    if bool(args.tls_cert) != bool(args.tls_key):
+        return {}, "--tls-cert and --tls-key go together"
+    if args.client_ca and not args.tls_cert:
+        return {}, "--client-ca needs --tls-cert and --tls-key"
+    for prefix in args.checkpoint_prefix:
+        problem = uri_problem(prefix)
+        if problem:
+            return {}, f"--checkpoint-prefix {prefix!r}: {problem}"
+    out: dict[str, Any] = {"submit_checks": (CheckpointCheck(args.checkpoint_prefix),)}
+    try:
+        if args.tls_cert:
+            out["credentials"] = server_credentials(
+                Path(args.tls_cert), Path(args.tls_key),
+                Path(args.client_ca) if args.client_ca else None)
+        if args.auth_file:
+            data = read_yaml_file(args.auth_file, "auth file", AuthFileError)
+            try:
+                out["auth"] = parse_auth(data)
+            except AuthFileError as e:
+                raise AuthFileError(f"{args.auth_file}: {e}") from None
+    except (TlsError, AuthFileError) as e:
+        return {}, str(e)
+    local = is_loopback(args.api)
+    if not args.auth_file and not local and not args.insecure:
+        return {}, (f"refusing to serve an open API on {args.api}: without --auth-file anyone "
+                    "who reaches it may list, kill and scale every job. Give --auth-file, "
+                    "listen on a loopback address, or pass --insecure")
+    if args.auth_file and not args.tls_cert and not local and not args.insecure:
+        return {}, (f"refusing to take bearer tokens in clear text on {args.api}: give "
+                    "--tls-cert/--tls-key, listen on a loopback address, or pass --insecure")
+    tls = "TLS" + (" with client certificates" if args.client_ca else "") \
+        if args.tls_cert else "no TLS"
+    # Said once the API listens (so a busy port stays a one-line error).
+    if args.auth_file:
+        out["mode"] = f"API authentication on ({args.auth_file}); {tls}"
+    else:
+        out["mode"] = ("API is OPEN (no --auth-file): every caller may act for every role; "
+                       f"{tls}" + ("" if local else "; --insecure on a non-loopback address"))
+    return out, None
+
+
+def _server_options(security: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments ``start_api_server`` takes, from ``api_security``'s."""
+    return {k: v for k, v in security.items() if k != "mode"}
+
+
+def _say_mode(security: dict[str, Any]) -> None:
+    """Log the API's security mode, once it listens."""
+    mode = security.get("mode")
+    if mode:
+        (log.info if "authentication on" in mode else log.warning)("%s", mode)
 
 
 def policy_settings(args: argparse.Namespace, config: RuntimeConfig) -> str | None:
@@ -295,7 +392,7 @@ def _advertised(api: str, port: int) -> str:
 
 
 async def serve_replica(args: argparse.Namespace, config: RuntimeConfig,
-                        stop: asyncio.Event) -> int:
+                        stop: asyncio.Event, security: dict[str, Any]) -> int:
     """HA mode: serve the API at once (followers redirect), contend for leadership."""
     from corral.api.server import start_api_server
     from corral.runtime.replica import Replica
@@ -309,10 +406,11 @@ async def serve_replica(args: argparse.Namespace, config: RuntimeConfig,
     replica = Replica(config, args.zk, "", session_timeout=args.zk_session_timeout,
                       connect_within=args.zk_connect_timeout)
     try:
-        server, port = await start_api_server(replica, args.api)
+        server, port = await start_api_server(replica, args.api, **_server_options(security))
     except Exception as exc:
         print(f"corral scheduler: {_api_failure(args.api, exc)}", file=sys.stderr)
         return 2
+    _say_mode(security)
     replica.api_address = _advertised(args.api, port)
     replica.identity = args.identity or f"{socket.gethostname()}-{port}"
     log.info("connecting to ZooKeeper at %s as replica %s", args.zk, replica.identity)
@@ -350,6 +448,8 @@ async def serve(args: argparse.Namespace) -> int:
     if args.executor_command:
         config.executor_command = args.executor_command
     bad = policy_settings(args, config) or mesos_settings(args, config)
+    security, bad_security = api_security(args)
+    bad = bad or bad_security
     if bad:
         print(f"corral scheduler: {bad}", file=sys.stderr)
         return 2
@@ -367,7 +467,7 @@ async def serve(args: argparse.Namespace) -> int:
 
     config.on_unauthorized = unauthorized
     try:
-        code = await _serve_scheduler(args, config, stop)
+        code = await _serve_scheduler(args, config, stop, security)
     finally:
         if http is not None:
             await http.stop()
@@ -381,17 +481,18 @@ async def serve(args: argparse.Namespace) -> int:
 
 
 async def _serve_scheduler(args: argparse.Namespace, config: RuntimeConfig,
-                           stop: asyncio.Event) -> int:
+                           stop: asyncio.Event, security: dict[str, Any]) -> int:
     from corral.api.server import start_api_server
 
     if args.zk:
-        return await serve_replica(args, config, stop)
+        return await serve_replica(args, config, stop, security)
     service = SchedulerService(config)
     try:
-        server, port = await start_api_server(service, args.api)
+        server, port = await start_api_server(service, args.api, **_server_options(security))
     except Exception as exc:
         print(f"corral scheduler: {_api_failure(args.api, exc)}", file=sys.stderr)
         return 2
+    _say_mode(security)
     await service.start()
     host = args.api.rsplit(":", 1)[0]
     print(f"corral scheduler API at {host}:{port}", flush=True)

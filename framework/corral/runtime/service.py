@@ -42,6 +42,7 @@ from typing import Any, assert_never
 
 from corral.core import effects as fx
 from corral.core import events as ev
+from corral.core.admission import Admissions
 from corral.core.elastic import Elastic
 from corral.core.model import JobSpec
 from corral.core.policyfile import SchedulerPolicy
@@ -181,6 +182,7 @@ class SchedulerService:
         self.acting = True  # False once halted: nothing more is decided or carried out
         self.halt_reason = ""
         self.frameworks_removed = 0  # times Mesos removed our framework this term
+        self._admissions = Admissions()  # submits admitted, not yet handled (quotas)
 
     def _new_client(self, framework_id: str | None) -> SchedulerClient:
         return SchedulerClient(
@@ -482,7 +484,11 @@ class SchedulerService:
         existing = self.core.check_submit(spec, request_id)
         if existing is not None:
             return existing
-        await self._send(ev.SubmitJob(spec, request_id))
+        policy = self.config.policy
+        with self._admissions.admitting(  # QuotaExceeded: the role's quota, with numbers
+                spec, policy.roles.get(spec.role), policy.quotas.get(spec.role),
+                self.core.live_specs(spec.role)):
+            await self._send(ev.SubmitJob(spec, request_id))
         return self.core.view(spec.key)
 
     async def get(self, key: str) -> JobView:

@@ -16,6 +16,7 @@ from dataclasses import replace
 
 from corral.core import effects as fx
 from corral.core import events as ev
+from corral.core.checkpoints import task_location
 from corral.core.handlers import lifecycle as lc
 from corral.core.handlers.context import Ctx
 from corral.core.model import Offer, TaskKey, TaskKind, task_id_for
@@ -167,7 +168,8 @@ def build_env(job: Job, key: TaskKey, attempt: int,
         env["CORRAL_PORT"] = str(ports[0])
         env["CORRAL_PORTS"] = ",".join(str(p) for p in ports)
     if spec.checkpoint_uri:
-        env["CORRAL_CHECKPOINT_URI"] = f"{spec.checkpoint_uri.rstrip('/')}/{key.label()}"
+        # Under the job's own key: two jobs never share a checkpoint location.
+        env["CORRAL_CHECKPOINT_URI"] = task_location(spec.checkpoint_uri, spec.key, key.label())
     env["CORRAL_CHECKPOINT_INTERVAL"] = f"{spec.checkpoint_interval_seconds:g}"
     env["CORRAL_ATTEMPT"] = str(attempt)
     return tuple(env.items())
