@@ -1,8 +1,9 @@
 """The localmesos command line: ``run`` a cluster, or poke a running one.
 
 ``main(argv)`` is what ``python -m corral.localmesos`` and ``corral localmesos`` call.
-``run`` (the default) prints exactly one line, ``localmesos master at http://127.0.0.1:PORT``,
-to stdout when ready and logs to stderr; SIGINT/SIGTERM stop it, killing every process it
+``run`` (the default) prints exactly one line, ``localmesos master at http://127.0.0.1:PORT``
+(the leading master; with ``--masters N`` followed by ``(masters: URL ...)``), to stdout
+when ready and logs to stderr; SIGINT/SIGTERM stop it, killing every process it
 started. The control subcommands talk to the ``/localmesos/...`` endpoints of ``--master``.
 Errors print one line to stderr and exit non-zero, never a traceback.
 """
@@ -24,7 +25,7 @@ from corral.localmesos.cluster import LocalMesos, LocalMesosConfig
 
 DEFAULT_MASTER = "http://127.0.0.1:5050"
 SUBCOMMANDS = ("run", "terminate", "add-agent", "revocable", "qos-kill", "drain", "agents",
-               "reactivate")
+               "reactivate", "partition", "fail-master", "masters")
 
 
 def _run_parser(p: argparse.ArgumentParser) -> None:
@@ -40,6 +41,17 @@ def _run_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spot", type=int, default=d.spot,
                    help="the last N agents are spot (market:spot, spot:true)")
     p.add_argument("--zk", default=None, help="zk://host:port/path to register in")
+    p.add_argument("--masters", type=int, default=d.masters,
+                   help="masters electing a leader in --zk (ports --port, --port+1, ...)")
+    p.add_argument("--zk-session-timeout", type=float, default=d.zk_session_timeout,
+                   help="each master's ZooKeeper session: how long a crashed leader "
+                        "stays leading")
+    p.add_argument("--registration-backoff", type=float, default=d.registration_backoff,
+                   help="agents re-register with a new leader after a random delay "
+                        "up to this")
+    p.add_argument("--agent-reregister-timeout", type=float,
+                   default=d.agent_reregister_timeout,
+                   help="after a failover, agents not back by then are unreachable")
     p.add_argument("--heartbeat-interval", type=float, default=d.heartbeat_interval)
     p.add_argument("--agent-health-timeout", type=float, default=d.agent_health_timeout)
     p.add_argument("--allocation-interval", type=float, default=d.allocation_interval)
@@ -80,6 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = control("drain", "drain an agent")
     p.add_argument("--grace", type=float, default=None)
     control("reactivate", "offer a drained agent again")
+    p = control("partition", "cut an agent off from the masters; its tasks keep running")
+    p.add_argument("--seconds", type=float, required=True,
+                   help="how long until the partition heals")
+    p = control("fail-master", "crash the leading master", agent=False)
+    p.add_argument("--restart-after", type=float, default=1.0,
+                   help="seconds after its ZooKeeper node is gone until it restarts "
+                        "(default 1)")
+    p.add_argument("--no-restart", action="store_true", help="leave it down")
+    control("masters", "list masters", agent=False)
     control("agents", "list agents", agent=False)
     return parser
 
@@ -91,7 +112,9 @@ def _config(ns: argparse.Namespace) -> LocalMesosConfig:
         heartbeat_interval=ns.heartbeat_interval, agent_health_timeout=ns.agent_health_timeout,
         allocation_interval=ns.allocation_interval, work_dir=ns.work_dir, quiet=ns.quiet,
         offer_timeout=ns.offer_timeout, status_update_retry=ns.status_update_retry,
-        seed=ns.seed)
+        seed=ns.seed, masters=ns.masters, zk_session_timeout=ns.zk_session_timeout,
+        registration_backoff=ns.registration_backoff,
+        agent_reregister_timeout=ns.agent_reregister_timeout)
 
 
 async def _serve(config: LocalMesosConfig) -> int:
@@ -107,7 +130,8 @@ async def _serve(config: LocalMesosConfig) -> int:
         await lm.stop()
         print(f"localmesos: cannot start: {e}", file=sys.stderr)
         return 1
-    print(f"localmesos master at {lm.master_url}", flush=True)
+    others = f" (masters: {' '.join(lm.master_urls)})" if config.masters > 1 else ""
+    print(f"localmesos master at {lm.master_url}{others}", flush=True)
     try:
         await stop.wait()
     finally:
@@ -131,9 +155,20 @@ def _control(ns: argparse.Namespace) -> int:
         out = _request(ns.master, "GET", "/localmesos/agents")
         for a in out["agents"]:
             res = a["resources"]
+            cut = " partitioned" if a.get("partitioned_until") else ""
             print(f"{a['id']}  {a['name']}  port={a['port']}  state={a['state']}"
-                  f"{' draining' if a['draining'] else ''}  cpus={res['cpus']} "
+                  f"{' draining' if a['draining'] else ''}{cut}  cpus={res['cpus']} "
                   f"mem={res['mem']}  market={a['attributes'].get('market', '')}")
+        return 0
+    if cmd == "masters":
+        out = _request(ns.master, "GET", "/localmesos/masters")
+        for m in out["masters"]:
+            role = "leading" if m["leading"] else ("up" if m["alive"] else "down")
+            print(f"{m['url']}  {role}  id={m['id'] or '-'}  node={m['node'] or '-'}")
+        return 0
+    if cmd == "fail-master":
+        body = {"restart_after": None if ns.no_restart else ns.restart_after}
+        print(json.dumps(_request(ns.master, "POST", "/localmesos/masters/fail", body)))
         return 0
     if cmd == "add-agent":
         body = {k: getattr(ns, k) for k in ("cpus", "mem", "disk", "gpus", "ports",
@@ -155,6 +190,8 @@ def _control(ns: argparse.Namespace) -> int:
     elif cmd == "drain":
         body = {} if ns.grace is None else {"grace": ns.grace}
         out = _request(ns.master, "POST", path + "/drain", body)
+    elif cmd == "partition":
+        out = _request(ns.master, "POST", path + "/partition", {"seconds": ns.seconds})
     else:
         out = _request(ns.master, "POST", path + "/reactivate", {})
     print(json.dumps(out))
