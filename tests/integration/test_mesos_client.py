@@ -723,6 +723,47 @@ def test_client_subscribes_to_zk_leader_and_follows_leader_change(zk_url: str) -
 
 
 @pytest.mark.zk
+def test_new_zk_leader_cuts_the_reconnect_backoff_short(zk_url: str) -> None:
+    """The leader crashes while ZooKeeper still names it: the client backs off (here 3 to
+    6 s); the moment the next master is elected it re-subscribes there, with its id."""
+    from kazoo.client import KazooClient
+
+    from corral.mesos.detect import parse_zk_url
+
+    hosts, path = parse_zk_url(zk_url)
+
+    async def main() -> None:
+        m1 = await FakeMaster().start()
+        m2 = await FakeMaster().start()
+        zk = KazooClient(hosts)
+        zk.start(5)
+        n1 = zk.create(f"{path}/json.info_", _info(m1.port), ephemeral=True, sequence=True,
+                       makepath=True)
+        h = Harness(zk_url, backoff_initial=6.0, backoff_max=12.0).start()
+        try:
+            await until(lambda: h.client.connected.is_set())
+            assert h.client.master_url == m1.url
+            await m1.stop()                       # a crash: its node is still there
+            await until(lambda: not h.client.connected.is_set())
+            await asyncio.sleep(0.3)              # the client is now in its backoff
+            elected = time.monotonic()
+            zk.delete(n1)                         # the session expired ...
+            zk.create(f"{path}/json.info_", _info(m2.port), ephemeral=True, sequence=True)
+            await until(lambda: h.client.connected.is_set(), timeout=10)
+            assert time.monotonic() - elected < 2.0   # not after a 3-6 s backoff
+            assert h.client.master_url == m2.url
+            assert m2.subscribes[0].body["framework_id"] == {"value": "fw-1"}
+        finally:
+            await h.stop()
+            zk.stop()
+            zk.close()
+            await m2.stop()
+        await until(lambda: kazoo_threads() == [], timeout=5)
+
+    run(main())
+
+
+@pytest.mark.zk
 def test_detector_survives_session_expiry(zk_url: str) -> None:
     from kazoo.client import KazooClient
 

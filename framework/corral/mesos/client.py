@@ -8,6 +8,10 @@ id it was given (top-level ``framework_id`` and ``framework_info.id``) after an
 exponential backoff. It follows 307 redirects, waits out 503, and returns only after
 ``close()``; it raises ``FrameworkRemoved`` when the master has removed the framework and
 ``MesosCallError`` when SUBSCRIBE itself is refused with a 4xx (retrying cannot help).
+When the leading master fails over, the stream ends (or ZooKeeper names another leader,
+which drops it at once); the client re-subscribes with its id, and a new leader appearing
+in ZooKeeper cuts any reconnect backoff short, so it follows the failover as soon as the
+new master is elected rather than when its backoff happens to expire.
 
 Calls (ACCEPT, DECLINE, KILL, ...) each go on their own request to the master holding the
 stream, carry ``Mesos-Stream-Id`` and expect 202. Without a live subscription they raise
@@ -134,6 +138,7 @@ class SchedulerClient:
         self._main: asyncio.Task[None] | None = None
         self._closed = False
         self._stopped = asyncio.Event()
+        self._leader_moved = asyncio.Event()   # set when the detector names a new leader
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -209,7 +214,17 @@ class SchedulerClient:
             delay = self._backoff.next_delay()
             log.info("mesos re-subscribing as framework %s in %.2fs (attempt %d)",
                      self.framework_id or "(new)", delay, self._backoff.failures)
-            await asyncio.sleep(delay)
+            await self._pause(delay)
+
+    async def _pause(self, delay: float) -> None:
+        """Wait ``delay`` before the next subscription attempt, or less if the detector
+        names a new leading master meanwhile (a failover: go to it now)."""
+        try:
+            async with asyncio.timeout(delay):
+                await self._leader_moved.wait()
+        except TimeoutError:
+            return
+        log.info("mesos leader changed during backoff; re-subscribing now")
 
     async def _subscribe_once(self) -> bool:
         """One subscription: connect (following redirects), then read until it ends.
@@ -221,6 +236,7 @@ class SchedulerClient:
         url = await self._detector.leader(self._timeout)
         if url is None:
             raise MasterUnavailable("no leading Mesos master is known")
+        self._leader_moved.clear()  # only a change after this point cuts the next backoff
         for _ in range(MAX_REDIRECTS + 1):
             body = calls.subscribe(self.framework_info, self.framework_id)
             log.info("mesos subscribing to %s as framework %s", url, self.framework_id or "(new)")
@@ -317,6 +333,8 @@ class SchedulerClient:
     def _on_leader_change(self, url: str | None) -> None:
         # A new leader in ZooKeeper means our stream's master is no longer leading: drop it
         # now rather than wait for the heartbeat watchdog.
+        if url is not None:
+            self._leader_moved.set()
         resp = self._resp
         if resp is not None and url is not None and url != self.master_url:
             log.info("mesos leader changed to %s; dropping stream from %s", url, self.master_url)
