@@ -584,6 +584,7 @@ class Scheduler:
             att.agent_id = e.agent_id
         if e.executor_id:
             att.executor_id = e.executor_id
+        was = att.state
         new, outcome = transition(att.state, e.state)
         if not outcome.applied:
             self._note(f"{att.task_id}: {outcome.why}")
@@ -606,6 +607,9 @@ class Scheduler:
         elif new.live:
             unwanted = not current or not job.wants(att.key) or slot.completed
             if unwanted and att.kill_sent_at is None:
+                if was is TaskState.UNREACHABLE and not current and slot.current is not None:
+                    self._note(f"{att.task_id} is back ({e.state}, {e.reason}) after "
+                               f"{slot.current.task_id} replaced it; killing it")
                 self._kill(att)
             elif current and new is TaskState.RUNNING:
                 self._recovered(job, att)
