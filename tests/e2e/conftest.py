@@ -9,6 +9,7 @@ the test checks that none of the processes started under the cluster's work dire
 from __future__ import annotations
 
 import contextlib
+import random
 import shlex
 import subprocess
 import sys
@@ -50,6 +51,14 @@ def wait_gone(text: str, timeout: float = 15.0) -> list[psutil.Process]:
         time.sleep(0.2)
         left = processes_mentioning(text)
     return left
+
+
+def private_ports(size: int = 300) -> str:
+    """A random ``--ports`` block below the kernel's ephemeral range: other test runs on
+    the same machine use the default 31000-32000, and two tasks handed the same port
+    would fail for reasons that have nothing to do with the test."""
+    start = random.randrange(20000, 30000 - size)
+    return f"{start}-{start + size - 1}"
 
 
 @dataclass

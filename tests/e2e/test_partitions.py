@@ -30,7 +30,13 @@ import pytest
 
 from corral.core.spec import parse_job_spec
 from corral.core.views import JobState, JobView
-from tests.e2e.conftest import Cluster, processes_mentioning, running_cluster, wait_for
+from tests.e2e.conftest import (
+    Cluster,
+    private_ports,
+    processes_mentioning,
+    running_cluster,
+    wait_for,
+)
 from tests.localmesos.helpers import Scheduler, command_task, framework_info
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -41,7 +47,8 @@ HEALTH = 2.0
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     with running_cluster(tmp_path_factory, "corral-partition", agents=3, spot=0,
-                         localmesos_extra=["--agent-health-timeout", f"{HEALTH:g}"]) as c:
+                         localmesos_extra=["--agent-health-timeout", f"{HEALTH:g}",
+                                           "--ports", private_ports()]) as c:
         yield c
 
 
