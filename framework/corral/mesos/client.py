@@ -198,13 +198,16 @@ class SchedulerClient:
 
     async def _supervise(self) -> None:
         while not self._closed:
+            before = self.subscriptions
             try:
                 healthy = await self._subscribe_once()
             except (MesosCallError, FrameworkRemoved, FrameworkFailedOver):
                 raise
             except (MasterUnavailable, aiohttp.ClientError, TimeoutError, RecordIOError,
                     DetectorError, ValueError, OSError) as e:
-                healthy = False
+                # A stream that reached SUBSCRIBED and then broke (its master crashed, the
+                # connection dropped) was a working subscription all the same.
+                healthy = self.subscriptions > before
                 log.warning("mesos subscription attempt failed: %s", _describe(e))
             if self._closed:
                 return
@@ -224,6 +227,9 @@ class SchedulerClient:
                 await self._leader_moved.wait()
         except TimeoutError:
             return
+        # A new leader is a new situation: failures against the old one say nothing
+        # about it (it may still be recovering, or its peers not yet aware of it).
+        self._backoff.reset()
         log.info("mesos leader changed during backoff; re-subscribing now")
 
     async def _subscribe_once(self) -> bool:
