@@ -343,6 +343,13 @@ class LocalMesos:
         a = self._find(agent)
         return a.id, self._links[a.id].partition(seconds)
 
+    def in_background(self, coro: Any) -> asyncio.Task[Any]:
+        """Run ``coro`` as a task that outlives the request that started it."""
+        task = asyncio.ensure_future(coro)
+        self._kill_tasks.add(task)
+        task.add_done_callback(self._kill_tasks.discard)
+        return task
+
     async def fail_master(self, restart_after: float | None = 1.0) -> dict[str, Any]:
         """Crash the leading master (``masters.Masters.fail``); LookupError if none leads."""
         assert self.masters is not None

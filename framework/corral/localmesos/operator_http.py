@@ -7,6 +7,7 @@ draining) and of the v0 ``/master/state`` document that web UIs and scripts read
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import TYPE_CHECKING, Any
@@ -246,7 +247,7 @@ def add_routes(app: web.Application, lm: LocalMesos, master: Master) -> None:
         assert lm.masters is not None
         return _json({"masters": lm.masters.rows(), "leader": lm.masters.leader_info})
 
-    async def fail_master(request: web.Request) -> web.Response:
+    async def fail_master(request: web.Request) -> web.StreamResponse:
         body, error = await _body(request)
         if error is not None:
             return error
@@ -254,11 +255,23 @@ def add_routes(app: web.Application, lm: LocalMesos, master: Master) -> None:
             restart = _num(body, "restart_after") if "restart_after" in body else 1.0
             if restart is not None and not 0 <= restart <= 3600:
                 raise ValueError("'restart_after' must be within 0..3600 seconds, or null")
-            return _json(await lm.fail_master(restart))
-        except LookupError as e:
-            return _error(409, str(e))
         except ValueError as e:
             return _error(400, str(e))
+        assert lm.masters is not None
+        lead = lm.masters.leading()
+        if lead is None or lead.master is None:
+            return _error(409, "no master is leading")
+        doc = {"master_id": lead.master.id, "url": lead.url, "restart_after": restart}
+        crash = lm.in_background(lm.fail_master(restart))
+        if lead.master is not master:
+            await crash
+            return _json(doc)
+        # This very master crashes, cutting every connection to it: answer first.
+        resp = web.Response(status=200, text=json.dumps(doc), content_type="application/json")
+        await resp.prepare(request)
+        await resp.write_eof()
+        await asyncio.shield(crash)
+        return resp
 
     app.router.add_get("/health", health)
     app.router.add_get("/version", version)
