@@ -415,7 +415,7 @@ def mesos_failovers(args: argparse.Namespace, tmp: Path, zk: ZooKeeperServer) ->
 def partition_heals(args: argparse.Namespace, tmp: Path) -> None:
     logs = tmp / "plogs"
     logs.mkdir()
-    lm, url = start_localmesos(tmp / "pmesos", logs, agents=4, cpus=8, mem=8192,
+    lm, url = start_localmesos(tmp / "pmesos", logs, agents=3, cpus=8, mem=8192,
                                allocation_interval=0.1, extra=[
                                    "--agent-health-timeout", f"{args.health:g}"])
     sched, api = start_scheduler(url, logs, name="psched", extra=["--log-level", "INFO"])
@@ -423,28 +423,31 @@ def partition_heals(args: argparse.Namespace, tmp: Path) -> None:
     rows: dict[str, list[float]] = {"heal -> Corral kills the duplicate": [],
                                     "heal -> Mesos reports it TASK_KILLED": []}
     try:
-        with JobClient(api, timeout=10) as c:
-            keys = [c.submit(parse_job_spec(job_spec(i) | {"name": f"heal{i}"}),
-                             f"heal-{i}").key for i in range(args.heals)]
-        for rnd, key in enumerate(keys):
+        for rnd in range(args.heals):
+            # One job of one task per round, so each round measures one duplicate.
+            spec = job_spec(rnd) | {"name": f"heal{rnd}"}
+            spec["workers"] = {**spec["workers"], "initial": 0}  # type: ignore[dict-item]
             with JobClient(api, timeout=10) as c:
-                old = wait_master(c, key, attempt=None)
+                key = c.submit(parse_job_spec(spec), f"heal-{rnd}").key
+                old = wait_master(c, key, attempt=1)
                 heals_at = float(post(url, f"/localmesos/agents/{old.agent_id}/partition",
-                                      {"seconds": args.health + 3.0})["heals_at"])
-                wait_master(c, key, attempt=old.attempt + 1, timeout=args.health + 20)
-            if time.time() >= heals_at:
-                print(f"heal {rnd + 1:2d}: replacement not running before the heal; skipped")
-                continue
-            killed = wait_log(slog, f"killing {old.task_id} ", heals_at - 0.5, 20)
-            gone = None
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline and gone is None:
-                state = get(url, "/master/state")
-                for fw in state["frameworks"]:  # type: ignore[union-attr]
-                    for t in fw["tasks"] + fw["completed_tasks"]:
-                        if t["id"] == old.task_id and t["state"] == "TASK_KILLED":
-                            gone = time.time()
-                time.sleep(0.02)
+                                      {"seconds": args.health + 4.0})["heals_at"])
+                wait_master(c, key, attempt=2, timeout=args.health + 20)
+                if time.time() >= heals_at:
+                    print(f"heal {rnd + 1:2d}: the replacement ran only after the heal; "
+                          "not counted")
+                    c.kill(key)
+                    continue
+                killed = wait_log(slog, f"killing {old.task_id} ", heals_at - 0.5, 20)
+                gone = None
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline and gone is None:
+                    for fw in get(url, "/master/state")["frameworks"]:  # type: ignore[union-attr]
+                        for t in fw["tasks"] + fw["completed_tasks"]:
+                            if t["id"] == old.task_id and t["state"] == "TASK_KILLED":
+                                gone = time.time()
+                    time.sleep(0.02)
+                c.kill(key)
             if killed is not None:
                 rows["heal -> Corral kills the duplicate"].append(killed - heals_at)
             if gone is not None:
@@ -458,12 +461,12 @@ def partition_heals(args: argparse.Namespace, tmp: Path) -> None:
         lm.stop(grace=15)
 
 
-def wait_master(c: JobClient, key: str, attempt: int | None, timeout: float = 30.0) -> Any:
-    """The job's master once it runs (as ``attempt``, if given)."""
+def wait_master(c: JobClient, key: str, attempt: int, timeout: float = 30.0) -> Any:
+    """The job's master once its ``attempt`` runs."""
     deadline = time.monotonic() + timeout
     while True:
         m = next(t for t in c.get(key).tasks if t.slot == "master")
-        if attempt in (None, m.attempt) and m.state == "TASK_RUNNING":
+        if m.attempt == attempt and m.state == "TASK_RUNNING":
             return m
         if time.monotonic() > deadline:
             raise RuntimeError(f"{key}: master attempt {attempt} not running: {m}")
