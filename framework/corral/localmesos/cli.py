@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="localmesos",
                                      description="A single-machine Mesos master and agents.")
     sub = parser.add_subparsers(dest="command")
-    _run_parser(sub.add_parser("run", help="run a master and agents (default)"))
+    _run_parser(sub.add_parser("run", help="run the master(s) and agents (default)"))
 
     def control(name: str, help_text: str, agent: bool = True) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
