@@ -156,12 +156,18 @@ def pct(xs: list[float], q: float) -> float:
 
 
 def report(title: str, rows: list[dict[str, float]], target: str) -> None:
-    print(f"\n{title} ({len(rows)} rounds; target: {target})")
-    print(f"  {'kill ->':<14}{'p50':>8}{'p99':>8}{'max':>8}   (seconds)")
-    for name in MARKS:
-        xs = [r[name] for r in rows if name in r]
+    show(f"{title} ({len(rows)} rounds; target: {target})",
+         {name: [r[name] for r in rows if name in r] for name in MARKS}, head="kill ->")
+
+
+def show(title: str, rows: dict[str, list[float]], head: str = "") -> None:
+    """p50/p99/max of each named series, one line each."""
+    width = max([len(head), *map(len, rows)]) + 2
+    print(f"\n{title}")
+    print(f"  {head:<{width}}{'p50':>8}{'p99':>8}{'max':>8}   (seconds)")
+    for name, xs in rows.items():
         if xs:
-            print(f"  {name:<14}{statistics.median(xs):8.3f}{pct(xs, 0.99):8.3f}"
+            print(f"  {name:<{width}}{statistics.median(xs):8.3f}{pct(xs, 0.99):8.3f}"
                   f"{max(xs):8.3f}   n={len(xs)}")
 
 
@@ -330,15 +336,6 @@ def wait_log(path: Path, text: str, since: float, timeout: float) -> float | Non
             return found[0]
         time.sleep(0.02)
     return None
-
-
-def show(title: str, rows: dict[str, list[float]]) -> None:
-    print(f"\n{title}")
-    print(f"  {'':<34}{'p50':>8}{'p99':>8}{'max':>8}   (seconds)")
-    for name, xs in rows.items():
-        if xs:
-            print(f"  {name:<34}{statistics.median(xs):8.3f}{pct(xs, 0.99):8.3f}"
-                  f"{max(xs):8.3f}   n={len(xs)}")
 
 
 def mesos_failovers(args: argparse.Namespace, tmp: Path, zk: ZooKeeperServer) -> None:

@@ -131,9 +131,11 @@ def wait_for(client: JobClient, key: str, pred: Any, timeout: float = 60.0) -> J
 @contextlib.contextmanager
 def running_cluster(tmp_path_factory: pytest.TempPathFactory, prefix: str, *, agents: int,
                     spot: int, localmesos_extra: list[str] | None = None,
-                    scheduler_extra: list[str] | None = None) -> Iterator[Cluster]:
+                    scheduler_extra: list[str] | None = None,
+                    scheduler_master: str | None = None) -> Iterator[Cluster]:
     """localmesos (4 cpus, 4 GiB per agent) and one scheduler in a fresh work directory;
-    on exit both are stopped and no process started under it may outlive them."""
+    on exit both are stopped and no process started under it may outlive them. The
+    scheduler is given localmesos' URL, or ``scheduler_master`` (e.g. a zk:// group)."""
     work = tmp_path_factory.mktemp(f"{prefix}-{uuid.uuid4().hex[:6]}")
     logs = work / "logs"
     logs.mkdir()
@@ -141,7 +143,7 @@ def running_cluster(tmp_path_factory: pytest.TempPathFactory, prefix: str, *, ag
                                mem=4096, allocation_interval=0.1, extra=localmesos_extra)
     sched: Child | None = None
     try:
-        sched, api = start_scheduler(url, logs, extra=scheduler_extra)
+        sched, api = start_scheduler(scheduler_master or url, logs, extra=scheduler_extra)
         yield Cluster(work, url, api, lm, sched)
     finally:
         if sched is not None:

@@ -22,8 +22,7 @@ import pytest
 
 from corral.core.spec import parse_job_spec
 from corral.core.views import JobState
-from corral.procs import start_localmesos, start_scheduler
-from tests.e2e.conftest import Cluster, private_ports, wait_for, wait_gone
+from tests.e2e.conftest import Cluster, private_ports, running_cluster, wait_for
 from tests.zk import ZooKeeperServer, zk_server
 
 __all__ = ["zk_server"]  # the session-wide ZooKeeper fixture, used below
@@ -36,24 +35,13 @@ def masters3(tmp_path_factory: pytest.TempPathFactory,
              zk_server: ZooKeeperServer) -> Iterator[tuple[Cluster, str]]:
     if not zk_server.running:
         zk_server.start()
-    work = tmp_path_factory.mktemp(f"corral-failover-{uuid.uuid4().hex[:6]}")
-    logs = work / "logs"
-    logs.mkdir()
     zk = f"zk://{zk_server.hosts}/mesos-{uuid.uuid4().hex[:8]}"
-    lm, url = start_localmesos(work / "mesos", logs, agents=3, cpus=4, mem=4096,
-                               allocation_interval=0.1, extra=[
-                                   "--masters", "3", "--zk", zk, "--zk-session-timeout", "1",
-                                   "--registration-backoff", "0.3", "--ports", private_ports()])
-    sched = None
-    try:
-        sched, api = start_scheduler(zk, logs)
-        yield Cluster(work, url, api, lm, sched), zk
-    finally:
-        if sched is not None:
-            sched.stop(grace=10)
-        lm.stop(grace=15)
-    left = wait_gone(str(work))
-    assert not left, f"processes outlived the cluster: {[p.cmdline() for p in left]}"
+    with running_cluster(tmp_path_factory, "corral-failover", agents=3, spot=0,
+                         scheduler_master=zk, localmesos_extra=[
+                             "--masters", "3", "--zk", zk, "--zk-session-timeout", "1",
+                             "--registration-backoff", "0.3", "--ports", private_ports()]
+                         ) as c:
+        yield c, zk
 
 
 def masters(url: str) -> list[dict[str, object]]:
