@@ -64,6 +64,7 @@ log = logging.getLogger("localmesos.reregister")
 
 REREGISTERED_UNREACHABLE = "Unreachable agent re-reregistered"   # Mesos' own spelling
 REREGISTERED_UNKNOWN = "Unknown agent reregistered"
+_shutting_down: set[asyncio.Task[None]] = set()   # gone agents told to shut down
 
 
 @dataclass(frozen=True)
@@ -155,9 +156,9 @@ def reregister(master: Master, link: AgentLink) -> AgentRecord | None:
     if aid in master.gone_times or (old is not None and old.state == "gone"):
         log.warning("refusing re-registration of agent %s: it has been marked gone", aid)
         link.master = None
-        agent = link.agent
-        task = asyncio.ensure_future(agent.terminate())   # ShutdownMessage: the agent exits
-        task.add_done_callback(lambda _t: None)
+        task = asyncio.ensure_future(link.agent.terminate())  # ShutdownMessage: it exits
+        _shutting_down.add(task)
+        task.add_done_callback(_shutting_down.discard)
         return None
     if old is not None and old.state == "registered":
         link.master = master        # a spurious re-registration: nothing to re-admit
