@@ -18,12 +18,34 @@ Part 2 (in-process): 1,000 jobs with 20,000 tasks in ZooKeeper; time a new leade
 and validate, the restore into a fresh core, and the core's handling of the 20,000
 reconciliation answers.
 
+Part 3 (real processes): Mesos master failover. localmesos runs three masters electing a
+leader in ZooKeeper (``--mesos-session`` second sessions, agents re-registering after a
+random delay up to ``--registration-backoff``) and one ``corral scheduler`` detects the
+leader through ``zk://`` (HA mode, so it reconciles explicitly until every task is
+answered). Each round crashes the leading master (``/localmesos/masters/fail``) and reads
+the time from the crash, and from the new leader's election, to
+
+    subscribed     Corral's SUBSCRIBED from the new leader (same framework id)
+    reconciled     every task of Corral's answered by the new leader
+
+then waits for the crashed master to be back as a follower. At the end every job must
+still run its first attempt of every task.
+
+Part 4 (real processes): partition heal. One master (``--health`` second agent health
+timeout). Each round cuts off the agent running a job's master for longer than the health
+timeout; Corral replaces the master; when the partition heals Mesos reports the old one
+RUNNING again, and the round measures heal → Corral's KILL of the duplicate, and heal →
+Mesos reporting it TASK_KILLED.
+
     python bench/bench_failover.py [--kills 20] [--handovers 20] [--session 4] [--jobs 1000]
+        [--mesos-failovers 10] [--mesos-session 2] [--registration-backoff 1]
+        [--heals 10] [--health 1] [--skip-failover] [--skip-reload]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import signal
@@ -35,7 +57,9 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -131,12 +155,18 @@ def pct(xs: list[float], q: float) -> float:
 
 
 def report(title: str, rows: list[dict[str, float]], target: str) -> None:
-    print(f"\n{title} ({len(rows)} rounds; target: {target})")
-    print(f"  {'kill ->':<14}{'p50':>8}{'p99':>8}{'max':>8}   (seconds)")
-    for name in MARKS:
-        xs = [r[name] for r in rows if name in r]
+    show(f"{title} ({len(rows)} rounds; target: {target})",
+         {name: [r[name] for r in rows if name in r] for name in MARKS}, head="kill ->")
+
+
+def show(title: str, rows: dict[str, list[float]], head: str = "") -> None:
+    """p50/p99/max of each named series, one line each."""
+    width = max([len(head), *map(len, rows)]) + 2
+    print(f"\n{title}")
+    print(f"  {head:<{width}}{'p50':>8}{'p99':>8}{'max':>8}   (seconds)")
+    for name, xs in rows.items():
         if xs:
-            print(f"  {name:<14}{statistics.median(xs):8.3f}{pct(xs, 0.99):8.3f}"
+            print(f"  {name:<{width}}{statistics.median(xs):8.3f}{pct(xs, 0.99):8.3f}"
                   f"{max(xs):8.3f}   n={len(xs)}")
 
 
@@ -267,6 +297,178 @@ def big_reload(args: argparse.Namespace, zk: ZooKeeperServer) -> None:
         close(client)
 
 
+# --------------------------------------------------------------------------- part 3
+
+
+def post(url: str, path: str, body: dict[str, object]) -> dict[str, object]:
+    req = urllib.request.Request(url.rstrip("/") + path, data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"},
+                                 method="POST")
+    with urllib.request.urlopen(req, timeout=15) as r:
+        return dict(json.loads(r.read()))
+
+
+def get(url: str, path: str) -> dict[str, object]:
+    with urllib.request.urlopen(url.rstrip("/") + path, timeout=15) as r:
+        return dict(json.loads(r.read()))
+
+
+def log_times(path: Path, text: str, since: float) -> list[float]:
+    """asctime (epoch) of every line of a Python log containing ``text``, after ``since``."""
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        if text in line:
+            try:
+                t = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            except ValueError:
+                continue
+            if t >= since:
+                out.append(t)
+    return out
+
+
+def wait_log(path: Path, text: str, since: float, timeout: float) -> float | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = log_times(path, text, since)
+        if found:
+            return found[0]
+        time.sleep(0.02)
+    return None
+
+
+def mesos_failovers(args: argparse.Namespace, tmp: Path, zk: ZooKeeperServer) -> None:
+    logs = tmp / "mlogs"
+    logs.mkdir()
+    mesos_zk = f"zk://{zk.hosts}/mesos-{uuid.uuid4().hex[:6]}"
+    lm, url = start_localmesos(tmp / "mmesos", logs, agents=3, cpus=8, mem=8192,
+                               allocation_interval=0.1, extra=[
+                                   "--masters", "3", "--zk", mesos_zk,
+                                   "--zk-session-timeout", f"{args.mesos_session:g}",
+                                   "--registration-backoff", f"{args.registration_backoff:g}"])
+    sched, api = start_scheduler(mesos_zk, logs, name="sched", extra=[
+        "--zk", f"zk://{zk.hosts}/corral-{uuid.uuid4().hex[:6]}", "--identity", "sched",
+        "--failover-timeout", "600", "--log-level", "INFO"])
+    slog, mlog = logs / "sched.log", logs / "localmesos.log"
+    rows: dict[str, list[float]] = {k: [] for k in (
+        "crash -> new leader elected", "crash -> Corral re-subscribed",
+        "crash -> Corral reconciled", "elected -> Corral re-subscribed",
+        "elected -> Corral reconciled")}
+    try:
+        deadline = time.monotonic() + 30
+        while leader([api]) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        keys = []
+        with JobClient(api, timeout=10) as c:
+            for i in range(args.live_jobs):
+                keys.append(c.submit(parse_job_spec(job_spec(i)), f"mbench-{i}").key)
+        deadline = time.monotonic() + 60
+        with JobClient(api, timeout=10) as c:
+            while time.monotonic() < deadline and not all(
+                    all(t.state == "TASK_RUNNING" for t in c.get(k).tasks) for k in keys):
+                time.sleep(0.2)
+            first = {k: {t.slot: t.task_id for t in c.get(k).tasks} for k in keys}
+        for rnd in range(args.mesos_failovers):
+            t_crash = time.time()
+            post(url, "/localmesos/masters/fail", {"restart_after": 0.5})
+            elected = wait_log(mlog, "elected as the leading master", t_crash,
+                               args.mesos_session + 30)
+            sub = wait_log(slog, "subscribed as framework", t_crash, args.mesos_session + 30)
+            rec = wait_log(slog, "reconciliation finished", t_crash, args.mesos_session + 60)
+            marks = {"crash -> new leader elected": elected, "crash -> Corral re-subscribed": sub,
+                     "crash -> Corral reconciled": rec}
+            for name, t in marks.items():
+                if t is not None:
+                    rows[name].append(t - t_crash)
+            if elected is not None:
+                if sub is not None:
+                    rows["elected -> Corral re-subscribed"].append(sub - elected)
+                if rec is not None:
+                    rows["elected -> Corral reconciled"].append(rec - elected)
+            print(f"mesos failover {rnd + 1:2d}: " + ", ".join(
+                f"{k.split('-> ')[1]} {v - t_crash:.3f}s" for k, v in marks.items()
+                if v is not None), flush=True)
+            deadline = time.monotonic() + 30     # the crashed master back as a follower
+            while time.monotonic() < deadline and not all(
+                    m["alive"] for m in get(url, "/localmesos/masters")["masters"]):  # type: ignore[union-attr]
+                time.sleep(0.1)
+        with JobClient(api, timeout=10) as c:
+            now = {k: {t.slot: t.task_id for t in c.get(k).tasks} for k in keys}
+            running = sum(c.get(k).state is JobState.RUNNING for k in keys)
+        show(f"Mesos master failover ({args.mesos_failovers} crashes of the leader, "
+             f"{args.mesos_session:g} s ZooKeeper sessions, agents re-register within "
+             f"{args.registration_backoff:g} s)", rows)
+        print(f"  jobs still RUNNING: {running} of {len(keys)}; tasks replaced: "
+              f"{sum(now[k] != first[k] for k in keys)} jobs")
+    finally:
+        sched.stop(grace=10)
+        lm.stop(grace=15)
+
+
+# --------------------------------------------------------------------------- part 4
+
+
+def partition_heals(args: argparse.Namespace, tmp: Path) -> None:
+    logs = tmp / "plogs"
+    logs.mkdir()
+    lm, url = start_localmesos(tmp / "pmesos", logs, agents=3, cpus=8, mem=8192,
+                               allocation_interval=0.1, extra=[
+                                   "--agent-health-timeout", f"{args.health:g}"])
+    sched, api = start_scheduler(url, logs, name="psched", extra=["--log-level", "INFO"])
+    slog = logs / "psched.log"
+    rows: dict[str, list[float]] = {"heal -> Corral kills the duplicate": [],
+                                    "heal -> Mesos reports it TASK_KILLED": []}
+    try:
+        for rnd in range(args.heals):
+            # One job of one task per round, so each round measures one duplicate.
+            spec = job_spec(rnd) | {"name": f"heal{rnd}"}
+            spec["workers"] = {**spec["workers"], "initial": 0}  # type: ignore[dict-item]
+            with JobClient(api, timeout=10) as c:
+                key = c.submit(parse_job_spec(spec), f"heal-{rnd}").key
+                old = wait_master(c, key, attempt=1)
+                heals_at = float(post(url, f"/localmesos/agents/{old.agent_id}/partition",
+                                      {"seconds": args.health + 4.0})["heals_at"])
+                wait_master(c, key, attempt=2, timeout=args.health + 20)
+                if time.time() >= heals_at:
+                    print(f"heal {rnd + 1:2d}: the replacement ran only after the heal; "
+                          "not counted")
+                    c.kill(key)
+                    continue
+                killed = wait_log(slog, f"killing {old.task_id} ", heals_at - 0.5, 20)
+                gone = None
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline and gone is None:
+                    for fw in get(url, "/master/state")["frameworks"]:  # type: ignore[union-attr]
+                        for t in fw["tasks"] + fw["completed_tasks"]:
+                            if t["id"] == old.task_id and t["state"] == "TASK_KILLED":
+                                gone = time.time()
+                    time.sleep(0.02)
+                c.kill(key)
+            if killed is not None:
+                rows["heal -> Corral kills the duplicate"].append(killed - heals_at)
+            if gone is not None:
+                rows["heal -> Mesos reports it TASK_KILLED"].append(gone - heals_at)
+            print(f"heal {rnd + 1:2d}: kill {killed - heals_at if killed else float('nan'):.3f}s"
+                  f", killed {gone - heals_at if gone else float('nan'):.3f}s", flush=True)
+        show(f"Partition heal ({args.heals} partitions of a master's agent past a "
+             f"{args.health:g} s health timeout; kill grace 0.5 s)", rows)
+    finally:
+        sched.stop(grace=10)
+        lm.stop(grace=15)
+
+
+def wait_master(c: JobClient, key: str, attempt: int, timeout: float = 30.0) -> Any:
+    """The job's master once its ``attempt`` runs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        m = next(t for t in c.get(key).tasks if t.slot == "master")
+        if m.attempt == attempt and m.state == "TASK_RUNNING":
+            return m
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{key}: master attempt {attempt} not running: {m}")
+        time.sleep(0.05)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kills", type=int, default=20)
@@ -277,14 +479,30 @@ def main() -> None:
     ap.add_argument("--tasks", type=int, default=20000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--skip-failover", action="store_true")
+    ap.add_argument("--skip-reload", action="store_true")
+    ap.add_argument("--mesos-failovers", type=int, default=10)
+    ap.add_argument("--mesos-session", type=float, default=2.0)
+    ap.add_argument("--registration-backoff", type=float, default=1.0)
+    ap.add_argument("--heals", type=int, default=10)
+    ap.add_argument("--health", type=float, default=1.0)
+    ap.add_argument("--keep", default=None, help="work directory to keep (logs) instead "
+                                               "of a temporary one")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    if args.keep:
+        Path(args.keep).mkdir(parents=True, exist_ok=False)
+    with (contextlib.nullcontext(args.keep) if args.keep
+          else tempfile.TemporaryDirectory()) as tmp:
         zk = ZooKeeperServer(Path(tmp) / "zk")
         zk.start()
         try:
             if not args.skip_failover:
                 failovers(args, Path(tmp), zk)
-            big_reload(args, zk)
+            if not args.skip_reload:
+                big_reload(args, zk)
+            if args.mesos_failovers > 0:
+                mesos_failovers(args, Path(tmp), zk)
+            if args.heals > 0:
+                partition_heals(args, Path(tmp))
         finally:
             zk.stop()
 

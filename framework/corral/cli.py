@@ -250,8 +250,10 @@ def _print_resilience(v: Any, out: TextIO) -> None:
                   + (f": {r.spare_reason}" if r.spare_reason else "") + "\n")
     for x in r.recent[-5:]:
         took = "recovering" if x.recovery_seconds is None else f"back in {x.recovery_seconds:.2f}s"
+        came = ("; it came back and was killed (the replacement kept the slot)"
+                if x.returned_at is not None else "")
         out.write(f"  {x.kind:<11} {x.slot:<10} {x.task_id}  lost {x.work_lost_seconds:.1f}s, "
-                  f"{took}\n")
+                  f"{took}{came}\n")
 
 
 def _bar(v: Any, width: int = 30) -> str:

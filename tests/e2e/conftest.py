@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shlex
 import ssl
 import subprocess
@@ -120,6 +121,14 @@ def wait_gone(text: str, timeout: float = 15.0) -> list[psutil.Process]:
     return left
 
 
+def private_ports(size: int = 300) -> str:
+    """A random ``--ports`` block below the kernel's ephemeral range: other test runs on
+    the same machine use the default 31000-32000, and two tasks handed the same port
+    would fail for reasons that have nothing to do with the test."""
+    start = random.randrange(20000, 30000 - size)
+    return f"{start}-{start + size - 1}"
+
+
 @dataclass
 class Cluster:
     work: Path
@@ -190,10 +199,12 @@ def wait_for(client: JobClient, key: str, pred: Any, timeout: float = 60.0) -> J
 @contextlib.contextmanager
 def running_cluster(tmp_path_factory: pytest.TempPathFactory, prefix: str, *, agents: int,
                     spot: int, localmesos_extra: list[str] | None = None,
-                    scheduler_extra: list[str] | None = None) -> Iterator[Cluster]:
+                    scheduler_extra: list[str] | None = None,
+                    scheduler_master: str | None = None) -> Iterator[Cluster]:
     """localmesos (4 cpus, 4 GiB per agent) and one scheduler in a fresh work directory;
     on exit both are stopped and no process started under it may outlive them. Against
-    an external master (``CORRAL_E2E_MASTER``) only the scheduler is started."""
+    an external master (``CORRAL_E2E_MASTER``) only the scheduler is started. The scheduler
+    is given localmesos' URL, or ``scheduler_master`` (e.g. a zk:// group)."""
     work = work_dir(tmp_path_factory, prefix)
     logs = work / "logs"
     logs.mkdir()
@@ -201,8 +212,8 @@ def running_cluster(tmp_path_factory: pytest.TempPathFactory, prefix: str, *, ag
                            mem=4096, allocation_interval=0.1, extra=localmesos_extra)
     sched: Child | None = None
     try:
-        sched, api = start_scheduler(url, logs, extra=[*SCHEDULER_ARGS,
-                                                       *(scheduler_extra or [])])
+        sched, api = start_scheduler(scheduler_master or url, logs,
+                                     extra=[*SCHEDULER_ARGS, *(scheduler_extra or [])])
         yield Cluster(work, url, api, lm, sched)
     finally:
         if sched is not None:

@@ -60,11 +60,18 @@ class Recorded:
 class Stream:
     """The server side of one SUBSCRIBE stream."""
 
-    def __init__(self, resp: web.StreamResponse, request: Json, stream_id: str) -> None:
+    def __init__(self, resp: web.StreamResponse, request: Json, stream_id: str,
+                 transport: asyncio.BaseTransport | None = None) -> None:
         self.resp = resp
         self.request = request
         self.stream_id = stream_id
+        self.transport = transport
         self.ended = asyncio.Event()
+
+    def crash(self) -> None:
+        """Drop the connection without ending the response (a crashed master)."""
+        if self.transport is not None:
+            self.transport.abort()
 
     async def send(self, event: Json) -> None:
         await self.resp.write(frame(event))
@@ -145,7 +152,7 @@ class FakeMaster:
             "Mesos-Stream-Id": sid, "Content-Type": "application/json"})
         resp.enable_chunked_encoding()
         await resp.prepare(request)
-        stream = Stream(resp, body, sid)
+        stream = Stream(resp, body, sid, request.transport)
         self.streams.append(stream)
         with contextlib.suppress(ConnectionResetError, asyncio.CancelledError):
             await action(stream)
@@ -305,6 +312,34 @@ def test_stream_end_resubscribes_and_initial_framework_id_is_used() -> None:
             for sub in m.subscribes:
                 assert sub.body["framework_id"] == {"value": "fw-9"}
                 assert sub.body["subscribe"]["framework_info"]["id"] == {"value": "fw-9"}
+        finally:
+            await h.stop()
+            await m.stop()
+
+    run(main())
+
+
+def test_stream_broken_after_subscribed_reconnects_without_growing_backoff() -> None:
+    """A master that crashes after SUBSCRIBED (the connection drops mid-stream) was a
+    working subscription: the next attempt comes after the initial backoff, every time."""
+
+    async def crash(stream: Stream) -> None:
+        await stream.send(subscribed("fw-1"))
+        await asyncio.sleep(0.05)
+        stream.crash()
+
+    async def main() -> None:
+        m = await FakeMaster(subscribe_actions=[crash] * 5).start()
+        h = Harness(m.url, backoff_initial=0.3, backoff_max=20.0).start()
+        try:
+            t0 = time.monotonic()
+            await until(lambda: h.client.subscriptions == 6 and h.client.connected.is_set(),
+                        timeout=10)
+            # Five reconnects at most 0.3 s each (plus work); growing, they would take
+            # at least 0.15 + 0.3 + 0.6 + 1.2 + 2.4 s.
+            assert time.monotonic() - t0 < 3.5
+            assert [r.body["framework_id"] for r in m.subscribes[1:]] == \
+                [{"value": "fw-1"}] * 5
         finally:
             await h.stop()
             await m.stop()
@@ -716,6 +751,89 @@ def test_client_subscribes_to_zk_leader_and_follows_leader_change(zk_url: str) -
             zk.stop()
             zk.close()
             await m1.stop()
+            await m2.stop()
+        await until(lambda: kazoo_threads() == [], timeout=5)
+
+    run(main())
+
+
+@pytest.mark.zk
+def test_new_zk_leader_cuts_the_reconnect_backoff_short(zk_url: str) -> None:
+    """The leader crashes while ZooKeeper still names it: the client backs off (here 3 to
+    6 s); the moment the next master is elected it re-subscribes there, with its id."""
+    from kazoo.client import KazooClient
+
+    from corral.mesos.detect import parse_zk_url
+
+    hosts, path = parse_zk_url(zk_url)
+
+    async def main() -> None:
+        m1 = await FakeMaster().start()
+        m2 = await FakeMaster().start()
+        zk = KazooClient(hosts)
+        zk.start(5)
+        n1 = zk.create(f"{path}/json.info_", _info(m1.port), ephemeral=True, sequence=True,
+                       makepath=True)
+        h = Harness(zk_url, backoff_initial=6.0, backoff_max=12.0).start()
+        try:
+            await until(lambda: h.client.connected.is_set())
+            assert h.client.master_url == m1.url
+            await m1.stop()                       # a crash: its node is still there
+            await until(lambda: not h.client.connected.is_set())
+            await asyncio.sleep(0.3)              # the client is now in its backoff
+            elected = time.monotonic()
+            zk.delete(n1)                         # the session expired ...
+            zk.create(f"{path}/json.info_", _info(m2.port), ephemeral=True, sequence=True)
+            await until(lambda: h.client.connected.is_set(), timeout=10)
+            assert time.monotonic() - elected < 2.0   # not after a 3-6 s backoff
+            assert h.client.master_url == m2.url
+            assert m2.subscribes[0].body["framework_id"] == {"value": "fw-1"}
+        finally:
+            await h.stop()
+            zk.stop()
+            zk.close()
+            await m2.stop()
+        await until(lambda: kazoo_threads() == [], timeout=5)
+
+    run(main())
+
+
+@pytest.mark.zk
+def test_new_zk_leader_resets_the_backoff_even_if_it_is_not_ready_yet(zk_url: str) -> None:
+    """Failures against a crashed leader have grown the backoff; the new leader's first
+    answer is a stale 307 back to the dead master (it has not seen the change yet). The
+    client retries after the initial backoff, not the grown one."""
+    from kazoo.client import KazooClient
+
+    from corral.mesos.detect import parse_zk_url
+
+    hosts, path = parse_zk_url(zk_url)
+
+    async def main() -> None:
+        m1 = await FakeMaster().start()
+        dead = m1.url
+        m2 = await FakeMaster(subscribe_actions=[f"//127.0.0.1:{m1.port}/api/v1/scheduler"]
+                              ).start()
+        zk = KazooClient(hosts)
+        zk.start(5)
+        n1 = zk.create(f"{path}/json.info_", _info(m1.port), ephemeral=True, sequence=True,
+                       makepath=True)
+        h = Harness(zk_url, backoff_initial=0.3, backoff_max=20.0).start()
+        try:
+            await until(lambda: h.client.connected.is_set())
+            await m1.stop()
+            await until(lambda: h.client._backoff.failures >= 4, timeout=10)
+            elected = time.monotonic()
+            zk.delete(n1)
+            zk.create(f"{path}/json.info_", _info(m2.port), ephemeral=True, sequence=True)
+            await until(lambda: h.client.connected.is_set(), timeout=10)
+            assert time.monotonic() - elected < 1.5
+            assert h.client.master_url == m2.url != dead
+            assert len(m2.subscribes) == 2          # the stale redirect, then the stream
+        finally:
+            await h.stop()
+            zk.stop()
+            zk.close()
             await m2.stop()
         await until(lambda: kazoo_threads() == [], timeout=5)
 

@@ -379,3 +379,26 @@ def test_spread_within_a_market_prefers_agents_without_the_job() -> None:
     # Markets balance (spot already holds one, on D): on-demand gets two, spot two more,
     # and within spot the agents without the job (A, B) take them, not a stack on D.
     assert per_agent.get("C", 0) == 2 and per_agent.get("A") == 1 and per_agent.get("B") == 1
+
+
+def test_a_partitioned_worker_that_comes_back_is_killed_and_counted_once() -> None:
+    h = Harness()
+    _, ws = running_job(h)
+    tid, agent = ws[0]
+    h.status(tid, "TASK_UNREACHABLE", agent, reason="REASON_AGENT_REMOVED", uuid=None)
+    ((where, new),) = launches(h.offers(*[a for a in ("S1", "S2", "S3") if a != agent]))
+    h.status(new.task_id, "TASK_RUNNING", where)
+    # The partition heals: Mesos reports the old task running again.
+    out = h.status(tid, "TASK_RUNNING", agent, reason="REASON_AGENT_REREGISTERED", uuid=None)
+    assert of(out, fx.KillTask) == [fx.KillTask(tid, agent, 2.0)]
+    view = h.s.view(KEY)
+    w0 = next(t for t in view.tasks if t.slot == "worker-0")
+    assert w0.task_id == new.task_id                      # the replacement keeps the slot
+    r = view.resilience
+    assert r.losses == 1 and r.recoveries == 1            # nothing counted twice
+    (loss,) = r.recent
+    assert loss.kind == "unreachable" and loss.returned_at == h.now
+    assert any("is back" in n for _, n in h.s.notes)
+    h.status(tid, "TASK_KILLED", agent)
+    assert h.s.view(KEY).resilience.losses == 1
+    h.s.validate()

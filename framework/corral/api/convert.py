@@ -226,7 +226,7 @@ def resilience_to_proto(r: Resilience) -> pb.Resilience:
     for x in r.recent:
         loss = msg.recent.add(slot=x.slot, task_id=x.task_id, kind=x.kind,
                               detected_at=x.detected_at, work_lost_seconds=x.work_lost_seconds)
-        for f in ("recovered_at", "recovery_seconds", "replacement_task_id"):
+        for f in ("recovered_at", "recovery_seconds", "replacement_task_id", "returned_at"):
             value = getattr(x, f)
             if value is not None:
                 setattr(loss, f, value)
@@ -243,7 +243,8 @@ def resilience_from_proto(msg: pb.Resilience) -> Resilience:
             slot=x.slot, task_id=x.task_id, kind=x.kind, detected_at=x.detected_at,
             work_lost_seconds=x.work_lost_seconds, recovered_at=_opt(x, "recovered_at"),
             recovery_seconds=_opt(x, "recovery_seconds"),
-            replacement_task_id=_opt(x, "replacement_task_id")) for x in msg.recent))
+            replacement_task_id=_opt(x, "replacement_task_id"),
+            returned_at=_opt(x, "returned_at")) for x in msg.recent))
 
 
 def job_from_proto(msg: pb.Job) -> JobView:

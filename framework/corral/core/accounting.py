@@ -100,6 +100,19 @@ class JobAccounting:
         self._update(op, replace(op.record, recovered_at=now, recovery_seconds=round(took, 3),
                                  replacement_task_id=task_id))
 
+    def returned(self, task_id: str, now: float) -> bool:
+        """A task recorded as lost turned up alive (its agent came back) after its
+        replacement started: say so on its record (it is killed, nothing counts twice)."""
+        for i, rec in enumerate(self.recent):
+            if rec.task_id == task_id and rec.returned_at is None:
+                new = replace(rec, returned_at=now)
+                self.recent[i] = new
+                for op in self._open.values():
+                    if op.record is rec:
+                        op.record = new
+                return True
+        return False
+
     def forget(self, slot: str) -> None:
         """The slot is no longer wanted (scaled down, job over): nothing will recover it."""
         self._open.pop(slot, None)

@@ -121,6 +121,7 @@ class LossView:
     recovered_at: float | None = None
     recovery_seconds: float | None = None
     replacement_task_id: str | None = None
+    returned_at: float | None = None   # the lost task turned up alive later (and was killed)
 
 
 @dataclass(frozen=True)

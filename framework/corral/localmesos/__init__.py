@@ -5,5 +5,6 @@ Public API: ``LocalMesos`` (start/stop, ``master_url``, agents, fault injection)
 """
 
 from corral.localmesos.cluster import AgentNotFound, LocalMesos, LocalMesosConfig
+from corral.localmesos.masters import NoLeader
 
-__all__ = ["AgentNotFound", "LocalMesos", "LocalMesosConfig"]
+__all__ = ["AgentNotFound", "LocalMesos", "LocalMesosConfig", "NoLeader"]

@@ -478,6 +478,15 @@ class Agent:
         if len(run.updates) == 1:
             self._forward(run, reset=True)
 
+    def resend_updates(self) -> None:
+        """(Re-)registered with a master: send every task's pending update now."""
+        for run in list(self.tasks.values()):
+            if run.updates:
+                if run.retry is not None:
+                    run.retry.cancel()
+                    run.retry = None
+                self._forward(run, reset=True)
+
     def _forward(self, run: TaskRun, reset: bool = False) -> None:
         if not self.alive or not run.updates:
             return

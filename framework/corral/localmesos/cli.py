@@ -1,8 +1,9 @@
 """The localmesos command line: ``run`` a cluster, or poke a running one.
 
 ``main(argv)`` is what ``python -m corral.localmesos`` and ``corral localmesos`` call.
-``run`` (the default) prints exactly one line, ``localmesos master at http://127.0.0.1:PORT``,
-to stdout when ready and logs to stderr; SIGINT/SIGTERM stop it, killing every process it
+``run`` (the default) prints exactly one line, ``localmesos master at http://127.0.0.1:PORT``
+(the leading master; with ``--masters N`` followed by ``(masters: URL ...)``), to stdout
+when ready and logs to stderr; SIGINT/SIGTERM stop it, killing every process it
 started. The control subcommands talk to the ``/localmesos/...`` endpoints of ``--master``.
 Errors print one line to stderr and exit non-zero, never a traceback.
 """
@@ -23,7 +24,7 @@ from corral.localmesos.cluster import LocalMesos, LocalMesosConfig
 
 DEFAULT_MASTER = "http://127.0.0.1:5050"
 SUBCOMMANDS = ("run", "terminate", "add-agent", "revocable", "qos-kill", "drain", "agents",
-               "reactivate")
+               "reactivate", "partition", "fail-master", "masters")
 
 
 def _run_parser(p: argparse.ArgumentParser) -> None:
@@ -80,6 +81,20 @@ def _run_parser(p: argparse.ArgumentParser) -> None:
     o.add_argument("--seed", type=int, default=d.seed,
                    help="seed of the allocator's agent order (default %(default)s)")
     o.add_argument("--quiet", action="store_true", help="log warnings and errors only")
+    ms = p.add_argument_group("several masters (with --zk)")
+    ms.add_argument("--masters", type=int, default=d.masters,
+                    help="masters electing a leader in --zk, on ports --port, --port+1, ... "
+                         "(default %(default)s)")
+    ms.add_argument("--zk-session-timeout", type=float, default=d.zk_session_timeout,
+                    metavar="SECONDS", help="each master's ZooKeeper session: how long a "
+                    "crashed leader stays leading (default %(default)g)")
+    ms.add_argument("--registration-backoff", type=float, default=d.registration_backoff,
+                    metavar="SECONDS", help="agents re-register with a new leader after a "
+                    "random delay up to this (default %(default)g)")
+    ms.add_argument("--agent-reregister-timeout", type=float,
+                    default=d.agent_reregister_timeout, metavar="SECONDS",
+                    help="after a failover, agents not back by then are unreachable "
+                         "(default %(default)g)")
     sc = p.add_argument_group("security and containers (as Mesos' flags of the same names)")
     sc.add_argument("--credentials", metavar="FILE", default=None,
                     help='principals and secrets: {"credentials": [{"principal": ..., '
@@ -139,6 +154,8 @@ CONTROL_EPILOG = """control a running localmesos (each takes --master URL, defau
   drain AGENT / reactivate AGENT
   revocable AGENT --cpus X     set an agent's oversubscription estimate
   qos-kill AGENT               QoS-kill revocable executors on an agent
+  partition AGENT --seconds S  cut an agent off from the masters for S seconds
+  masters / fail-master        list the masters / crash the leading one (--masters N)
 `corral localmesos COMMAND --help` tells more. See docs/localmesos.md."""
 
 
@@ -185,6 +202,15 @@ def build_parser(prog: str = "corral localmesos") -> argparse.ArgumentParser:
     p.add_argument("--grace", type=float, default=None, metavar="SECONDS",
                    help="kill grace for its tasks (default: each task's own)")
     control("reactivate", "offer a drained agent again")
+    p = control("partition", "cut an agent off from the masters; its tasks keep running")
+    p.add_argument("--seconds", type=float, required=True,
+                   help="how long until the partition heals")
+    p = control("fail-master", "crash the leading master", agent=False)
+    p.add_argument("--restart-after", type=float, default=1.0,
+                   help="seconds after its ZooKeeper node is gone until it restarts "
+                        "(default 1)")
+    p.add_argument("--no-restart", action="store_true", help="leave it down")
+    control("masters", "list masters", agent=False)
     control("agents", "list agents", agent=False)
     return parser
 
@@ -206,7 +232,10 @@ def _config(ns: argparse.Namespace) -> LocalMesosConfig:
         fetcher_stall_timeout=ns.fetcher_stall_timeout,
         executor_environment_variables=ns.executor_environment_variables,
         log_max_mb=ns.log_max_mb, log_keep=ns.log_keep,
-        disk_watch_interval=ns.disk_watch_interval)
+        disk_watch_interval=ns.disk_watch_interval, masters=ns.masters,
+        zk_session_timeout=ns.zk_session_timeout,
+        registration_backoff=ns.registration_backoff,
+        agent_reregister_timeout=ns.agent_reregister_timeout)
 
 
 async def _serve(config: LocalMesosConfig) -> int:
@@ -222,7 +251,8 @@ async def _serve(config: LocalMesosConfig) -> int:
         await lm.stop()
         print(f"localmesos: cannot start: {e}", file=sys.stderr)
         return 1
-    print(f"localmesos master at {lm.master_url}", flush=True)
+    others = f" (masters: {' '.join(lm.master_urls)})" if config.masters > 1 else ""
+    print(f"localmesos master at {lm.master_url}{others}", flush=True)
     try:
         await stop.wait()
     finally:
@@ -236,9 +266,20 @@ def _control(ns: argparse.Namespace) -> int:
     if cmd == "agents":
         for a in control.agents(ns.master):
             res = a["resources"]
+            cut = " partitioned" if a.get("partitioned_until") else ""
             print(f"{a['id']}  {a['name']}  port={a['port']}  state={a['state']}"
-                  f"{' draining' if a['draining'] else ''}  cpus={res['cpus']} "
+                  f"{' draining' if a['draining'] else ''}{cut}  cpus={res['cpus']} "
                   f"mem={res['mem']}  market={a['attributes'].get('market', '')}")
+        return 0
+    if cmd == "masters":
+        out = control.request(ns.master, "GET", "/localmesos/masters")
+        for m in out["masters"]:
+            role = "leading" if m["leading"] else ("up" if m["alive"] else "down")
+            print(f"{m['url']}  {role}  id={m['id'] or '-'}  node={m['node'] or '-'}")
+        return 0
+    if cmd == "fail-master":
+        body = {"restart_after": None if ns.no_restart else ns.restart_after}
+        print(json.dumps(control.request(ns.master, "POST", "/localmesos/masters/fail", body)))
         return 0
     if cmd == "add-agent":
         body = {k: getattr(ns, k) for k in ("cpus", "mem", "disk", "gpus", "ports",
@@ -256,6 +297,8 @@ def _control(ns: argparse.Namespace) -> int:
     elif cmd == "drain":
         body = {} if ns.grace is None else {"grace": ns.grace}
         out = control.agent_action(ns.master, ns.agent, "drain", body)
+    elif cmd == "partition":
+        out = control.agent_action(ns.master, ns.agent, "partition", {"seconds": ns.seconds})
     else:
         out = control.agent_action(ns.master, ns.agent, "reactivate")
     print(json.dumps(out))

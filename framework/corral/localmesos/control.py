@@ -32,7 +32,8 @@ def agents(master: str) -> list[dict[str, Any]]:
 
 def agent_action(master: str, agent: str, action: str, body: dict[str, Any] | None = None
                  ) -> Any:
-    """``terminate``, ``revocable``, ``qos-kill``, ``drain`` or ``reactivate`` an agent."""
+    """``terminate``, ``revocable``, ``qos-kill``, ``drain``, ``reactivate`` or ``partition``
+    an agent."""
     path = f"/localmesos/agents/{urllib.parse.quote(agent, safe='')}/{action}"
     return request(master, "POST", path, body or {})
 

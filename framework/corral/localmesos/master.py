@@ -15,11 +15,13 @@ same per role, for DRF.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +40,7 @@ from corral.localmesos.protocol import (
     seconds_of,
     task_status,
 )
+from corral.localmesos.registry import AdmittedAgent, Registry, RegistryState
 from corral.localmesos.streams import EventStream
 
 log = logging.getLogger("localmesos.master")
@@ -46,6 +49,11 @@ DEFAULT_REFUSE = 5.0
 MAX_REFUSE = 365 * 24 * 3600.0
 MAX_FAILOVER = 10 * 365 * 24 * 3600.0
 COMPLETED_TASKS_KEPT = 1000
+_RECONCILE_MESSAGES = {   # Master::reconcile, for a task the master does not hold
+    "registered": "Reconciliation: Task is unknown to the agent",
+    "unreachable": "Reconciliation: Task is unreachable",
+    "gone": "Reconciliation: Task is gone",
+}
 
 
 @dataclass
@@ -146,6 +154,7 @@ class FrameworkRecord:
     alloc: dict[str, Resources] = field(default_factory=dict)
     registered_time: float = field(default_factory=time.time)
     unregistered_time: float | None = None
+    recovered: bool = False     # known from a re-registering agent, not subscribed yet
 
     @property
     def partition_aware(self) -> bool:
@@ -180,6 +189,13 @@ class Master:
         self._allocate_soon = asyncio.Event()
         self._loops: list[asyncio.Task[Any]] = []
         self.counters = {"offers": 0, "launches": 0, "updates": 0}
+        # What survives a failover (``registry``, ``reregister``): None keeps it in memory.
+        self.registry: Registry | None = None
+        self.recovered_agents: dict[str, AdmittedAgent] = {}   # not re-registered yet
+        self.unreachable_times: dict[str, float] = {}          # agent id -> epoch
+        self.gone_times: dict[str, float] = {}
+        self.recovery_timer: asyncio.TimerHandle | None = None
+        self.halted = False     # stopped or crashed: nothing of it may act any more
 
     # ------------------------------------------------------------------ ids and info
 
@@ -206,6 +222,7 @@ class Master:
         self._loops.append(asyncio.ensure_future(self._health_loop()))
 
     async def stop_loops(self) -> None:
+        self.halted = True
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
@@ -221,6 +238,26 @@ class Master:
         for rec in self.agents.values():
             if rec.kill_timer is not None:
                 rec.kill_timer.cancel()
+        if self.recovery_timer is not None:
+            self.recovery_timer.cancel()
+
+    def record(self, change: Callable[[RegistryState], RegistryState]) -> None:
+        """Apply one registry operation (a no-op without a registry)."""
+        if self.registry is not None:
+            self.registry.apply(change(self.registry.state))
+
+    def agent_state(self, agent_id: str) -> str | None:
+        """registered | unreachable | gone | recovering, or None if unknown."""
+        rec = self.agents.get(agent_id)
+        if rec is not None and rec.state == "registered":
+            return "registered"
+        if agent_id in self.recovered_agents:
+            return "recovering"
+        if agent_id in self.gone_times:
+            return "gone"
+        if agent_id in self.unreachable_times:
+            return "unreachable"
+        return rec.state if rec is not None else None
 
     def request_allocation(self) -> None:
         self._allocate_soon.set()
@@ -269,6 +306,7 @@ class Master:
     def add_agent(self, agent: Agent, revocable: Resources = ZERO) -> AgentRecord:
         rec = AgentRecord(agent.id, agent, agent.resources, revocable)
         self.agents[agent.id] = rec
+        self.record(lambda s: s.admit(agent.id, agent.agent_info()))
         self.request_allocation()
         return rec
 
@@ -278,41 +316,50 @@ class Master:
             fw.add_alloc(role, pool.scalars, -1)
 
     def mark_unreachable(self, rec: AgentRecord, why: str, gone: bool = False) -> None:
-        """The agent is lost (health checks) or taken down by the operator."""
+        """The agent is lost (health checks) or taken down by the operator.
+
+        Mesos 1.11 ``Master::__removeSlave``: each task becomes TASK_UNREACHABLE
+        (partition-aware) or TASK_LOST, REASON_AGENT_REMOVED, with ``unreachable_time``,
+        and stays in the framework's ``unreachable_tasks`` (TASK_LOST ones too, see
+        partition_tests.cpp ``ReregisterSlaveNotPartitionAware``); an agent gone by the
+        operator has no unreachable time: TASK_GONE_BY_OPERATOR (REASON_AGENT_REMOVED_
+        BY_OPERATOR) or TASK_LOST, completed. Then offers are rescinded and FAILURE sent.
+        """
+        now = time.time()
         rec.state = "gone" if gone else "unreachable"
-        for oid in list(rec.offers):
-            self._remove_offer(self.offers[oid], rescind=True)
-        for fw in self.frameworks.values():
-            for ioid, aid in list(fw.inverse_offers.items()):
-                if aid == rec.id:
-                    del fw.inverse_offers[ioid]
-                    self._send(fw, event("RESCIND_INVERSE_OFFER",
-                                         {"inverse_offer_id": ident(ioid)}))
+        if gone:
+            self.gone_times[rec.id] = now
+            self.unreachable_times.pop(rec.id, None)
+            self.record(lambda s: s.mark_gone(rec.id, now))
+        else:
+            self.unreachable_times[rec.id] = now
+            self.record(lambda s: s.mark_unreachable(rec.id, now))
         for fw_id, task_id in sorted(rec.tasks):
             fw = self.frameworks.get(fw_id)
             task = fw.tasks.pop(task_id, None) if fw else None
             if fw is None or task is None:
                 continue
-            if gone:
-                state = "TASK_GONE_BY_OPERATOR" if fw.partition_aware else "TASK_LOST"
+            reason = "REASON_AGENT_REMOVED"
+            if not fw.partition_aware:
+                state = "TASK_LOST"
+            elif gone:
+                state, reason = "TASK_GONE_BY_OPERATOR", "REASON_AGENT_REMOVED_BY_OPERATOR"
             else:
-                state = "TASK_UNREACHABLE" if fw.partition_aware else "TASK_LOST"
+                state = "TASK_UNREACHABLE"
             if not task.freed:
                 fw.add_alloc(task.role, task.pool.scalars, -1)
                 task.freed = True
             status = task_status(task_id, state, source="SOURCE_MASTER", agent_id=rec.id,
-                                 reason="REASON_AGENT_REMOVED",
-                                 message=f"Agent {rec.id} removed: {why}",
-                                 executor_id=task.executor_id)
-            if not gone:  # Mesos stamps the time the agent became unreachable (PA or not)
-                status["unreachable_time"] = ns(time.time())
+                                 reason=reason, message=why, executor_id=task.executor_id)
+            if not gone:
+                status["unreachable_time"] = ns(now)
             task.state = state
             task.last_status = status
             task.statuses.append(status)
-            if state == "TASK_UNREACHABLE":
-                fw.unreachable[task_id] = task
-            else:
+            if gone:
                 fw.completed.append(task)
+            else:
+                fw.unreachable[task_id] = task
             self._send_update(fw, status)
         rec.tasks.clear()
         for ex in rec.executors.values():
@@ -321,6 +368,14 @@ class Master:
                 fw.add_alloc(ex.role, ex.pool.scalars, -1)
         rec.executors.clear()
         rec.used = Pool()
+        for oid in list(rec.offers):
+            self._remove_offer(self.offers[oid], rescind=True)
+        for fw in self.frameworks.values():
+            for ioid, aid in list(fw.inverse_offers.items()):
+                if aid == rec.id:
+                    del fw.inverse_offers[ioid]
+                    self._send(fw, event("RESCIND_INVERSE_OFFER",
+                                         {"inverse_offer_id": ident(ioid)}))
         for fw in self.frameworks.values():
             self._send(fw, event("FAILURE", {"agent_id": ident(rec.id)}))
         log.info("agent %s marked %s: %s", rec.id, rec.state, why)
@@ -480,6 +535,7 @@ class Master:
             self._failover(fw)
             log.info("framework %s failed over", fid)
         fw.info = {**info, "id": ident(fid)}
+        fw.recovered = False
         fw.roles, fw.capabilities = roles, caps
         fw.suppressed = set(suppressed)
         fw.stream = stream
@@ -512,7 +568,7 @@ class Master:
 
     def stream_ended(self, fw: FrameworkRecord, stream: EventStream) -> None:
         """The scheduler's connection is gone: deactivate and start the failover timer."""
-        if fw.stream is not stream or self.frameworks.get(fw.id) is not fw:
+        if fw.stream is not stream or self.frameworks.get(fw.id) is not fw or self.halted:
             return
         fw.stream = None
         fw.connected = fw.active = False
@@ -742,10 +798,10 @@ class Master:
     # ------------------------------------------------------------------ reconciliation
 
     def _reconcile_status(self, fw: FrameworkRecord, task_id: str, state: str,
-                          agent_id: str | None, task: TaskRecord | None) -> Json:
+                          agent_id: str | None, task: TaskRecord | None,
+                          message: str = "Reconciliation: Latest task state") -> Json:
         status = task_status(task_id, state, source="SOURCE_MASTER", agent_id=agent_id,
-                             reason="REASON_RECONCILIATION",
-                             message="Reconciliation: Latest task state",
+                             reason="REASON_RECONCILIATION", message=message,
                              executor_id=task.executor_id if task else None)
         if task is not None and task.last_status is not None:
             for key in ("data", "labels", "healthy", "container_status", "unreachable_time"):
@@ -754,20 +810,37 @@ class Master:
         return status
 
     def _reconcile_one(self, fw: FrameworkRecord, task_id: str, agent_id: str | None) -> None:
-        task = fw.tasks.get(task_id) or fw.unreachable.get(task_id)
-        agent_state: str | None = None
-        if agent_id is not None and agent_id in self.agents:
-            agent_state = self.agents[agent_id].state
-        state = validation.reconcile_state(task.state if task else None, agent_state,
-                                           fw.partition_aware)
-        if state is not None:
-            self._send_update(fw, self._reconcile_status(
-                fw, task_id, state, task.agent_id if task else agent_id, task))
+        """Explicit reconciliation of one task, as Mesos 1.11 ``Master::reconcile``: the
+        master's latest state of a task it holds (unreachable ones are not held), else an
+        answer from the agent's state — none while that agent (or, without an agent id,
+        any agent) has not re-registered since a master failover."""
+        task = fw.tasks.get(task_id)
+        if task is not None:
+            state = validation.reconcile_state(task.state, None, fw.partition_aware)
+            if state is not None:
+                self._send_update(fw, self._reconcile_status(
+                    fw, task_id, state, task.agent_id, task))
+            return
+        if (agent_id in self.recovered_agents if agent_id is not None
+                else bool(self.recovered_agents)):
+            return
+        agent_state = self.agent_state(agent_id) if agent_id is not None else None
+        state = validation.reconcile_state(None, agent_state, fw.partition_aware)
+        if state is None:
+            return
+        status = self._reconcile_status(fw, task_id, state, agent_id, None,
+                                        _RECONCILE_MESSAGES.get(agent_state or "",
+                                                                "Reconciliation: Task is "
+                                                                "unknown"))
+        if agent_state == "unreachable" and agent_id is not None:
+            status["unreachable_time"] = ns(self.unreachable_times[agent_id])
+        self._send_update(fw, status)
 
     def reconcile(self, fw: FrameworkRecord, payload: Json) -> None:
         tasks = payload.get("tasks", [])
         if not tasks:
-            for task in list(fw.tasks.values()) + list(fw.unreachable.values()):
+            # Implicit: every task the master holds (not the unreachable ones).
+            for task in list(fw.tasks.values()):
                 state = validation.reconcile_state(task.state, None, fw.partition_aware)
                 if state is not None:
                     self._send_update(fw, self._reconcile_status(
@@ -843,6 +916,7 @@ class Master:
         """UPDATE_MAINTENANCE_SCHEDULE: validate (``MaintenanceError``), recompute
         unavailability, rescind, inverse-offer."""
         self.maintenance.update_schedule(windows)
+        self._record_maintenance()
         for rec in self.agents.values():
             un: tuple[float, float | None] | None = None
             for window in windows:
@@ -892,6 +966,7 @@ class Master:
         hit = [rec for rec in self._agents_on(keys) if rec.state == "registered"]
         for rec in hit:
             self.mark_unreachable(rec, "machine is going DOWN for maintenance", gone=True)
+        self._record_maintenance()
         return hit
 
     def stop_maintenance(self, machines: Any) -> None:
@@ -899,6 +974,7 @@ class Master:
         keys = self.maintenance.stop(machines)
         for rec in self._agents_on(keys):
             self._set_unavailability(rec, None)
+        self._record_maintenance()
 
     def maintenance_status(self) -> Json:
         """GET_MAINTENANCE_STATUS: DRAINING machines with their frameworks' answers."""
@@ -911,6 +987,25 @@ class Master:
                              if aid in ids]
         return self.maintenance.status(statuses)
 
+    def _record_maintenance(self) -> None:
+        """The schedule and the DOWN machines survive a failover (the registry)."""
+        windows = list(self.maintenance.windows)
+        down = {json.dumps(list(k)) for k, mode in self.maintenance.modes.items()
+                if mode == maintenance.DOWN}
+        self.record(lambda s: s.set_maintenance(windows, down))
+
+    def restore_maintenance(self, windows: list[Json], down: Iterable[str]) -> None:
+        """A new leader takes the schedule and DOWN machines over from the registry."""
+        self.maintenance.windows = list(windows)
+        modes: dict[maintenance.MachineKey, str] = {}
+        for window in windows:
+            for m in window.get("machine_ids", []):
+                modes.setdefault(maintenance.key_of(m), maintenance.DRAINING)
+        for text in down:
+            host, ip = json.loads(text)
+            modes[(str(host), str(ip))] = maintenance.DOWN
+        self.maintenance.modes = modes
+
     def notice(self, rec: AgentRecord, seconds: float) -> None:
         """A spot notice: the machine goes ``seconds`` from now and does not come back, so
         the unavailability starts then and has no duration (unbounded, as Mesos reads an
@@ -921,6 +1016,7 @@ class Master:
         """DRAIN_AGENT: no more offers; kill its tasks with REASON_AGENT_DRAINING."""
         rec.draining = True
         rec.drain_grace = max_grace
+        self.record(lambda s: s.set_drain(rec.id, True, max_grace))
         for oid in list(rec.offers):
             self._remove_offer(self.offers[oid], rescind=True)
         for fw_id, task_id in sorted(rec.tasks):
@@ -937,6 +1033,7 @@ class Master:
 
     def reactivate(self, rec: AgentRecord) -> None:
         rec.draining = False
+        self.record(lambda s: s.set_drain(rec.id, False, None))
         self.request_allocation()
 
     def _maybe_drained(self, rec: AgentRecord) -> None:

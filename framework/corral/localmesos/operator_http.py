@@ -10,6 +10,7 @@ credentials (realm ``mesos-master-readwrite``); the ``/localmesos/`` endpoints n
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ from aiohttp import web
 from corral.localmesos import auth, httputil
 from corral.localmesos.maintenance import MaintenanceError
 from corral.localmesos.master import AgentRecord, FrameworkRecord, Master, TaskRecord
+from corral.localmesos.masters import NoLeader
 from corral.localmesos.protocol import (
     TERMINAL_STATES,
     VERSION,
@@ -96,7 +98,7 @@ def _rev(rec: AgentRecord) -> list[Json]:
 
 def framework_json(fw: FrameworkRecord) -> Json:
     out: Json = {"framework_info": fw.info, "active": fw.active, "connected": fw.connected,
-                 "recovered": False, "registered_time": ns(fw.registered_time)}
+                 "recovered": fw.recovered, "registered_time": ns(fw.registered_time)}
     if fw.unregistered_time is not None:
         out["unregistered_time"] = ns(fw.unregistered_time)
     return out
@@ -105,7 +107,7 @@ def framework_json(fw: FrameworkRecord) -> Json:
 def get_agents(master: Master) -> Json:
     return {"agents": [agent_json(master, r) for r in master.agents.values()
                        if r.state == "registered"],
-            "recovered_agents": []}
+            "recovered_agents": [a.info for _, a in sorted(master.recovered_agents.items())]}
 
 
 def get_frameworks(master: Master) -> Json:
@@ -194,8 +196,7 @@ def master_state(master: Master) -> Json:
         "leader": info["pid"], "leader_info": info,
         "activated_slaves": len(slaves),
         "deactivated_slaves": sum(1 for r in master.agents.values() if r.draining),
-        "unreachable_slaves": sum(1 for r in master.agents.values()
-                                  if r.state == "unreachable"),
+        "unreachable_slaves": len(master.unreachable_times),
         "slaves": slaves,
         "frameworks": [_flat_framework(master, f) for f in master.frameworks.values()],
         "completed_frameworks": [_flat_framework(master, f)
@@ -208,8 +209,9 @@ def master_state(master: Master) -> Json:
 # ---------------------------------------------------------------------------- handlers
 
 
-def add_routes(app: web.Application, lm: LocalMesos) -> None:
-    master = lm.master
+def add_routes(app: web.Application, lm: LocalMesos, master: Master) -> None:
+    """The operator and control routes of one master (``lm.masters`` answers 307/503 for
+    the Mesos ones while it does not lead)."""
 
     async def health(_request: web.Request) -> web.Response:
         return web.Response(status=200, text="")
@@ -253,27 +255,54 @@ def add_routes(app: web.Application, lm: LocalMesos) -> None:
         if error is not None:
             return error
         assert call is not None
-        return await _operator_call(lm, call)
+        return await _operator_call(lm, master, call)
 
     async def agents(_request: web.Request) -> web.Response:
         return _json({"agents": lm.agent_info()})
 
     async def fault(request: web.Request) -> web.Response:
-        body: Any = {}
-        if request.can_read_body:
-            try:
-                body = json.loads(await request.read() or b"{}")
-            except ValueError as e:
-                return _error(400, f"body is not JSON: {e}")
-        if not isinstance(body, dict):
-            return _error(400, "body must be a JSON object")
+        body, error = await _body(request)
+        if error is not None:
+            return error
         action = request.match_info.get("action", "add")
         try:
             return await _fault(lm, request.match_info.get("agent"), action, body)
         except LookupError as e:
             return _error(404, str(e))
+        except NoLeader as e:
+            return _error(503, str(e))
         except (TypeError, ValueError) as e:
             return _error(400, str(e))
+
+    async def masters(_request: web.Request) -> web.Response:
+        assert lm.masters is not None
+        return _json({"masters": lm.masters.rows(), "leader": lm.masters.leader_info})
+
+    async def fail_master(request: web.Request) -> web.StreamResponse:
+        body, error = await _body(request)
+        if error is not None:
+            return error
+        try:
+            restart = _num(body, "restart_after") if "restart_after" in body else 1.0
+            if restart is not None and not 0 <= restart <= 3600:
+                raise ValueError("'restart_after' must be within 0..3600 seconds, or null")
+        except ValueError as e:
+            return _error(400, str(e))
+        assert lm.masters is not None
+        lead = lm.masters.leading()
+        if lead is None or lead.master is None:
+            return _error(409, "no master is leading")
+        doc = {"master_id": lead.master.id, "url": lead.url, "restart_after": restart}
+        crash = lm.in_background(lm.fail_master(restart))
+        if lead.master is not master:
+            await crash
+            return _json(doc)
+        # This very master crashes, cutting every connection to it: answer first.
+        resp = web.Response(status=200, text=json.dumps(doc), content_type="application/json")
+        await resp.prepare(request)
+        await resp.write_eof()
+        await asyncio.shield(crash)
+        return resp
 
     app.router.add_get("/health", health)
     app.router.add_get("/version", version)
@@ -285,6 +314,20 @@ def add_routes(app: web.Application, lm: LocalMesos) -> None:
     app.router.add_get("/localmesos/agents", agents)
     app.router.add_post("/localmesos/agents", fault)
     app.router.add_post("/localmesos/agents/{agent}/{action}", fault)
+    app.router.add_get("/localmesos/masters", masters)
+    app.router.add_post("/localmesos/masters/fail", fail_master)
+
+
+async def _body(request: web.Request) -> tuple[Json, web.Response | None]:
+    body: Any = {}
+    if request.can_read_body:
+        try:
+            body = json.loads(await request.read() or b"{}")
+        except ValueError as e:
+            return {}, _error(400, f"body is not JSON: {e}")
+    if not isinstance(body, dict):
+        return {}, _error(400, "body must be a JSON object")
+    return body, None
 
 
 def _num(body: Json, key: str) -> float | None:
@@ -322,8 +365,14 @@ async def _fault(lm: LocalMesos, agent: str | None, action: str, body: Json) -> 
         await lm.drain(agent, _num(body, "grace"))
         return _json({"agent_id": lm.resolve(agent).id})
     if action == "reactivate":
-        lm.master.reactivate(lm.resolve(agent))
+        lm.leader().reactivate(lm.resolve(agent))
         return _json({"agent_id": lm.resolve(agent).id})
+    if action == "partition":
+        seconds = _num(body, "seconds")
+        if seconds is None:
+            raise ValueError("'seconds' (how long the partition lasts) is required")
+        aid, heals_at = await lm.partition(agent, seconds)
+        return _json({"agent_id": aid, "heals_at": heals_at})
     return _error(404, f"unknown action {action!r}")
 
 
@@ -340,8 +389,7 @@ def _teardown(master: Master, framework_id: str) -> web.Response:
     return web.Response(status=200)
 
 
-async def _operator_call(lm: LocalMesos, call: Json) -> web.Response:
-    master = lm.master
+async def _operator_call(lm: LocalMesos, master: Master, call: Json) -> web.Response:
     kind = call["type"]
     simple = {
         "GET_STATE": lambda: get_state(master), "GET_AGENTS": lambda: get_agents(master),

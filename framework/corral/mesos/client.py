@@ -9,6 +9,10 @@ exponential backoff. It follows 307 redirects, waits out 503, and returns only a
 ``close()``; it raises ``FrameworkRemoved`` when the master has removed the framework and
 ``MesosCallError`` when SUBSCRIBE itself is refused with a 4xx (retrying cannot help),
 ``AuthenticationFailed`` (a ``MesosCallError``) when the master refuses our credentials.
+When the leading master fails over, the stream ends (or ZooKeeper names another leader,
+which drops it at once); the client re-subscribes with its id, and a new leader appearing
+in ZooKeeper cuts any reconnect backoff short, so it follows the failover as soon as the
+new master is elected rather than when its backoff happens to expire.
 
 Authentication and TLS: with ``credentials=(principal, secret)`` every request (SUBSCRIBE
 and calls) carries HTTP Basic credentials, as Mesos' ``--authenticate_http_frameworks``
@@ -150,6 +154,7 @@ class SchedulerClient:
         self._main: asyncio.Task[None] | None = None
         self._closed = False
         self._stopped = asyncio.Event()
+        self._leader_moved = asyncio.Event()   # set when the detector names a new leader
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -212,13 +217,16 @@ class SchedulerClient:
 
     async def _supervise(self) -> None:
         while not self._closed:
+            before = self.subscriptions
             try:
                 healthy = await self._subscribe_once()
             except (MesosCallError, FrameworkRemoved, FrameworkFailedOver):
                 raise  # AuthenticationFailed included: the same credentials fail again
             except (MasterUnavailable, aiohttp.ClientError, TimeoutError, RecordIOError,
                     DetectorError, ValueError, OSError) as e:
-                healthy = False
+                # A stream that reached SUBSCRIBED and then broke (its master crashed, the
+                # connection dropped) was a working subscription all the same.
+                healthy = self.subscriptions > before
                 self.last_error = _describe(e)
                 log.warning("mesos subscription attempt failed: %s", self.last_error)
             if self._closed:
@@ -229,7 +237,20 @@ class SchedulerClient:
             delay = self._backoff.next_delay()
             log.info("mesos re-subscribing as framework %s in %.2fs (attempt %d)",
                      self.framework_id or "(new)", delay, self._backoff.failures)
-            await asyncio.sleep(delay)
+            await self._pause(delay)
+
+    async def _pause(self, delay: float) -> None:
+        """Wait ``delay`` before the next subscription attempt, or less if the detector
+        names a new leading master meanwhile (a failover: go to it now)."""
+        try:
+            async with asyncio.timeout(delay):
+                await self._leader_moved.wait()
+        except TimeoutError:
+            return
+        # A new leader is a new situation: failures against the old one say nothing
+        # about it (it may still be recovering, or its peers not yet aware of it).
+        self._backoff.reset()
+        log.info("mesos leader changed during backoff; re-subscribing now")
 
     async def _subscribe_once(self) -> bool:
         """One subscription: connect (following redirects), then read until it ends.
@@ -243,6 +264,7 @@ class SchedulerClient:
             raise MasterUnavailable("no leading Mesos master is known")
         if self._ssl is not None and url.startswith("http://"):
             url = "https://" + url[len("http://"):]  # ZooKeeper's MasterInfo has no scheme
+        self._leader_moved.clear()  # only a change after this point cuts the next backoff
         for _ in range(MAX_REDIRECTS + 1):
             body = calls.subscribe(self.framework_info, self.framework_id)
             log.info("mesos subscribing to %s as framework %s", url, self.framework_id or "(new)")
@@ -344,6 +366,8 @@ class SchedulerClient:
     def _on_leader_change(self, url: str | None) -> None:
         # A new leader in ZooKeeper means our stream's master is no longer leading: drop it
         # now rather than wait for the heartbeat watchdog.
+        if url is not None:
+            self._leader_moved.set()
         resp = self._resp
         if resp is not None and url is not None and url != self.master_url:
             log.info("mesos leader changed to %s; dropping stream from %s", url, self.master_url)

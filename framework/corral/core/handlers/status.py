@@ -65,6 +65,13 @@ def apply_status(st: CoreState, ctx: Ctx, att: Attempt, e: ev.StatusUpdate) -> N
     st.mark_changed(att.job)
     if new is TaskState.RUNNING and att.running_since is None:
         att.running_since = ctx.now
+    if att.life is Life.ENDED and new.live:
+        slot = att.job.slot_if(att.key)
+        after = slot.current.task_id if slot is not None and slot.current else "its slot moved on"
+        ctx.note(f"{att.task_id} is back ({e.state}, {e.reason}) after {after} replaced it; "
+                 "killing it")
+        if att.job.accounting.returned(att.task_id, ctx.now):
+            st.mark_changed(att.job)
     agent = st.agents.get(att.agent_id or "")
     inp = lc.input_for(att, new, agent_lost=agent is not None and agent.lost)
     if inp is not None:

@@ -260,7 +260,7 @@ class Job(_message.Message):
     def __init__(self, key: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., desired_workers: _Optional[int] = ..., target_reason: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., submitted_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., message: _Optional[str] = ..., request_id: _Optional[str] = ..., version: _Optional[int] = ..., resilience: _Optional[_Union[Resilience, _Mapping]] = ...) -> None: ...
 
 class Loss(_message.Message):
-    __slots__ = ("slot", "task_id", "kind", "detected_at", "work_lost_seconds", "recovered_at", "recovery_seconds", "replacement_task_id")
+    __slots__ = ("slot", "task_id", "kind", "detected_at", "work_lost_seconds", "recovered_at", "recovery_seconds", "replacement_task_id", "returned_at")
     SLOT_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -269,6 +269,7 @@ class Loss(_message.Message):
     RECOVERED_AT_FIELD_NUMBER: _ClassVar[int]
     RECOVERY_SECONDS_FIELD_NUMBER: _ClassVar[int]
     REPLACEMENT_TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    RETURNED_AT_FIELD_NUMBER: _ClassVar[int]
     slot: str
     task_id: str
     kind: str
@@ -277,7 +278,8 @@ class Loss(_message.Message):
     recovered_at: float
     recovery_seconds: float
     replacement_task_id: str
-    def __init__(self, slot: _Optional[str] = ..., task_id: _Optional[str] = ..., kind: _Optional[str] = ..., detected_at: _Optional[float] = ..., work_lost_seconds: _Optional[float] = ..., recovered_at: _Optional[float] = ..., recovery_seconds: _Optional[float] = ..., replacement_task_id: _Optional[str] = ...) -> None: ...
+    returned_at: float
+    def __init__(self, slot: _Optional[str] = ..., task_id: _Optional[str] = ..., kind: _Optional[str] = ..., detected_at: _Optional[float] = ..., work_lost_seconds: _Optional[float] = ..., recovered_at: _Optional[float] = ..., recovery_seconds: _Optional[float] = ..., replacement_task_id: _Optional[str] = ..., returned_at: _Optional[float] = ...) -> None: ...
 
 class Resilience(_message.Message):
     __slots__ = ("losses", "recoveries", "work_lost_seconds", "recovery_seconds_total", "recovery_seconds_max", "spare_workers", "spare_reason", "recent")
