@@ -30,6 +30,7 @@ from typing import Any
 from corral.core import accounting as acct
 from corral.core import effects as fx
 from corral.core import events as ev
+from corral.core import workload
 from corral.core.elastic import MANUAL_REASON, Elastic
 from corral.core.job_state import JobInput, JobPhase, job_transition, public_state
 from corral.core.model import JobSpec, TaskKey, TaskKind, TaskTemplate, parse_task_id, task_id_for
@@ -80,6 +81,8 @@ class Attempt:
     # Set when a notice (inverse offer, unavailability, drain) made Corral move this
     # attempt: when it must be gone by (the maintenance start), None otherwise.
     drain_by: float | None = None
+    # The job's master was asked to retire this worker through its framework (Dask).
+    retiring: bool = False
 
 
 @dataclass(slots=True, eq=False)
@@ -128,6 +131,7 @@ class JobRecord:
         default_factory=lambda: deque(maxlen=100))
     spare: int = 0
     spare_reason: str = ""
+    load: workload.LoadReport | None = None   # the master's latest load report
 
     @property
     def key(self) -> str:
@@ -406,7 +410,10 @@ class Scheduler:
             slot = job.workers[index]
             job.accounting.forget(slot.key.label())
             for att in (slot.current, slot.outgoing):
-                if att is not None and att.state.live:
+                if att is None or not att.state.live or att.retiring:
+                    continue
+                if not (att is slot.current and self._retire(
+                        job, slot, att, self._now + workload.RETIRE_SECONDS)):
                     self._kill(att)
 
     # ------------------------------------------------------------------ Mesos session
@@ -552,7 +559,8 @@ class Scheduler:
         t = template_of(job.spec, key)
         return fx.TaskLaunch(
             task_id=tid, key=key, attempt=n, name=f"{job.key} {key.label()}",
-            command=t.command, resources=t.resources, ports=a.ports, revocable=a.revocable,
+            command=workload.launch_command(job.spec, key), resources=t.resources,
+            ports=a.ports, revocable=a.revocable,
             env=build_env(job, key, n, a.ports), grace_seconds=job.spec.kill_grace_seconds,
             hostname=a.hostname,
         )
@@ -741,6 +749,10 @@ class Scheduler:
                 self._draining_tasks.add(tid)
                 if att.state is not TaskState.RUNNING:
                     self._kill(att)       # nothing done yet: nothing to drain
+                else:
+                    # Dask: its master retires it before the kill deadline.
+                    self._retire(job, slot, att, start - job.spec.kill_grace_seconds
+                                 - self.drain_margin_seconds)
             else:
                 self._kill(att)
             self._dirty.add(job.key)
@@ -896,6 +908,8 @@ class Scheduler:
                 self._changed_job(job)
         elif kind == "usage":
             job.usage[tid] = dict(data)
+        elif kind == "load":
+            self._on_load(att, data)
         elif kind == "checkpoint":
             uri, seq = data.get("uri"), _count(data.get("seq"))
             if not isinstance(uri, str) or seq is None:
@@ -904,6 +918,40 @@ class Scheduler:
             job.slot(att.key).checkpoint = (uri, seq, self._now)
         else:
             self._note(f"message of unknown kind {kind!r} from {tid}")
+
+    def _on_load(self, att: Attempt, data: Mapping[str, Any]) -> None:
+        """A master's load report (``core.workload``): kept for the elastic policy."""
+        if att.key.kind is not TaskKind.MASTER or att.job.master.current is not att:
+            self._note(f"load from {att.task_id} ignored: not the job's current master")
+            return
+        try:
+            att.job.load = workload.parse_load(data, att.task_id, self._now)
+        except ValueError as err:
+            self._note(f"load from {att.task_id} ignored: {err}")
+
+    def _retire(self, job: JobRecord, slot: Slot, att: Attempt, by: float) -> bool:
+        """Ask the job's master to retire worker ``att`` through its framework by ``by``
+        (Dask moves its in-memory results first); the attempt becomes the slot's
+        outgoing one and is killed at ``by`` if it is still running then. False (and
+        nothing done) when the job does not retire that way, the master cannot be told,
+        or the slot already has an outgoing attempt."""
+        master = job.master.current
+        if not workload.retires_through_master(job.spec) or master is None \
+                or master.state is not TaskState.RUNNING or not master.executor_id \
+                or not master.agent_id or att.state is not TaskState.RUNNING \
+                or (slot.outgoing not in (None, att) and slot.outgoing.state.live):
+            return False
+        self._out.append(fx.SendMessage(master.agent_id, master.executor_id,
+                                        workload.retire_message([att.task_id], by)))
+        att.retiring = True
+        if att.drain_by is None:
+            # _drain_deadlines kills at drain_by - grace - margin, i.e. at ``by``.
+            att.drain_by = by + job.spec.kill_grace_seconds + self.drain_margin_seconds
+        if slot.current is att:
+            slot.outgoing, slot.current = att, None
+        self._draining_tasks.add(att.task_id)
+        self._note(f"asked the master of {job.key} to retire {att.task_id} by {by:.0f}")
+        return True
 
     # ------------------------------------------------------------------ maintenance
 
