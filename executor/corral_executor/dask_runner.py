@@ -124,8 +124,8 @@ class _Stop:
 def _counts_plugin() -> Any:
     """A scheduler plugin counting computations: ``computed`` (a task reached memory),
     ``recomputed`` (a task still known to the scheduler reached memory again: its
-    result was lost, e.g. with a worker) and ``interrupted`` (a running task was taken
-    off its worker before finishing)."""
+    result was lost, e.g. with a worker) and ``rescheduled`` (a task assigned to a
+    worker was taken back before it finished, whether it had started or not)."""
     from distributed.diagnostics.plugin import SchedulerPlugin
 
     class TaskCounts(SchedulerPlugin):  # type: ignore[misc]
@@ -134,7 +134,7 @@ def _counts_plugin() -> Any:
         def __init__(self) -> None:
             self.computed = 0
             self.recomputed = 0
-            self.interrupted = 0
+            self.rescheduled = 0
             self._done: set[Any] = set()
 
         def transition(self, key: Any, start: str, finish: str, *args: Any,
@@ -146,13 +146,13 @@ def _counts_plugin() -> Any:
                 self._done.add(key)
             elif start == "processing" and finish in ("released", "waiting", "no-worker",
                                                        "queued"):
-                self.interrupted += 1
+                self.rescheduled += 1
             elif finish == "forgotten":
                 self._done.discard(key)
 
         def snapshot(self) -> dict[str, int]:
             return {"computed": self.computed, "recomputed": self.recomputed,
-                    "interrupted": self.interrupted}
+                    "rescheduled": self.rescheduled}
 
     return TaskCounts()
 

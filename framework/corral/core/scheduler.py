@@ -750,8 +750,11 @@ class Scheduler:
                 if att.state is not TaskState.RUNNING:
                     self._kill(att)       # nothing done yet: nothing to drain
                 else:
-                    # Dask: its master retires it before the kill deadline.
-                    self._retire(job, slot, att, start - job.spec.kill_grace_seconds
+                    # Dask: its master retires it (its results move to other workers),
+                    # which may take it past the window's start up to the window's end:
+                    # killing it earlier would only lose those results sooner.
+                    until = end if end is not None else start
+                    self._retire(job, slot, att, until - job.spec.kill_grace_seconds
                                  - self.drain_margin_seconds)
             else:
                 self._kill(att)
@@ -944,9 +947,8 @@ class Scheduler:
         self._out.append(fx.SendMessage(master.agent_id, master.executor_id,
                                         workload.retire_message([att.task_id], by)))
         att.retiring = True
-        if att.drain_by is None:
-            # _drain_deadlines kills at drain_by - grace - margin, i.e. at ``by``.
-            att.drain_by = by + job.spec.kill_grace_seconds + self.drain_margin_seconds
+        # _drain_deadlines kills at drain_by - grace - margin, i.e. at ``by``.
+        att.drain_by = by + job.spec.kill_grace_seconds + self.drain_margin_seconds
         if slot.current is att:
             slot.outgoing, slot.current = att, None
         self._draining_tasks.add(att.task_id)
