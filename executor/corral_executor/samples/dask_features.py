@@ -15,8 +15,8 @@ amount), each from its own seeded generator, so every run builds the same data. 
 features, per user: transaction count, total, mean and largest amount, and the number
 of distinct categories; plus one ``dask.array`` figure (the sum of squared amounts).
 ``--delay`` adds that many seconds of (sleeping) work to loading each partition, to
-stand for reading and parsing real files; ``--linger`` keeps the client connected that long after the
-result is written. The result goes to ``DIR/features.json``; ``compare`` checks two
+stand for reading and parsing real files; ``--linger`` keeps the client connected that
+long after the result is written. The result goes to ``DIR/features.json``; ``compare`` checks two
 results agree (exact counts, sums to 1e-9 relative).
 """
 
@@ -77,7 +77,7 @@ def result_doc(features: pd.DataFrame, squares: float, partitions: int,
     features = features.sort_index()
     return {
         "partitions": partitions, "rows": rows,
-        "users": int(len(features)),
+        "users": len(features),
         "count": features["count"].astype(int).tolist(),
         "total": [float(x) for x in features["total"]],
         "mean": [float(t / c) for t, c in zip(features["total"], features["count"],
