@@ -940,7 +940,8 @@ class Scheduler:
         or the slot already has an outgoing attempt."""
         master = job.master.current
         if not workload.retires_through_master(job.spec) or master is None \
-                or master.state is not TaskState.RUNNING or not master.executor_id \
+                or master.state is not TaskState.RUNNING or master.kill_sent_at is not None \
+                or not master.executor_id \
                 or not master.agent_id or att.state is not TaskState.RUNNING \
                 or (slot.outgoing not in (None, att) and slot.outgoing.state.live):
             return False
