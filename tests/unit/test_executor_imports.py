@@ -14,7 +14,9 @@ def test_executor_package_imports_stay_small() -> None:
     code = (
         "import sys\n"
         "import corral_executor.main, corral_executor.sdk, corral_executor.samples.scoring\n"
-        "bad = sorted({m.split('.')[0] for m in sys.modules} & {'grpc', 'kazoo', 'corral'})\n"
+        "import corral_executor.dask_runner, corral_executor.torch_runner\n"
+        "bad = sorted({m.split('.')[0] for m in sys.modules}\n"
+        "             & {'grpc', 'kazoo', 'corral', 'distributed', 'dask', 'torch'})\n"
         "print(','.join(bad))\n"
     )
     env = dict(os.environ, PYTHONPATH=str(ROOT / "executor"))
