@@ -1,5 +1,8 @@
 """``corral demo``: Corral's main job on one machine, from nothing to a checked result.
 
+``--kind dask`` runs an unchanged Dask program as a ``kind: dask`` job instead
+(``corral.demo_dask``).
+
 It starts ``localmesos`` (on-demand and spot agents) and one scheduler on local defaults
 (no ZooKeeper needed for a single replica), makes a data set, submits the sample
 batch-scoring job over gRPC, shows live progress, verifies the outputs bit for bit
@@ -35,14 +38,24 @@ def build_parser(prog: str = "corral demo") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog,
         description="Start localmesos and a scheduler, run the sample batch-scoring job "
-                    "(a master and its workers), verify the result, and clean up.",
+                    "(a master and its workers) or, with --kind dask, a Dask program that "
+                    "Corral sizes by Dask's own load; verify the result, and clean up.",
     )
+    p.add_argument("--kind", choices=("scoring", "dask"), default="scoring",
+                   help="scoring: the SDK sample (default); dask: a plain Dask program as "
+                        "a kind: dask job (needs corral[dask])")
     p.add_argument("--agents", type=int, default=4, help="agents to start (default 4)")
     p.add_argument("--spot", type=int, default=2,
                    help="how many of them are spot capacity (default 2)")
-    p.add_argument("--workers", type=int, default=4, help="workers in the job (default 4)")
-    p.add_argument("--chunks", type=int, default=48, help="data chunks to score (default 48)")
-    p.add_argument("--rows", type=int, default=4000, help="rows per chunk (default 4000)")
+    p.add_argument("--workers", type=int, default=4,
+                   help="workers in the job (default 4; for dask: the most it may grow to)")
+    p.add_argument("--chunks", type=int, default=None,
+                   help="data chunks to score, or Dask partitions (default 48; dask 160)")
+    p.add_argument("--rows", type=int, default=None,
+                   help="rows per chunk (default 4000; dask 2000)")
+    p.add_argument("--delay", type=float, default=0.25,
+                   help="dask: seconds of simulated loading work per partition "
+                        "(default 0.25)")
     p.add_argument("--features", type=int, default=32, help="features per row (default 32)")
     p.add_argument("--work-dir", type=Path, default=None,
                    help="where data, outputs, checkpoints and logs go "
@@ -117,7 +130,16 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     code = 1
     try:
-        code = _run(args, work, data, out, ckpt, logs, children, t0)
+        if args.kind == "dask":
+            from corral import demo_dask
+
+            code = demo_dask.run(args, work, logs, children)
+        else:
+            code = _run(args, work, data, out, ckpt, logs, children, t0)
+        return code
+    except KeyboardInterrupt:
+        print("\ncorral demo: interrupted, cleaning up", file=sys.stderr)
+        code = 130
         return code
     finally:
         for child in reversed(children):
@@ -213,10 +235,23 @@ def _summary(v: JobView, data: Path, out: Path, wall: float, logs: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.agents < 1 or args.workers < 1 or args.chunks < 1:
-        print("corral demo: --agents, --workers and --chunks must be at least 1",
+    dask = args.kind == "dask"
+    args.chunks = args.chunks if args.chunks is not None else (160 if dask else 48)
+    args.rows = args.rows if args.rows is not None else (2000 if dask else 4000)
+    if args.agents < 1 or args.workers < 1 or args.chunks < 1 or args.rows < 1:
+        print("corral demo: --agents, --workers, --chunks and --rows must be at least 1",
               file=sys.stderr)
         return 2
+    if not 0 <= args.delay <= 60:
+        print("corral demo: --delay must be within 0..60 seconds", file=sys.stderr)
+        return 2
+    if dask:
+        try:
+            import distributed  # noqa: F401
+        except ImportError:
+            print("corral demo: --kind dask needs Dask: pip install 'corral[dask]'",
+                  file=sys.stderr)
+            return 2
     _terminate_on_sigterm()
     return run(args)
 

@@ -29,6 +29,25 @@ def test_demo_scores_everything_and_cleans_up(tmp_path) -> None:
     assert not wait_gone(str(work), timeout=10)
 
 
+def test_demo_kind_dask_runs_a_dask_program_that_grows_and_cleans_up(tmp_path) -> None:
+    pytest.importorskip("distributed")
+    work = tmp_path / "demo-dask"
+    result = subprocess.run(
+        [sys.executable, "-m", "corral.cli", "demo", "--kind", "dask", "--chunks", "80",
+         "--rows", "500", "--delay", "0.2", "--workers", "3", "--agents", "2", "--spot", "1",
+         "--work-dir", str(work), "--timeout", "150"],
+        capture_output=True, text=True, timeout=220, stdin=subprocess.DEVNULL,
+    )
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "FINISHED" in out and "dask: " in out and "tasks queued, wants" in out
+    assert "workers          1 at first, 3 at most" in out, out
+    assert "0 recomputed" in out
+    assert "OK: 1000 users' features identical" in out
+    assert "Traceback" not in result.stderr
+    assert not wait_gone(str(work), timeout=10)
+
+
 def test_demo_rejects_bad_options() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "corral.cli", "demo", "--workers", "0"],
