@@ -125,7 +125,8 @@ def _counts_plugin() -> Any:
     """A scheduler plugin counting computations: ``computed`` (a task reached memory),
     ``recomputed`` (a task still known to the scheduler reached memory again: its
     result was lost, e.g. with a worker) and ``rescheduled`` (a task assigned to a
-    worker was taken back before it finished, whether it had started or not)."""
+    worker was taken back before it finished, whether it had started or not), plus
+    ``first_task_at``: when the first task went to a worker (seconds since the epoch)."""
     from distributed.diagnostics.plugin import SchedulerPlugin
 
     class TaskCounts(SchedulerPlugin):  # type: ignore[misc]
@@ -135,10 +136,13 @@ def _counts_plugin() -> Any:
             self.computed = 0
             self.recomputed = 0
             self.rescheduled = 0
+            self.first_task_at: float | None = None
             self._done: set[Any] = set()
 
         def transition(self, key: Any, start: str, finish: str, *args: Any,
                        **kwargs: Any) -> None:
+            if finish == "processing" and self.first_task_at is None:
+                self.first_task_at = time.time()
             if start == "processing" and finish == "memory":
                 self.computed += 1
                 if key in self._done:
@@ -150,9 +154,9 @@ def _counts_plugin() -> Any:
             elif finish == "forgotten":
                 self._done.discard(key)
 
-        def snapshot(self) -> dict[str, int]:
+        def snapshot(self) -> dict[str, Any]:
             return {"computed": self.computed, "recomputed": self.recomputed,
-                    "rescheduled": self.rescheduled}
+                    "rescheduled": self.rescheduled, "first_task_at": self.first_task_at}
 
     return TaskCounts()
 
@@ -280,7 +284,7 @@ async def run_scheduler(driver: str, host: str, load_interval: float) -> int:
     return code
 
 
-def _write_counts(counts: dict[str, int]) -> None:
+def _write_counts(counts: dict[str, Any]) -> None:
     sandbox = sdk.task_info().sandbox
     if sandbox is not None:
         with contextlib.suppress(OSError):

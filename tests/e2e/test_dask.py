@@ -84,7 +84,7 @@ def same_as_local(cluster: Cluster, out: Path, partitions: int) -> None:
     assert "OK: 1000 users' features identical" in r.stdout
 
 
-def dask_counts(cluster: Cluster, key: str) -> dict[str, int]:
+def dask_counts(cluster: Cluster, key: str) -> dict[str, Any]:
     """What the Dask scheduler of the job's (first) master counted."""
     tid = f"corral.{key.replace('/', '.')}.master.1"
     found = list((cluster.work / "mesos").glob(f"agents/*/frameworks/*/executors/{tid}/"

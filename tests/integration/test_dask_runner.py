@@ -144,4 +144,5 @@ def test_the_master_task_exits_with_its_drivers_code(tmp_path: Path, driver: str
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == code, r.stderr[-2000:]
     counts = json.loads((tmp_path / dask_runner.COUNTS_FILE).read_text())
-    assert counts == {"computed": 0, "recomputed": 0, "rescheduled": 0}
+    assert counts == {"computed": 0, "recomputed": 0, "rescheduled": 0,
+                      "first_task_at": None}
