@@ -115,9 +115,9 @@ def submit(cluster: Cluster, spec: dict[str, Any]) -> str:
 
 def test_dask_job_grows_on_dask_backlog_shrinks_after_and_matches_local(
         dask_cluster: Cluster) -> None:
-    # 240 partitions of 0.25 s each: Dask's adaptive target asks for far more than 4.
-    spec, out = dask_spec(dask_cluster, partitions=240, delay=0.25, workers=1,
-                          max_workers=4, linger=8)
+    # 160 partitions of 0.2 s each: Dask's adaptive target asks for more than 4.
+    spec, out = dask_spec(dask_cluster, partitions=160, delay=0.2, workers=1,
+                          max_workers=4, linger=5)
     key = submit(dask_cluster, spec)
     with dask_cluster.client() as c:
         grown = wait_for(c, key, lambda v: v.desired_workers == 4 or v.state.terminal,
@@ -143,24 +143,24 @@ def test_dask_job_grows_on_dask_backlog_shrinks_after_and_matches_local(
         assert "dask: 0 tasks queued, wants 0" in small.target_reason, small.target_reason
         final = wait_for(c, key, lambda v: v.state.terminal, timeout=60)
     assert final.state is JobState.FINISHED, final
-    same_as_local(dask_cluster, out, 240)
+    same_as_local(dask_cluster, out, 160)
     # Scale-down retired the extra workers through Dask (they exited 0 on their own
     # once their results had moved), and nothing was computed twice.
     states = mesos_tasks(dask_cluster, key)
     retired = [t for t, s in states.items() if ".worker-" in t and s == "TASK_FINISHED"]
     assert len(retired) >= 3, states
     assert dask_counts(dask_cluster, key)["recomputed"] == 0
-    assert final.progress.rerun == 0 and final.progress.done == final.progress.total > 240
+    assert final.progress.rerun == 0 and final.progress.done == final.progress.total > 160
 
 
 @pytest.mark.parametrize("notice", [6.0, None], ids=["with-notice", "without-notice"])
 def test_dask_job_survives_a_spot_agent_terminated(dask_cluster: Cluster,
                                                    notice: float | None) -> None:
-    spec, out = dask_spec(dask_cluster, partitions=160, delay=0.3, workers=3, max_workers=3)
+    spec, out = dask_spec(dask_cluster, partitions=120, delay=0.25, workers=3, max_workers=3)
     spec["workers"]["min"] = 3
     key = submit(dask_cluster, spec)
     with dask_cluster.client() as c:
-        view = wait_for(c, key, lambda v: (running_workers(v) == 3 and v.progress.done >= 60)
+        view = wait_for(c, key, lambda v: (running_workers(v) == 3 and v.progress.done >= 40)
                         or v.state.terminal, timeout=90)
         assert view.state is JobState.RUNNING, view
         slot, agent = pick_worker(dask_cluster, view, spot=True)
@@ -171,7 +171,7 @@ def test_dask_job_survives_a_spot_agent_terminated(dask_cluster: Cluster,
             fault(dask_cluster, agent, "terminate", notice=notice)
         final = wait_for(c, key, lambda v: v.state.terminal, timeout=120)
     assert final.state is JobState.FINISHED, final
-    same_as_local(dask_cluster, out, 160)
+    same_as_local(dask_cluster, out, 120)
     counts = dask_counts(dask_cluster, key)
     losses = [x for x in final.resilience.recent if x.task_id == victim]
     assert losses, final.resilience

@@ -33,8 +33,8 @@ def test_demo_kind_dask_runs_a_dask_program_that_grows_and_cleans_up(tmp_path) -
     pytest.importorskip("distributed")
     work = tmp_path / "demo-dask"
     result = subprocess.run(
-        [sys.executable, "-m", "corral.cli", "demo", "--kind", "dask", "--chunks", "80",
-         "--rows", "500", "--delay", "0.2", "--workers", "3", "--agents", "2", "--spot", "1",
+        [sys.executable, "-m", "corral.cli", "demo", "--kind", "dask", "--chunks", "60",
+         "--rows", "500", "--delay", "0.15", "--workers", "3", "--agents", "2", "--spot", "1",
          "--work-dir", str(work), "--timeout", "150"],
         capture_output=True, text=True, timeout=220, stdin=subprocess.DEVNULL,
     )
