@@ -244,8 +244,12 @@ async def run_scheduler(driver: str, host: str, load_interval: float) -> int:
     from distributed import Scheduler
 
     stop = _Stop()
-    port = sdk.task_info().port or 0
-    sched = Scheduler(host=host, port=port, dashboard=False, idle_timeout=None)
+    info = sdk.task_info()
+    # A second master port serves Dask's HTTP endpoints (and its dashboard, if bokeh is
+    # installed); without one they go to a free port, never Dask's fixed default 8787.
+    http = info.ports[1] if len(info.ports) > 1 else 0
+    sched = Scheduler(host=host, port=info.port or 0, dashboard=None if http else False,
+                      dashboard_address=f":{http}", idle_timeout=None)
     await sched
     counts = _counts_plugin()
     sched.add_plugin(counts, name=counts.name)
@@ -410,6 +414,17 @@ def run_exec(command: list[str]) -> int:
 # ---------------------------------------------------------------------------- main
 
 
+def missing(module: str, prog: str, extra: str) -> bool:
+    """True (after saying so on stderr) when ``module`` cannot be imported here."""
+    try:
+        __import__(module)
+    except ImportError:
+        print(f"{prog}: the {module!r} package is not installed on this agent "
+              f"(pip install 'corral[{extra}]')", file=sys.stderr)
+        return True
+    return False
+
+
 def _positive(text: str) -> float:
     value = float(text)
     if not math.isfinite(value) or value <= 0:
@@ -450,11 +465,7 @@ def main(argv: list[str] | None = None) -> int:
             print("dask_runner exec: no command given", file=sys.stderr)
             return 2
         return run_exec(cmd)
-    try:
-        import distributed  # noqa: F401
-    except ImportError:
-        print("dask_runner: the 'distributed' package is not installed on this agent "
-              "(pip install 'corral[dask]')", file=sys.stderr)
+    if missing("distributed", "dask_runner", "dask"):
         return 2
     if args.role == "scheduler":
         return asyncio.run(run_scheduler(args.driver, args.host, args.load_interval))

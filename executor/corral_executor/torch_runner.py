@@ -34,7 +34,13 @@ from datetime import timedelta
 from types import FrameType
 
 from corral_executor import sdk
-from corral_executor.dask_runner import EXIT_NO_SCHEDULER, exit_status, reachable, worker_host
+from corral_executor.dask_runner import (
+    EXIT_NO_SCHEDULER,
+    exit_status,
+    missing,
+    reachable,
+    worker_host,
+)
 
 #: The store key a worker sets when its torchrun finished training successfully.
 FINISHED_KEY = "corral/finished"
@@ -171,11 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--give-up-seconds", type=float, default=300.0)
     w.add_argument("script", nargs=argparse.REMAINDER)
     args = p.parse_args(argv)
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        print("torch_runner: torch is not installed on this agent "
-              "(pip install 'corral[torch]')", file=sys.stderr)
+    if missing("torch", "torch_runner", "torch"):
         return 2
     if args.role == "rendezvous":
         return run_rendezvous()

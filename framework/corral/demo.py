@@ -220,16 +220,24 @@ def _summary(v: JobView, data: Path, out: Path, wall: float, logs: Path) -> int:
          "--data", str(data), "--out", str(out)],
         capture_output=True, text=True,
     )
+    return print_summary(v, wall, verify, logs, [
+        ("tasks run", f"{attempts} (slots: {len(v.tasks)})"),
+        ("chunks scored", f"{v.progress.done}/{v.progress.total}"),
+        ("chunks re-run", str(info.get("reruns", v.progress.rerun))),
+    ])
+
+
+def print_summary(v: JobView, wall: float, verify: subprocess.CompletedProcess[str],
+                  logs: Path, rows: list[tuple[str, str]]) -> int:
+    """The closing summary of a demo; 0 if the job FINISHED and its check passed."""
     print()
     print(f"job {v.key}: {v.state.value}" + (f" ({v.message})" if v.message else ""))
-    print(f"  wall time        {wall:.1f} s")
-    print(f"  tasks run        {attempts} (slots: {len(v.tasks)})")
-    print(f"  chunks scored    {v.progress.done}/{v.progress.total}")
-    print(f"  chunks re-run    {info.get('reruns', v.progress.rerun)}")
-    print(f"  verification     {verify.stdout.strip() or verify.stderr.strip()}")
+    for label, value in [("wall time", f"{wall:.1f} s"), *rows,
+                         ("verification", verify.stdout.strip() or verify.stderr.strip())]:
+        print(f"  {label:<16} {value}")
     ok = v.state.value == "FINISHED" and verify.returncode == 0
     if not ok:
-        print(f"  logs             {logs}")
+        print(f"  {'logs':<16} {logs}")
     return 0 if ok else 1
 
 

@@ -108,13 +108,9 @@ def _summary(v: JobView, args: argparse.Namespace, out: Path, local: Path, wall:
                     "--rows", str(args.rows)], check=True, capture_output=True, timeout=300)
     check = subprocess.run([*mod, "compare", str(local), str(out)], capture_output=True,
                            text=True, timeout=60)
-    print()
-    print(f"job {v.key}: {v.state.value}" + (f" ({v.message})" if v.message else ""))
-    print(f"  wall time        {wall:.1f} s")
-    print(f"  workers          1 at first, {peak} at most (Dask's adaptive target)")
-    print(f"  Dask tasks       {v.progress.done} computed, {v.progress.rerun} recomputed")
-    print(f"  verification     {check.stdout.strip() or check.stderr.strip()}")
-    ok = v.state.value == "FINISHED" and check.returncode == 0
-    if not ok:
-        print(f"  logs             {logs}")
-    return 0 if ok else 1
+    from corral.demo import print_summary
+
+    return print_summary(v, wall, check, logs, [
+        ("workers", f"1 at first, {peak} at most (Dask's adaptive target)"),
+        ("Dask tasks", f"{v.progress.done} computed, {v.progress.rerun} recomputed"),
+    ])

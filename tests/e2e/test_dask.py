@@ -207,19 +207,18 @@ def test_killing_a_dask_job_stops_every_process(dask_cluster: Cluster) -> None:
 def test_bad_kind_and_missing_driver_are_rejected_field_by_field(
         dask_cluster: Cluster, tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("kind: spark\nrole: e2e\nname: bad\nmaster: {cpus: 1}\n"
-                   "workers: {max: 2}\n")
-    r = subprocess.run([sys.executable, "-m", "corral.cli", "--api", dask_cluster.api,
-                        "submit", str(bad)], capture_output=True, text=True, timeout=30)
-    assert r.returncode == 2, r
-    assert "kind: must be one of command, dask, torch; got 'spark'" in r.stderr, r.stderr
-    bad.write_text("kind: dask\nrole: e2e\nname: bad\nmaster: {cpus: 1, command: x}\n"
-                   "workers: {max: 2}\n")
-    r = subprocess.run([sys.executable, "-m", "corral.cli", "--api", dask_cluster.api,
-                        "submit", str(bad)], capture_output=True, text=True, timeout=30)
-    assert r.returncode == 2, r
-    assert "driver.command: is required for kind dask" in r.stderr, r.stderr
-    assert "master.command: is written by Corral for kind dask" in r.stderr, r.stderr
+    for head, wanted in (
+            ("kind: spark\nmaster: {cpus: 1}", ["kind: must be one of command, dask, torch; "
+                                                "got 'spark'"]),
+            ("kind: dask\nmaster: {cpus: 1, command: x}",
+             ["driver.command: is required for kind dask",
+              "master.command: is written by Corral for kind dask"])):
+        bad.write_text(f"{head}\nrole: e2e\nname: bad\nworkers: {{max: 2}}\n")
+        r = subprocess.run([sys.executable, "-m", "corral.cli", "--api", dask_cluster.api,
+                            "submit", str(bad)], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2, r
+        for text in wanted:
+            assert text in r.stderr, r.stderr
     # The server validates on its own (a client that skips the CLI's check).
     import grpc
 

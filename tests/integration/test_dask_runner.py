@@ -48,7 +48,7 @@ def test_worker_host_prefers_bind_host_then_agent_address(
 async def _cluster(n: int) -> tuple[object, object, list[object]]:
     from distributed import Scheduler
 
-    sched = await Scheduler(host="127.0.0.1", port=0, dashboard=False)
+    sched = await Scheduler(host="127.0.0.1", port=0, dashboard=False, dashboard_address=":0")
     counts = dask_runner._counts_plugin()
     sched.add_plugin(counts, name=counts.name)
     cls = dask_runner._worker_class()
