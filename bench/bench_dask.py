@@ -13,8 +13,8 @@ Each run executes the unchanged Dask program ``corral_executor.samples.dask_feat
 
 "First task" is when the Dask scheduler first handed a task to a worker (the
 ``first_task_at`` Corral's scheduler plugin records), measured from submit. Prints each
-run, then the medians, the wall-time ratio Corral / LocalCluster and the overhead Corral
-adds (seconds), and a JSON line with the same figures.
+run (the two sides interleaved), then the medians, the wall-time ratio Corral /
+LocalCluster and the overhead Corral adds (seconds), and a JSON line with the figures.
 
     python bench/bench_dask.py [--workers 4] [--runs 3] [--partitions 120] [--delay 0.2]
 """
@@ -125,10 +125,6 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="corral-bench-dask-"))
     local: list[dict[str, float]] = []
     corral: list[dict[str, float]] = []
-    for i in range(args.runs):
-        local.append(local_run(args, work, i))
-        print(f"LocalCluster run {i + 1}: " + ", ".join(
-            f"{k} {v:.2f}s" for k, v in local[-1].items()), flush=True)
     children: list[Child] = []
     try:
         agents = math.ceil(args.workers / 3) + 1
@@ -138,10 +134,15 @@ def main() -> int:
         sched, api = start_scheduler(url, work, extra=["--no-elastic"])
         children.append(sched)
         with JobClient(api, timeout=10) as client:
+            # Interleaved, so both sides see the same load from whatever else runs here.
             for i in range(args.runs):
+                local.append(local_run(args, work, i))
+                print(f"LocalCluster run {i + 1}: " + ", ".join(
+                    f"{k} {v:.2f}s" for k, v in local[-1].items()), flush=True)
                 corral.append(corral_run(client, args, work, i))
-                print(f"Corral run {i + 1}: " + ", ".join(
-                    f"{k} {v:.2f}s" for k, v in corral[-1].items()), flush=True)
+                print(f"Corral run {i + 1}:       " + ", ".join(
+                    f"{k} {v:.2f}s" for k, v in corral[-1].items())
+                    + f" (load average {os.getloadavg()[0]:.1f})", flush=True)
     finally:
         for c in reversed(children):
             c.stop(grace=10)
