@@ -186,6 +186,9 @@ async def retire(sched: Any, name: str, by: float, poll: float = 0.2) -> str:
     2. wait until its running tasks finish (asked of the worker itself);
     3. ``retire_workers(close_workers=True)``: copy what finished meanwhile, remove and
        close it. Past ``by - RETIRE_MARGIN`` it closes whatever is still running.
+
+    Returns "retired", "deadline" (closed at the deadline), "refused" (Dask had no worker
+    to take its results: the last one), "gone" or "unknown" (no such worker).
     """
     deadline = by - RETIRE_MARGIN
 
@@ -213,9 +216,14 @@ async def retire(sched: Any, name: str, by: float, poll: float = 0.2) -> str:
     if address() is None:
         return "gone"
     try:
-        await asyncio.wait_for(
+        retired = await asyncio.wait_for(
             sched.retire_workers(names=[name], close_workers=True, remove=True),
             max(0.1, deadline - time.time()))
+        if addr not in retired and address() is not None:
+            # Dask refused (no other worker can take its results): Corral's deadline
+            # kill stops it; the job wanted it gone anyway.
+            log.warning("retiring %s: Dask found no worker to take its results", name)
+            return "refused"
     except TimeoutError:
         log.warning("retiring %s: deadline reached, closing it", name)
         with contextlib.suppress(Exception):

@@ -78,6 +78,9 @@ def test_retire_moves_results_first_and_nothing_is_recomputed() -> None:
             assert total == 3 * sum(range(200_000))
             assert counts.snapshot()["recomputed"] == 0
             assert await dask_runner.retire(sched, "nobody", time.time() + 5) == "unknown"
+            # The last worker has nowhere to put its results: Dask refuses, it stays.
+            assert await dask_runner.retire(sched, "w0", time.time() + 5) == "refused"
+            assert [ws.name for ws in sched.workers.values()] == ["w0"]
         for w in workers:
             await w.close()
         await sched.close()
