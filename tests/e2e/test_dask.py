@@ -137,7 +137,10 @@ def test_dask_job_grows_on_dask_backlog_shrinks_after_and_matches_local(
                         timeout=60)
         assert running_workers(full) == 4, full
         # The driver lingers, connected and idle: Dask wants nothing, the job shrinks.
-        small = wait_for(c, key, lambda v: v.desired_workers == 1 or v.state.terminal,
+        # (It may shrink earlier too, when what is left is quick work Dask wants fewer
+        # workers for.)
+        small = wait_for(c, key, lambda v: (v.desired_workers == 1 and "dask: 0 tasks queued,"
+                                            " wants 0" in v.target_reason) or v.state.terminal,
                          timeout=60)
         assert small.desired_workers == 1, small
         assert "dask: 0 tasks queued, wants 0" in small.target_reason, small.target_reason
@@ -153,7 +156,7 @@ def test_dask_job_grows_on_dask_backlog_shrinks_after_and_matches_local(
     assert final.progress.rerun == 0 and final.progress.done == final.progress.total > 160
 
 
-@pytest.mark.parametrize("notice", [6.0, None], ids=["with-notice", "without-notice"])
+@pytest.mark.parametrize("notice", [8.0, None], ids=["with-notice", "without-notice"])
 def test_dask_job_survives_a_spot_agent_terminated(dask_cluster: Cluster,
                                                    notice: float | None) -> None:
     spec, out = dask_spec(dask_cluster, partitions=120, delay=0.25, workers=3, max_workers=3)

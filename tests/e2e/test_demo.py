@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -41,7 +42,8 @@ def test_demo_kind_dask_runs_a_dask_program_that_grows_and_cleans_up(tmp_path) -
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
     assert "FINISHED" in out and "dask: " in out and "tasks queued, wants" in out
-    assert "workers          1 at first, 3 at most" in out, out
+    # It grew on Dask's backlog (how far depends on how long the tasks took here).
+    assert re.search(r"workers +1 at first, [23] at most", out), out
     assert "0 recomputed" in out
     assert "OK: 1000 users' features identical" in out
     assert "Traceback" not in result.stderr
