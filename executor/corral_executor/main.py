@@ -152,6 +152,9 @@ def task_environment(
     env["CORRAL_TASK_ID"] = task_id
     env["CORRAL_SANDBOX"] = str(sandbox)
     env["CORRAL_CONTROL_DIR"] = str(sandbox / ".corral")
+    # The interpreter that runs this executor has corral_executor: the commands Corral
+    # writes for its own workload runners (Dask, torch) start with it.
+    env["CORRAL_PYTHON"] = sys.executable
     return env
 
 
@@ -320,7 +323,7 @@ class Executor:
 
     def _poll_control_once(self) -> None:
         seen = self._seen
-        for name in (control.PROGRESS, control.CHECKPOINT):
+        for name in (control.PROGRESS, control.CHECKPOINT, control.LOAD):
             path = self.control_dir / name
             try:
                 raw = path.read_bytes()[: control.MAX_CONTROL_BYTES]
@@ -334,6 +337,8 @@ class Executor:
                 continue
             if name == control.PROGRESS:
                 self.feed(core.ProgressChanged(doc))
+            elif name == control.LOAD:
+                self.feed(core.LoadChanged(doc))
             elif isinstance(doc.get("uri"), str) and isinstance(doc.get("seq"), int):
                 self.feed(core.CheckpointCommitted(doc["uri"], doc["seq"]))
 

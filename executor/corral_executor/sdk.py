@@ -365,6 +365,43 @@ def report_progress(done: int, total: int, backlog: int | None = None, rerun: in
     control.atomic_write(cdir / control.PROGRESS, json.dumps(doc).encode())
 
 
+def report_load(workers: int, queued: int = 0, detail: str = "") -> None:
+    """Tell the scheduler how many workers this job's own framework wants now (a master's
+    view of its load, e.g. a Dask scheduler's adaptive target) and how many tasks wait.
+
+    The elastic policy then sizes the job by ``workers`` instead of by its progress,
+    still within the job's min/max, its role's fair share and its deadline; ``detail``
+    (printable, at most 160 characters) is shown in ``corral status``. No-op outside
+    Corral. Reports are hints: report again whenever the figure changes.
+    """
+    doc = {"workers": workers, "queued": queued, "detail": detail}
+    try:
+        control.check_load(doc)
+    except ValueError as exc:
+        raise SdkError(f"report_load: {exc}") from None
+    cdir = _control_dir()
+    if cdir is None:
+        return
+    cdir.mkdir(parents=True, exist_ok=True)
+    control.atomic_write(cdir / control.LOAD, json.dumps(doc).encode())
+
+
+def retire_requests() -> tuple[tuple[str, float], ...]:
+    """Workers the scheduler asked this master to retire, as ``(name, by)`` pairs (``by``:
+    seconds since the epoch by which each should be gone), oldest first. The list only
+    grows; a master acts on the names it has not handled yet. Empty outside Corral."""
+    cdir = _control_dir()
+    if cdir is None:
+        return ()
+    doc = control.read_json(cdir / control.RETIRE)
+    if doc is None:
+        return ()
+    try:
+        return control.check_retire(doc)
+    except ValueError:
+        return ()
+
+
 def master_address() -> str | None:
     """``host:port`` of the job's master: the executor's latest word, else the env."""
     cdir = _control_dir()

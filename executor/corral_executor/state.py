@@ -55,6 +55,8 @@ class ExecutorState:
     shutting_down: bool = False
     abandon_code: int | None = None  # exit code once the task is gone (lost agent)
     exited: bool = False
+    # Workers the scheduler asked this (master) task to retire: (name, by), oldest first.
+    retiring: tuple[tuple[str, float], ...] = ()
 
     @property
     def task_id(self) -> str | None:
@@ -159,6 +161,11 @@ class CheckpointCommitted:
     seq: int
 
 
+@dataclass(frozen=True)
+class LoadChanged:
+    doc: dict[str, Any]
+
+
 Event = (
     Subscribed
     | Launch
@@ -177,6 +184,7 @@ Event = (
     | UsageSampled
     | ProgressChanged
     | CheckpointCommitted
+    | LoadChanged
 )
 
 
@@ -505,9 +513,31 @@ def _on_message(state: ExecutorState, ev: SchedulerMessage, ctx: _Ctx) -> Execut
     elif kind == "drain":
         ctx.actions.append(WriteControl(control.CHECKPOINT_NOW))
         ctx.actions.append(WriteControl(control.DRAINING))
+    elif kind == "retire":
+        return _retire(state, doc, ctx)
     else:
         ctx.actions.append(Log(f"unknown scheduler message kind {kind!r}", "warning"))
     return state
+
+
+def _retire(state: ExecutorState, doc: dict[str, Any], ctx: _Ctx) -> ExecutorState:
+    """Add the named workers to the task's retire list (``retire.json``): the list only
+    grows, newest deadline kept, so a message lost or repeated changes nothing."""
+    try:
+        rows = control.check_retire(doc)
+    except ValueError as exc:
+        ctx.actions.append(Log(f"bad retire message: {exc}", "warning"))
+        return state
+    merged = dict(state.retiring)
+    for name, by in rows:
+        merged.pop(name, None)
+        merged[name] = by
+    retiring = tuple(merged.items())[-control.MAX_RETIRE:]
+    if retiring == state.retiring:
+        return state
+    body = {"workers": [{"name": n, "by": by} for n, by in retiring]}
+    ctx.actions.append(WriteControl(control.RETIRE, json.dumps(body).encode()))
+    return replace(state, retiring=retiring)
 
 
 def _stop_everything(state: ExecutorState, ctx: _Ctx, grace: float) -> ExecutorState:
@@ -617,6 +647,19 @@ def _on_checkpoint(state: ExecutorState, ev: CheckpointCommitted, ctx: _Ctx) -> 
     return state
 
 
+def _on_load(state: ExecutorState, ev: LoadChanged, ctx: _Ctx) -> ExecutorState:
+    if state.task_id is None or not state.connected:
+        return state
+    try:
+        workers, queued, detail = control.check_load(ev.doc)
+    except ValueError as exc:
+        ctx.actions.append(Log(str(exc), "warning"))
+        return state
+    ctx.actions.append(SendMessage({"kind": "load", "task_id": state.task_id,
+                                    "workers": workers, "queued": queued, "detail": detail}))
+    return state
+
+
 _HANDLERS: dict[type, Callable[[ExecutorState, Any, _Ctx], ExecutorState]] = {
     Subscribed: _on_subscribed,
     Launch: _on_launch,
@@ -635,6 +678,7 @@ _HANDLERS: dict[type, Callable[[ExecutorState, Any, _Ctx], ExecutorState]] = {
     UsageSampled: _on_usage,
     ProgressChanged: _on_progress,
     CheckpointCommitted: _on_checkpoint,
+    LoadChanged: _on_load,
 }
 
 

@@ -208,6 +208,9 @@ def _print_status(v: Any, out: TextIO) -> None:
     out.write(f"job        {v.key}  (version {v.version}, request {v.request_id or '-'})\n")
     out.write(f"state      {v.state.value}" + (f"  {v.message}" if v.message else "") + "\n")
     out.write(f"tier       {v.spec.tier.value}, priority {v.spec.priority}\n")
+    if v.spec.kind.value != "command":
+        out.write(f"kind       {v.spec.kind.value}"
+                  + (f", driver: {v.spec.driver}" if v.spec.driver else "") + "\n")
     out.write(f"workers    running {_running_workers(v)}, target {v.desired_workers} "
               f"(min {w.min}, max {w.max})"
               + (f": {v.target_reason}" if v.target_reason else "") + "\n")

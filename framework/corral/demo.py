@@ -5,7 +5,8 @@ It starts ``localmesos`` (on-demand and spot agents) and one scheduler on local 
 batch-scoring job over gRPC, shows live progress, verifies the outputs bit for bit
 against a single-process run, prints a summary, and stops every process it started —
 also on Ctrl-C or SIGTERM. ``--chaos`` takes spot machines away while the job runs
-(``corral.chaos`` decides which and when, and words what happens).
+(``corral.chaos`` decides which and when, and words what happens). ``--kind dask`` runs
+an unchanged Dask program as a ``kind: dask`` job instead (``corral.demo_dask``).
 """
 
 from __future__ import annotations
@@ -44,9 +45,13 @@ def build_parser(prog: str = "corral demo") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog,
         description="Start localmesos and a scheduler, run the sample batch-scoring job "
-                    "(a master and its workers), verify the result, and clean up. With "
-                    "--chaos, spot machines are taken away while it runs.",
+                    "(a master and its workers) or, with --kind dask, a Dask program that "
+                    "Corral sizes by Dask's own load; verify the result, and clean up. With "
+                    "--chaos, spot machines are taken away while the scoring job runs.",
     )
+    p.add_argument("--kind", choices=("scoring", "dask"), default="scoring",
+                   help="scoring: the SDK sample (default); dask: a plain Dask program as "
+                        "a kind: dask job (needs corral[dask])")
     p.add_argument("--chaos", action="store_true",
                    help="take spot machines away while the job runs: one with no notice "
                         "once 25%% of the chunks are done, another with --notice once 50%% "
@@ -59,9 +64,15 @@ def build_parser(prog: str = "corral demo") -> argparse.ArgumentParser:
                    help="agents to start (default 4; 5 with --chaos)")
     p.add_argument("--spot", type=int, default=None,
                    help="how many of them are spot capacity (default 2; 3 with --chaos)")
-    p.add_argument("--workers", type=int, default=4, help="workers in the job (default 4)")
-    p.add_argument("--chunks", type=int, default=48, help="data chunks to score (default 48)")
-    p.add_argument("--rows", type=int, default=4000, help="rows per chunk (default 4000)")
+    p.add_argument("--workers", type=int, default=4,
+                   help="workers in the job (default 4; for dask: the most it may grow to)")
+    p.add_argument("--chunks", type=int, default=None,
+                   help="data chunks to score, or Dask partitions (default 48; dask 160)")
+    p.add_argument("--rows", type=int, default=None,
+                   help="rows per chunk (default 4000; dask 2000)")
+    p.add_argument("--delay", type=float, default=0.25,
+                   help="dask: seconds of simulated loading work per partition "
+                        "(default 0.25)")
     p.add_argument("--features", type=int, default=32, help="features per row (default 32)")
     p.add_argument("--chunk-delay", type=float, default=None, metavar="SECONDS",
                    help="slow each chunk down by this much (default 0; 0.8 with --chaos, so "
@@ -163,7 +174,12 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     code = 1
     try:
-        code = _run(args, work, data, out, ckpt, logs, children, t0)
+        if args.kind == "dask":
+            from corral import demo_dask
+
+            code = demo_dask.run(args, work, logs, children)
+        else:
+            code = _run(args, work, data, out, ckpt, logs, children, t0)
     except KeyboardInterrupt:
         code = 130
         print("\ncorral demo: interrupted, cleaning up", file=sys.stderr)
@@ -298,24 +314,36 @@ def _summary(v: JobView, record: chaos.Chaos | None, data: Path, out: Path, wall
          "--data", str(data), "--out", str(out)],
         capture_output=True, text=True,
     )
+    problems: list[str] = []
+    if record is not None and not record.complete:
+        problems.append(f"  chaos            incomplete: the job ended before "
+                        f"{len(record.plan) - len(record.hits)} planned fault(s); try more "
+                        "--chunks or a larger --chunk-delay")
+    return print_summary(v, wall, verify, logs, [
+        ("tasks run", f"{attempts} (slots: {len(v.tasks)})"),
+        ("chunks scored", f"{v.progress.done}/{v.progress.total}"),
+        ("chunks re-run", str(info.get("reruns", v.progress.rerun))),
+    ], chaos.summary(record, v) if record is not None else [], problems)
+
+
+def print_summary(v: JobView, wall: float, verify: subprocess.CompletedProcess[str],
+                  logs: Path, rows: list[tuple[str, str]], lines: list[str] | None = None,
+                  problems: list[str] | None = None) -> int:
+    """The closing summary of a demo: ``rows`` (label, value), then ``lines`` as they are,
+    then the verification; 0 if the job FINISHED, its check passed and no ``problems``
+    (printed lines) remain."""
     print()
     print(f"job {v.key}: {v.state.value}" + (f" ({v.message})" if v.message else ""))
-    print(f"  wall time        {wall:.1f} s")
-    print(f"  tasks run        {attempts} (slots: {len(v.tasks)})")
-    print(f"  chunks scored    {v.progress.done}/{v.progress.total}")
-    print(f"  chunks re-run    {info.get('reruns', v.progress.rerun)}")
-    if record is not None:
-        for line in chaos.summary(record, v):
-            print(line)
-    print(f"  verification     {verify.stdout.strip() or verify.stderr.strip()}")
-    ok = v.state.value == "FINISHED" and verify.returncode == 0
-    if record is not None and not record.complete:
-        print(f"  chaos            incomplete: the job ended before "
-              f"{len(record.plan) - len(record.hits)} planned fault(s); try more --chunks "
-              "or a larger --chunk-delay")
-        ok = False
+    for label, value in [("wall time", f"{wall:.1f} s"), *rows]:
+        print(f"  {label:<16} {value}")
+    for line in lines or []:
+        print(line)
+    print(f"  {'verification':<16} {verify.stdout.strip() or verify.stderr.strip()}")
+    ok = v.state.value == "FINISHED" and verify.returncode == 0 and not problems
+    for line in problems or []:
+        print(line)
     if not ok:
-        print(f"  logs             {logs}")
+        print(f"  {'logs':<16} {logs}")
     return 0 if ok else 1
 
 
@@ -327,10 +355,28 @@ def main(argv: list[str] | None = None) -> int:
         args.spot = 3 if args.chaos else 2
     if args.chunk_delay is None:
         args.chunk_delay = 0.8 if args.chaos else 0.0
-    if args.agents < 1 or args.workers < 1 or args.chunks < 1:
-        print("corral demo: --agents, --workers and --chunks must be at least 1",
+    dask = args.kind == "dask"
+    args.chunks = args.chunks if args.chunks is not None else (160 if dask else 48)
+    args.rows = args.rows if args.rows is not None else (2000 if dask else 4000)
+    if args.agents < 1 or args.workers < 1 or args.chunks < 1 or args.rows < 1:
+        print("corral demo: --agents, --workers, --chunks and --rows must be at least 1",
               file=sys.stderr)
         return 2
+    if not 0 <= args.delay <= 60:
+        print("corral demo: --delay must be within 0..60 seconds", file=sys.stderr)
+        return 2
+    if dask and args.chaos:
+        print("corral demo: --chaos runs the scoring job; it does not combine with --kind "
+              "dask (tests/e2e/test_dask.py shows Dask jobs through spot loss)",
+              file=sys.stderr)
+        return 2
+    if dask:
+        try:
+            import distributed  # noqa: F401
+        except ImportError:
+            print("corral demo: --kind dask needs Dask: pip install 'corral[dask]'",
+                  file=sys.stderr)
+            return 2
     if args.chaos and (min(args.spot, args.agents) < 2 or args.notice < MIN_NOTICE):
         print(f"corral demo: --chaos needs at least 2 spot agents and a --notice of at least "
               f"{MIN_NOTICE:g} s (the job's {KILL_GRACE:g} s kill grace + 1 s come off it "

@@ -40,6 +40,13 @@ def test_samples_stay_away_from_the_scheduler() -> None:
     assert not tops & {"grpc", "kazoo", "corral", "aiohttp"}
 
 
+def test_workload_runners_import_dask_and_torch_only_when_they_run() -> None:
+    # The Dask and torch runners are imported by every executor start path that names
+    # them; their frameworks load only when a task of that kind runs.
+    tops = _imported("corral_executor.dask_runner, corral_executor.torch_runner")
+    assert not tops & {"grpc", "kazoo", "corral", "distributed", "dask", "torch"}
+
+
 def test_artifact_is_reproducible_and_self_contained(tmp_path: Path) -> None:
     first, second = build(), build()
     assert first.data == second.data and first.sha256 == second.sha256

@@ -338,3 +338,42 @@ def test_run_spec_defaults() -> None:
         parse_run_spec(None)
     with pytest.raises(RunSpecError, match="JSON object"):
         parse_run_spec(base64.b64encode(b"[1]").decode())
+
+
+def test_load_reports_become_load_messages_validated() -> None:
+    d = Driver()
+    d.launched()
+    (load,) = of(d(core.LoadChanged({"workers": 12, "queued": 840,
+                                     "detail": "dask: 840 tasks queued, wants 12"})),
+                 core.SendMessage)
+    assert load.payload == {"kind": "load", "task_id": "t1", "workers": 12, "queued": 840,
+                            "detail": "dask: 840 tasks queued, wants 12"}
+    for bad in ({"workers": -1}, {"workers": True}, {"workers": 1, "queued": "9"},
+                {"workers": 1, "detail": "x" * 161}, {"workers": 1, "detail": "a\x1bb"},
+                {"workers": 10**6}):
+        actions = d(core.LoadChanged(bad))
+        assert not of(actions, core.SendMessage) and of(actions, core.Log), bad
+
+
+def test_retire_messages_accumulate_in_the_retire_file() -> None:
+    d = Driver()
+    d.launched()
+
+    def retire(*rows: tuple[str, float]) -> list[core.Action]:
+        doc = {"kind": "retire", "workers": [{"name": n, "by": by} for n, by in rows]}
+        return d(core.SchedulerMessage(json.dumps(doc).encode()))
+
+    (w,) = of(retire(("w.1", 10.0)), core.WriteControl)
+    assert w.name == "retire.json"
+    assert json.loads(w.data) == {"workers": [{"name": "w.1", "by": 10.0}]}
+    (w,) = of(retire(("w.2", 20.0), ("w.1", 15.0)), core.WriteControl)
+    assert json.loads(w.data) == {"workers": [{"name": "w.2", "by": 20.0},
+                                              {"name": "w.1", "by": 15.0}]}
+    assert not of(retire(("w.1", 15.0)), core.WriteControl)   # a repeat changes nothing
+    for bad in ({"kind": "retire", "workers": "w.1"},
+                {"kind": "retire", "workers": [{"name": "", "by": 1}]},
+                {"kind": "retire", "workers": [{"name": "w", "by": "soon"}]},
+                {"kind": "retire", "workers": [{"name": "w\n", "by": 1}]},
+                {"kind": "retire", "workers": [{"name": "w", "by": 1}] * 1001}):
+        actions = d(core.SchedulerMessage(json.dumps(bad).encode()))
+        assert not of(actions, core.WriteControl) and of(actions, core.Log), bad

@@ -237,3 +237,24 @@ def test_outside_corral_a_location_must_still_be_absolute(
         sdk.checkpoint({"a": 1}, uri="file://../x")
     with pytest.raises(sdk.SdkError, match=r"'\.\.'"):
         sdk.checkpoint({"a": 1}, uri=f"{tmp_path.as_uri()}/a/../b")
+
+
+def test_load_file_and_retire_requests(corral_env: Path) -> None:
+    sdk.report_load(12, 840, "dask: 840 tasks queued, wants 12")
+    doc = json.loads((corral_env / control.LOAD).read_text())
+    assert doc == {"workers": 12, "queued": 840, "detail": "dask: 840 tasks queued, wants 12"}
+    for args in ((-1,), (1.5,), (1, -2), (1, 0, "x" * 161), (1, 0, "tab\there")):
+        with pytest.raises(sdk.SdkError, match="report_load"):
+            sdk.report_load(*args)  # type: ignore[arg-type]
+    assert sdk.retire_requests() == ()
+    control.atomic_write(corral_env / control.RETIRE,
+                         b'{"workers": [{"name": "w.1", "by": 5}]}')
+    assert sdk.retire_requests() == (("w.1", 5.0),)
+    control.atomic_write(corral_env / control.RETIRE, b'{"workers": [{"name": 3}]}')
+    assert sdk.retire_requests() == ()
+
+
+def test_load_outside_corral_is_a_no_op(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CORRAL_CONTROL_DIR", raising=False)
+    sdk.report_load(3)
+    assert sdk.retire_requests() == ()

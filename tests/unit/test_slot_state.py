@@ -53,6 +53,8 @@ w  running          notice -> draining: send-drain detach count-notice persist
 w  launched|reconciling|starting notice -> kill-sent: kill detach count-notice persist
 m  running          notice -> draining: send-drain kill count-notice
 m  launched|reconciling|starting notice -> draining: kill count-notice
+# Scale-down through the framework (Dask): retired by its master, killed at a deadline.
+w  running          retire -> draining: ask-retire detach
 # A kill in flight ends however the task ends; silence or a failed send retries it.
 mw kill-sent        killed|succeeded|failed|lost -> ended: persist
 mw kill-sent        kill-timeout -> kill-sent: kill reconcile

@@ -88,3 +88,48 @@ def test_round_trip(role, name, tier, wmin, extra, cpus, uri, spread, deadline) 
         data["master"] = {"command": "m"}
     spec = parse_job_spec(data)
     assert parse_job_spec(spec_to_dict(spec)) == spec
+
+
+DASK_JOB = {"kind": "dask", "role": "research", "name": "churn-features",
+            "master": {"cpus": 1, "mem": 2048},
+            "driver": {"command": "python3 features.py --out s3://bucket/features"},
+            "workers": {"cpus": 2, "mem": 8192, "min": 1, "max": 32, "initial": 2}}
+
+
+def test_dask_job_from_the_issue_parses_with_corral_written_commands() -> None:
+    spec = parse_job_spec(DASK_JOB)
+    assert spec.kind.value == "dask" and spec.driver.startswith("python3 features.py")
+    assert spec.master.command == "" and spec.workers.template.command == ""
+    assert spec.master.ports == 1 and spec.workers.template.ports == 1
+    assert parse_job_spec(spec_to_dict(spec)) == spec
+
+
+@pytest.mark.parametrize("change,errors", [
+    ({"kind": "spark"}, ["kind: must be one of command, dask, torch; got 'spark'"]),
+    ({"driver": None}, ["driver.command: is required for kind dask"]),
+    ({"driver": {"command": "  "}}, ["driver.command: is required for kind dask"]),
+    ({"driver": {"cmd": "x"}}, ["driver.cmd: unknown field",
+                                "driver.command: is required for kind dask"]),
+    ({"master": {"command": "x"}}, ["master.command: is written by Corral for kind dask"]),
+    ({"master": {"ports": 0}}, ["master.ports: kind dask needs at least 1"]),
+    ({"kind": "command"}, ["driver: is only for kind dask",
+                           "master.command: is required", "workers.command: is required"]),
+    ({"kind": "torch"}, ["driver: is only for kind dask", "workers.command: is required"]),
+])
+def test_kind_errors_name_every_bad_field(change: dict, errors: list[str]) -> None:
+    data = {k: v for k, v in {**DASK_JOB, **change}.items() if v is not None}
+    with pytest.raises(SpecError) as err:
+        parse_job_spec(data)
+    got = [str(e) for e in err.value.errors]
+    assert len(got) == len(errors), got
+    for want, text in zip(errors, got, strict=True):
+        assert text.startswith(want), got
+
+
+def test_torch_job_needs_the_training_script_and_no_master_command() -> None:
+    spec = parse_job_spec({"kind": "torch", "role": "r", "name": "t", "master": {},
+                           "workers": {"command": "train.py", "max": 4}})
+    assert spec.kind.value == "torch" and spec.master.command == ""
+    with pytest.raises(SpecError, match=r"master\.command: is written by Corral for kind torch"):
+        parse_job_spec({"kind": "torch", "role": "r", "name": "t",
+                        "master": {"command": "x"}, "workers": {"command": "train.py"}})

@@ -107,6 +107,11 @@ def spec_dict_to_proto(data: Mapping[str, Any]) -> pb.JobSpec:
         msg.restart.SetInParent()
         _set_fields(msg.restart, data["restart"],
                     ("max_failures", "backoff_seconds", "backoff_max_seconds"))
+    if data.get("kind") is not None:
+        msg.kind = str(data["kind"])
+    if data.get("driver") is not None:
+        msg.driver.SetInParent()
+        msg.driver.command = data["driver"].get("command", "")
     return msg
 
 
@@ -124,11 +129,13 @@ def spec_proto_to_dict(msg: pb.JobSpec) -> dict[str, Any]:
         d["tier"] = _TIER_FROM_PB[msg.tier].value if msg.tier in _TIER_FROM_PB else str(msg.tier)
     d.update(_get_fields(msg, ("priority", "kill_grace_seconds", "deadline_seconds"),
                          ("labels",)))
+    # proto3 cannot tell an empty command from none: empty means "not given", which the
+    # validator reports for kinds that need one and accepts for kinds that write it.
     if msg.HasField("master"):
-        d["master"] = {"command": msg.master.command,
+        d["master"] = {**({"command": msg.master.command} if msg.master.command else {}),
                        **_get_fields(msg.master, _TASK_SCALARS, _TASK_MAPS)}
     if msg.HasField("workers"):
-        d["workers"] = {"command": msg.workers.command,
+        d["workers"] = {**({"command": msg.workers.command} if msg.workers.command else {}),
                         **_get_fields(msg.workers, _WORKER_SCALARS, _TASK_MAPS)}
     if msg.HasField("checkpoint"):
         d["checkpoint"] = _get_fields(msg.checkpoint, ("uri", "interval_seconds"))
@@ -138,6 +145,10 @@ def spec_proto_to_dict(msg: pb.JobSpec) -> dict[str, Any]:
     if msg.HasField("restart"):
         d["restart"] = _get_fields(
             msg.restart, ("max_failures", "backoff_seconds", "backoff_max_seconds"))
+    if msg.kind:
+        d["kind"] = msg.kind
+    if msg.HasField("driver"):
+        d["driver"] = {"command": msg.driver.command} if msg.driver.command else {}
     return d
 
 

@@ -29,6 +29,7 @@ from corral.core.model import Offer
 from corral.core.policy import JobDemand, PolicyConfig, PolicyState, compute_targets
 from corral.core.resources import ZERO, Resources
 from corral.core.scaling import ScaleMemory, WorkerState
+from corral.core.workload import usable_load
 
 if TYPE_CHECKING:
     from corral.core.state import CoreState, Job
@@ -128,9 +129,13 @@ class Elastic:
         # keeps it at its current size instead of shrinking it to its minimum.
         backlog = float(progress.backlog or max(0, progress.total - progress.done)) \
             if job.progress else math.nan
+        master = job.master.current
+        load = usable_load(job.load, master.task_id if master else None, now)
         return JobDemand.from_spec(
             job.spec, job.submitted_at, workers=tuple(workers), backlog=backlog,
             throughput_per_worker=throughput,
+            wanted_workers=load.workers if load else None,
+            load_detail=load.detail if load else "",
         )
 
     def _seed_memory(self, jobs: Sequence[Job]) -> None:

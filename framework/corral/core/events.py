@@ -99,7 +99,8 @@ class ExecutorMessage:
     """A framework message from a Corral executor, already JSON-decoded.
 
     Kinds: "progress" {task_id, done, total, backlog, rerun}, "usage" {task_id,
-    cpu_percent, cpu_seconds, rss_mb}, "checkpoint" {task_id, uri, seq}.
+    cpu_percent, cpu_seconds, rss_mb}, "checkpoint" {task_id, uri, seq}, "load"
+    {task_id, workers, queued, detail} (``core.workload``).
     """
 
     agent_id: str

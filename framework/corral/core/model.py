@@ -34,6 +34,19 @@ class Tier(StrEnum):
     REVOCABLE = "revocable"
 
 
+class WorkloadKind(StrEnum):
+    """What runs in a job's slots (``core.workload`` builds the commands).
+
+    COMMAND: the user's own master and worker commands (any framework).
+    DASK: a Dask scheduler and the user's driver in the master, Dask workers as workers.
+    TORCH: a c10d rendezvous in the master, ``torchrun`` with the user's script as workers.
+    """
+
+    COMMAND = "command"
+    DASK = "dask"
+    TORCH = "torch"
+
+
 class TaskKind(StrEnum):
     MASTER = "master"
     WORKER = "worker"
@@ -85,7 +98,12 @@ class RestartPolicy:
 
 @dataclass(frozen=True, slots=True)
 class JobSpec:
-    """What a user submits. Immutable; scaling changes the desired count, not the spec."""
+    """What a user submits. Immutable; scaling changes the desired count, not the spec.
+
+    ``kind`` other than COMMAND: Corral writes the master's command (``master.command``
+    is empty) and, unless given, the workers' (``workers.template.command`` empty);
+    ``driver`` is the user's program a DASK master runs beside the Dask scheduler.
+    """
 
     role: str
     environment: str
@@ -101,6 +119,8 @@ class JobSpec:
     restart: RestartPolicy = field(default_factory=RestartPolicy)
     deadline_seconds: float | None = None
     labels: tuple[tuple[str, str], ...] = ()
+    kind: WorkloadKind = WorkloadKind.COMMAND
+    driver: str | None = None
 
     @property
     def key(self) -> str:

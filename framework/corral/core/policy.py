@@ -65,6 +65,9 @@ class JobDemand:
     by the job (throughput 0 means not measured yet). ``deadline``: absolute time.
     ``remaining_work``: work left until done (defaults to the backlog).
     ``measured_per_worker``: peak measured usage per worker, for right-sizing.
+    ``wanted_workers``: the workers the job's own framework asks for (a Dask scheduler's
+    adaptive target, ``core.workload``); when set it replaces the backlog/throughput
+    estimate as the load target, and ``load_detail`` says why in the target's reason.
     """
 
     key: str
@@ -83,6 +86,8 @@ class JobDemand:
     remaining_work: float | None = None
     measured_per_worker: Resources | None = None
     submitted_at: float = 0.0
+    wanted_workers: int | None = None
+    load_detail: str = ""
 
     @property
     def running(self) -> int:
@@ -224,14 +229,13 @@ def _desire(j: JobDemand, state: PolicyState, now: float, cfg: PolicyConfig) -> 
     # Without memory (new job, or a new leader) start from what runs, else the initial size.
     fallback = j.running if j.running > 0 else j.initial_workers
     base = state.desired.get(j.key, clamp(fallback, lo, hi))
-    raw = load_workers(j.backlog, j.throughput_per_worker, cfg.scaling.target_duration_s)
+    raw, said = _load_target(j, cfg)
     if raw is None:
         wanted = base
         note = "no load reported" if math.isnan(j.backlog) else "throughput not measured yet"
     else:
         damp = dampen(raw, base, state.memory.get(j.key, _NO_MEMORY), now, cfg.scaling)
-        wanted, note = damp.workers, (f"load wants {raw}, {damp.note}" if damp.note
-                                      else f"load wants {raw}")
+        wanted, note = damp.workers, (f"{said}, {damp.note}" if damp.note else said)
     load = clamp(wanted, lo, hi)
     if raw is not None and raw > hi and load == hi:
         reason, detail = "max", f"{note}; job maximum {hi}"
@@ -251,6 +255,15 @@ def _desire(j: JobDemand, state: PolicyState, now: float, cfg: PolicyConfig) -> 
             d.reason = "deadline"
             d.detail = f"needs {need.workers} to finish by the deadline; {note}"
     return d
+
+
+def _load_target(j: JobDemand, cfg: PolicyConfig) -> tuple[int | None, str]:
+    """Workers the job's load asks for, and the words for it: the framework's own count
+    when it reports one, else backlog over measured throughput."""
+    if j.wanted_workers is not None:
+        return j.wanted_workers, j.load_detail or f"job wants {j.wanted_workers}"
+    raw = load_workers(j.backlog, j.throughput_per_worker, cfg.scaling.target_duration_s)
+    return raw, f"load wants {raw}"
 
 
 # ---------------------------------------------------------------- step 2: segments

@@ -84,6 +84,7 @@ class Input(StrEnum):
     KILLED = "killed"              # the kill Corral asked for is done
     # Corral's own.
     NOTICE = "notice"              # the agent becomes unavailable (maintenance, spot)
+    RETIRE = "retire"              # not wanted, and its framework can retire it gently
     DEADLINE = "deadline"          # a draining worker must stop now to checkpoint in time
     STAGING_TIMEOUT = "staging-timeout"      # launched, no word from Mesos
     RECONCILE_TIMEOUT = "reconcile-timeout"  # explicit reconciliation went unanswered
@@ -97,6 +98,7 @@ class Action(StrEnum):
     RETRY_KILL = "retry-kill"      # try the KILL again soon (it could not be sent)
     RECONCILE = "reconcile"        # explicit RECONCILE of the attempt
     SEND_DRAIN = "send-drain"      # tell the executor: checkpoint and wind down
+    ASK_RETIRE = "ask-retire"      # ask the job's master to retire the worker (Dask)
     DETACH = "detach"              # the attempt leaves its slot, which is filled anew
     COUNT_FAILURE = "count-failure"  # the job's failure: restart limit and backoff
     COUNT_LOSS = "count-loss"      # an infrastructure loss: accounting, spares
@@ -189,6 +191,10 @@ def _build() -> dict[tuple[TaskKind, Life, Input], Edge]:
         "agent going away: the master checkpoints on SIGTERM, then moves (never two)")
     add((_M,), (*fresh, _L.STARTING), _I.NOTICE, _L.DRAINING, (_A.KILL, _A.COUNT_NOTICE),
         "agent going away before the master ran: kill it, then move it")
+    # Scale-down of a worker whose framework moves its results away first (Dask): the
+    # job's master retires it; the deadline's kill is the backstop.
+    add((_W,), (_L.RUNNING,), _I.RETIRE, _L.DRAINING, (_A.ASK_RETIRE, _A.DETACH),
+        "not wanted: its framework retires it (results move first), killed at the deadline")
     # --- a kill in flight ---------------------------------------------------------------
     for inp in (_I.KILLED, _I.SUCCEEDED, _I.FAILED, _I.LOST):
         add(both, (_L.KILL_SENT,), inp, _L.ENDED, (_A.PERSIST,), "the unwanted attempt ended")

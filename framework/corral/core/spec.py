@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from corral.core import limits as lim
@@ -28,6 +28,7 @@ from corral.core.model import (
     TaskTemplate,
     Tier,
     WorkerPool,
+    WorkloadKind,
 )
 from corral.core.resources import Resources
 
@@ -151,12 +152,23 @@ class _Checker:
 _TASK_KEYS = {"command", "cpus", "mem", "disk", "gpus", "ports", "env", "image"}
 
 
-def _task(c: _Checker, data: Any, path: str, extra: set[str] = frozenset()) -> TaskTemplate:
+def _task(c: _Checker, data: Any, path: str, extra: set[str] = frozenset(),
+          command: str = "required") -> TaskTemplate:
+    """A task template; ``command`` is "required", "optional" or the kind that writes
+    it (then the user may not set it)."""
     d = c.mapping(data, path, _TASK_KEYS | extra)
     if data is None:
         c.err(path, "is required")
     cmd = d.get("command")
-    if not isinstance(cmd, str) or not cmd.strip():
+    if command not in ("required", "optional"):
+        if cmd is not None:
+            c.err(f"{path}.command", f"is written by Corral for kind {command}; "
+                  + ("put your program in driver.command" if command == "dask"
+                     else "put your training script in workers.command"))
+        cmd = ""
+    elif cmd is None and command == "optional":
+        cmd = ""
+    elif not isinstance(cmd, str) or not cmd.strip():
         c.err(f"{path}.command", "is required and must be a non-empty string")
         cmd = ""
     elif not c.text(cmd, f"{path}.command", lim.COMMAND_MAX, multiline=True):
@@ -212,6 +224,57 @@ def _whole_spec_size(c: _Checker, spec: JobSpec) -> None:
                       "(ZooKeeper keeps a job in one znode of at most 1 MiB)")
 
 
+_KINDS = ", ".join(k.value for k in WorkloadKind)
+# Who writes each slot's command, per kind: the user ("required"/"optional") or Corral.
+_MASTER_COMMAND = {WorkloadKind.COMMAND: "required", WorkloadKind.DASK: "dask",
+                   WorkloadKind.TORCH: "torch"}
+_WORKER_COMMAND = {WorkloadKind.COMMAND: "required", WorkloadKind.DASK: "optional",
+                   WorkloadKind.TORCH: "required"}
+
+
+def _kind(c: _Checker, top: Mapping[str, Any]) -> tuple[WorkloadKind | None, str | None]:
+    """The job's ``kind`` (None if invalid: the fields that depend on it go unchecked
+    rather than reported against a kind the user did not mean) and its
+    ``driver.command`` (required for dask, refused for the other kinds)."""
+    raw = top.get("kind", WorkloadKind.COMMAND.value)
+    try:
+        kind = WorkloadKind(raw)
+    except (ValueError, TypeError):
+        c.err("kind", f"must be one of {_KINDS}; got {raw!r}"[:200])
+        return None, None
+    d = c.mapping(top.get("driver"), "driver", {"command"})
+    if kind is not WorkloadKind.DASK:
+        if "driver" in top:
+            c.err("driver", f"is only for kind dask (this job is kind {kind.value})")
+        return kind, None
+    cmd = d.get("command")
+    if not isinstance(cmd, str) or not cmd.strip():
+        c.err("driver.command", "is required for kind dask and must be a non-empty string "
+                                "(your Dask program, e.g. python3 features.py)")
+        return kind, None
+    return kind, cmd
+
+
+def _kind_ports(c: _Checker, kind: WorkloadKind, top: Mapping[str, Any],
+                master: TaskTemplate, workers: TaskTemplate) -> tuple[TaskTemplate,
+                                                                      TaskTemplate]:
+    """Ports a kind needs: the master's first port is the Dask scheduler's or the c10d
+    store's (default 1, never 0); a Corral-run Dask worker listens on its first port."""
+    if kind is WorkloadKind.COMMAND:
+        return master, workers
+    given = top.get("master") if isinstance(top.get("master"), Mapping) else {}
+    if "ports" not in given:
+        master = replace(master, ports=max(master.ports, 1))
+    elif master.ports < 1:
+        c.err("master.ports", f"kind {kind.value} needs at least 1 (the "
+              + ("Dask scheduler's" if kind is WorkloadKind.DASK else "rendezvous")
+              + " port)")
+    wgiven = top.get("workers") if isinstance(top.get("workers"), Mapping) else {}
+    if kind is WorkloadKind.DASK and not workers.command and "ports" not in wgiven:
+        workers = replace(workers, ports=1)
+    return master, workers
+
+
 def parse_job_spec(data: Any) -> JobSpec:
     """Build a ``JobSpec`` from plain data or raise ``SpecError`` naming every bad field."""
     c = _Checker()
@@ -219,8 +282,9 @@ def parse_job_spec(data: Any) -> JobSpec:
         data, "",
         {"role", "environment", "name", "tier", "priority", "master", "workers",
          "checkpoint", "constraints", "kill_grace_seconds", "restart",
-         "deadline_seconds", "labels"},
+         "deadline_seconds", "labels", "kind", "driver"},
     )
+    kind, driver = _kind(c, top)
     role = c.name(top, "role", "role")
     env = c.name(top, "environment", "environment") if "environment" in top else "default"
     name = c.name(top, "name", "name")
@@ -232,9 +296,13 @@ def parse_job_spec(data: Any) -> JobSpec:
         tier = Tier.PREFERRED
     priority = int(c.number(top, "priority", "priority", 0, lo=-1000, hi=1000, integer=True))
 
-    master = _task(c, top.get("master"), "master")
+    master = _task(c, top.get("master"), "master",
+                   command=_MASTER_COMMAND[kind] if kind else "optional")
     wd = top.get("workers")
-    worker_t = _task(c, wd, "workers", {"min", "max", "initial"})
+    worker_t = _task(c, wd, "workers", {"min", "max", "initial"},
+                     command=_WORKER_COMMAND[kind] if kind else "optional")
+    if kind is not None:
+        master, worker_t = _kind_ports(c, kind, top, master, worker_t)
     wmap = wd if isinstance(wd, Mapping) else {}
     wmin = int(c.number(wmap, "min", "workers.min", 0, hi=10000, integer=True))
     wmax = int(c.number(wmap, "max", "workers.max", max(wmin, 1), hi=10000, integer=True))
@@ -297,7 +365,8 @@ def parse_job_spec(data: Any) -> JobSpec:
         workers=WorkerPool(template=worker_t, min=wmin, max=wmax, initial=winit),
         checkpoint_uri=uri, checkpoint_interval_seconds=interval,
         constraints=constraints, kill_grace_seconds=grace, restart=restart,
-        deadline_seconds=deadline, labels=labels,
+        deadline_seconds=deadline, labels=labels, kind=kind or WorkloadKind.COMMAND,
+        driver=driver,
     )
     _whole_spec_size(c, spec)
     if c.errors:
@@ -306,7 +375,8 @@ def parse_job_spec(data: Any) -> JobSpec:
 
 
 def _task_to_dict(t: TaskTemplate) -> dict[str, Any]:
-    d: dict[str, Any] = {"command": t.command, **t.resources.as_dict(), "ports": t.ports}
+    d: dict[str, Any] = {"command": t.command} if t.command else {}
+    d.update(**t.resources.as_dict(), ports=t.ports)
     if t.env:
         d["env"] = dict(t.env)
     if t.image:
@@ -350,4 +420,8 @@ def spec_to_dict(spec: JobSpec) -> dict[str, Any]:
         d["deadline_seconds"] = spec.deadline_seconds
     if spec.labels:
         d["labels"] = dict(spec.labels)
+    if spec.kind is not WorkloadKind.COMMAND:
+        d["kind"] = spec.kind.value
+    if spec.driver is not None:
+        d["driver"] = {"command": spec.driver}
     return d

@@ -36,6 +36,7 @@ from corral.core.resources import ZERO, Resources
 from corral.core.slot_state import Life
 from corral.core.task_state import TaskState
 from corral.core.views import Progress, Why
+from corral.core.workload import LoadReport
 
 # The job label asking for spare workers: the safety multiple of the over-provisioning rule.
 OVERPROVISION_LABEL = "overprovision"
@@ -125,6 +126,7 @@ class Job:
         default_factory=lambda: deque(maxlen=100))
     spare: int = 0
     spare_reason: str = ""
+    load: LoadReport | None = None   # the master's latest load report (core.workload)
 
     @property
     def key(self) -> str:

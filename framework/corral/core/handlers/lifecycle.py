@@ -19,6 +19,7 @@ from dataclasses import replace
 
 from corral.core import accounting as acct
 from corral.core import effects as fx
+from corral.core import workload
 from corral.core.handlers.context import Ctx
 from corral.core.job_state import JobInput, JobPhase, job_transition
 from corral.core.model import TaskKey, TaskKind
@@ -29,7 +30,8 @@ from corral.core.task_state import Cause, TaskState, classify, describe_failure
 
 # The order actions are carried out in, whatever order an edge lists them.
 _ORDER = (
-    Action.PERSIST, Action.SEND_DRAIN, Action.KILL, Action.RETRY_KILL, Action.RECONCILE,
+    Action.PERSIST, Action.SEND_DRAIN, Action.ASK_RETIRE, Action.KILL, Action.RETRY_KILL,
+    Action.RECONCILE,
     Action.COUNT_NOTICE, Action.COUNT_LOSS, Action.ADD_WORK_LOST, Action.RECOVERED,
     Action.MASTER_DOWN, Action.COUNT_FAILURE, Action.MASTER_UP, Action.FINISH_JOB,
     Action.COMPLETE, Action.DETACH,
@@ -105,13 +107,53 @@ def settle(st: CoreState, ctx: Ctx, job: Job, slot: Slot) -> None:
         st.add_timer(slot.backoff_until, TimerKind.BACKOFF, slot=slot.key, token=slot.vacated)
 
 
-def unwant(st: CoreState, ctx: Ctx, job: Job, slot: Slot) -> None:
-    """The job no longer wants this slot: its attempts are killed, its vacancy EMPTY."""
+def unwant(st: CoreState, ctx: Ctx, job: Job, slot: Slot, gentle: bool = False) -> None:
+    """The job no longer wants this slot: its attempts are killed, its vacancy EMPTY.
+
+    ``gentle`` (a scale-down, not the job's end): a worker its framework can retire is
+    retired through the job's master instead (``Input.RETIRE``), and attempts already
+    draining finish draining by their deadline."""
     for att in list(slot.retiring.values()):
-        drive(st, ctx, att, Input.UNWANTED)
-    if slot.current is not None:
-        drive(st, ctx, slot.current, Input.UNWANTED)
+        if not (gentle and att.life is Life.DRAINING):
+            drive(st, ctx, att, Input.UNWANTED)
+    cur = slot.current
+    if cur is not None:
+        if gentle and can_retire(job, cur):
+            cur.deadline = ctx.now + workload.RETIRE_SECONDS + \
+                job.spec.kill_grace_seconds + ctx.config.drain_margin_seconds
+            drive(st, ctx, cur, Input.RETIRE)
+        else:
+            drive(st, ctx, cur, Input.UNWANTED)
     settle(st, ctx, job, slot)
+
+
+def can_retire(job: Job, att: Attempt) -> bool:
+    """Whether the job's master can retire running worker ``att`` through its framework
+    (Dask, with Corral's own workers)."""
+    return (att.key.kind is TaskKind.WORKER and att.life is Life.RUNNING
+            and _retires_through(job, att))
+
+
+def _retires_through(job: Job, att: Attempt) -> bool:
+    master = job.master.current
+    return (workload.retires_through_master(job.spec) and att.mesos is TaskState.RUNNING
+            and master is not None and master.life is Life.RUNNING
+            and master.mesos is TaskState.RUNNING and bool(master.executor_id)
+            and bool(master.agent_id))
+
+
+def _ask_retire(st: CoreState, ctx: Ctx, job: Job, att: Attempt) -> bool:
+    """Tell the job's master to retire ``att`` before its deadline's kill (False: it
+    cannot be told, so the worker is told to drain itself instead)."""
+    master = job.master.current
+    if att.deadline is None or master is None or not _retires_through(job, att):
+        return False
+    assert master.agent_id is not None and master.executor_id is not None
+    by = att.deadline - job.spec.kill_grace_seconds - ctx.config.drain_margin_seconds
+    ctx.emit(fx.SendMessage(master.agent_id, master.executor_id,
+                            workload.retire_message([att.task_id], by)))
+    ctx.note(f"asked the master of {job.key} to retire {att.task_id} by {by:.0f}")
+    return True
 
 
 def kill(st: CoreState, ctx: Ctx, att: Attempt) -> None:
@@ -154,9 +196,14 @@ def _do(st: CoreState, ctx: Ctx, action: Action, job: Job, slot: Slot, att: Atte
     elif action is Action.RECONCILE:
         ctx.emit(fx.Reconcile(((att.task_id, att.agent_id),)))
     elif action is Action.SEND_DRAIN:
-        if att.agent_id and att.executor_id:
+        # A Dask worker is retired by its master (its results move first); any other
+        # task checkpoints and winds down when its executor is told.
+        retired = att.key.kind is TaskKind.WORKER and _ask_retire(st, ctx, job, att)
+        if not retired and att.agent_id and att.executor_id:
             ctx.emit(fx.SendMessage(att.agent_id, att.executor_id,
                                     {"kind": "drain", "deadline": att.deadline}))
+    elif action is Action.ASK_RETIRE:
+        _ask_retire(st, ctx, job, att)
     elif action is Action.COUNT_NOTICE:
         job.accounting.lost(slot.label, att.task_id, acct.NOTICE, ctx.now, 0.0)
         job.terminations.append(ctx.now)
@@ -318,7 +365,7 @@ def resize(st: CoreState, ctx: Ctx, job: Job) -> None:
             break
         slot = job.workers[index]
         job.accounting.forget(slot.label)
-        unwant(st, ctx, job, slot)
+        unwant(st, ctx, job, slot, gentle=True)
     for index in range(keep):
         slot = slot_of(job, TaskKey(job.key, TaskKind.WORKER, index))
         settle(st, ctx, job, slot)

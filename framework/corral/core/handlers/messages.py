@@ -8,10 +8,15 @@ replacement which checkpoint to restore).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from corral.core import events as ev
+from corral.core import workload
 from corral.core.handlers.context import Ctx
 from corral.core.handlers.lifecycle import slot_of
-from corral.core.state import CoreState
+from corral.core.model import TaskKind
+from corral.core.state import Attempt, CoreState
 from corral.core.views import Progress
 
 
@@ -19,6 +24,20 @@ def _count(x: object) -> int | None:
     if isinstance(x, bool) or not isinstance(x, int) or x < 0:
         return None
     return x
+
+
+def _on_load(st: CoreState, att: Attempt, data: Mapping[str, Any], ctx: Ctx) -> None:
+    """A master's load report (``core.workload``: a Dask scheduler's adaptive target),
+    kept for the elastic policy."""
+    if att.key.kind is not TaskKind.MASTER or att.job.master.current is not att:
+        ctx.note(f"load from {att.task_id} ignored: not the job's current master")
+        return
+    try:
+        att.job.load = workload.parse_load(data, att.task_id, ctx.now)
+    except ValueError as err:
+        ctx.note(f"load from {att.task_id} ignored: {err}")
+        return
+    st.mark_changed(att.job)
 
 
 def on_message(st: CoreState, e: ev.ExecutorMessage, ctx: Ctx) -> None:
@@ -41,6 +60,8 @@ def on_message(st: CoreState, e: ev.ExecutorMessage, ctx: Ctx) -> None:
             st.mark_changed(job)
     elif kind == "usage":
         job.usage[tid] = dict(data)
+    elif kind == "load":
+        _on_load(st, att, data, ctx)
     elif kind == "checkpoint":
         uri, seq = data.get("uri"), _count(data.get("seq"))
         if not isinstance(uri, str) or seq is None:

@@ -16,6 +16,7 @@ from dataclasses import replace
 
 from corral.core import effects as fx
 from corral.core import events as ev
+from corral.core import workload
 from corral.core.checkpoints import task_location
 from corral.core.handlers import lifecycle as lc
 from corral.core.handlers.context import Ctx
@@ -147,7 +148,8 @@ def launch(st: CoreState, ctx: Ctx, a: Assignment) -> fx.TaskLaunch:
     lc.arm_staging(st, ctx, att)
     return fx.TaskLaunch(
         task_id=tid, key=key, attempt=n, name=f"{job.key} {key.label()}",
-        command=t.command, resources=t.resources, ports=a.ports, revocable=a.revocable,
+        command=workload.launch_command(job.spec, key), resources=t.resources,
+        ports=a.ports, revocable=a.revocable,
         env=build_env(job, key, n, a.ports), grace_seconds=job.spec.kill_grace_seconds,
         hostname=a.hostname, image=t.image,
     )

@@ -93,6 +93,12 @@ class WorkerSpec(_message.Message):
     initial: int
     def __init__(self, command: _Optional[str] = ..., cpus: _Optional[float] = ..., mem: _Optional[float] = ..., disk: _Optional[float] = ..., gpus: _Optional[int] = ..., ports: _Optional[int] = ..., env: _Optional[_Mapping[str, str]] = ..., image: _Optional[str] = ..., min: _Optional[int] = ..., max: _Optional[int] = ..., initial: _Optional[int] = ...) -> None: ...
 
+class DriverSpec(_message.Message):
+    __slots__ = ("command",)
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    command: str
+    def __init__(self, command: _Optional[str] = ...) -> None: ...
+
 class Checkpoint(_message.Message):
     __slots__ = ("uri", "interval_seconds")
     URI_FIELD_NUMBER: _ClassVar[int]
@@ -129,7 +135,7 @@ class RestartPolicy(_message.Message):
     def __init__(self, max_failures: _Optional[int] = ..., backoff_seconds: _Optional[float] = ..., backoff_max_seconds: _Optional[float] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("role", "environment", "name", "tier", "priority", "master", "workers", "checkpoint", "constraints", "kill_grace_seconds", "restart", "deadline_seconds", "labels")
+    __slots__ = ("role", "environment", "name", "tier", "priority", "master", "workers", "checkpoint", "constraints", "kill_grace_seconds", "restart", "deadline_seconds", "labels", "kind", "driver")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -150,6 +156,8 @@ class JobSpec(_message.Message):
     RESTART_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DRIVER_FIELD_NUMBER: _ClassVar[int]
     role: str
     environment: str
     name: str
@@ -163,7 +171,9 @@ class JobSpec(_message.Message):
     restart: RestartPolicy
     deadline_seconds: float
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, role: _Optional[str] = ..., environment: _Optional[str] = ..., name: _Optional[str] = ..., tier: _Optional[_Union[Tier, str]] = ..., priority: _Optional[int] = ..., master: _Optional[_Union[TaskSpec, _Mapping]] = ..., workers: _Optional[_Union[WorkerSpec, _Mapping]] = ..., checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ..., constraints: _Optional[_Union[Constraints, _Mapping]] = ..., kill_grace_seconds: _Optional[float] = ..., restart: _Optional[_Union[RestartPolicy, _Mapping]] = ..., deadline_seconds: _Optional[float] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    kind: str
+    driver: DriverSpec
+    def __init__(self, role: _Optional[str] = ..., environment: _Optional[str] = ..., name: _Optional[str] = ..., tier: _Optional[_Union[Tier, str]] = ..., priority: _Optional[int] = ..., master: _Optional[_Union[TaskSpec, _Mapping]] = ..., workers: _Optional[_Union[WorkerSpec, _Mapping]] = ..., checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ..., constraints: _Optional[_Union[Constraints, _Mapping]] = ..., kill_grace_seconds: _Optional[float] = ..., restart: _Optional[_Union[RestartPolicy, _Mapping]] = ..., deadline_seconds: _Optional[float] = ..., labels: _Optional[_Mapping[str, str]] = ..., kind: _Optional[str] = ..., driver: _Optional[_Union[DriverSpec, _Mapping]] = ...) -> None: ...
 
 class Task(_message.Message):
     __slots__ = ("slot", "task_id", "state", "agent_id", "hostname", "reason", "message", "pending_reason", "attempt", "revocable", "why", "life")
