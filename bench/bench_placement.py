@@ -17,7 +17,15 @@ import statistics
 import time
 
 from corral.core import events as ev
-from corral.core.model import JobSpec, Offer, TaskKey, TaskKind, TaskTemplate, WorkerPool
+from corral.core.model import (
+    Constraints,
+    JobSpec,
+    Offer,
+    TaskKey,
+    TaskKind,
+    TaskTemplate,
+    WorkerPool,
+)
 from corral.core.placement import JobFacts, PendingTask, PlacementFacts, place
 from corral.core.resources import Resources
 from corral.core.scheduler import Scheduler
@@ -63,12 +71,15 @@ def bench_scheduler(runs: int = 20, market: bool = False) -> None:
           f"-> {placed / med:,.0f} placements/s")
 
 
-def bench_place(n_offers: int, jobs: int, per_job: int, runs: int = 20) -> None:
-    pending = [PendingTask(TaskKey(f"r/e/j{j}", TaskKind.WORKER, i), Resources(1, 1024), 1)
+def bench_place(n_offers: int, jobs: int, per_job: int, runs: int = 20,
+                market: bool = False) -> None:
+    spread = Constraints(spread_over="market") if market else Constraints()
+    pending = [PendingTask(TaskKey(f"r/e/j{j}", TaskKind.WORKER, i), Resources(1, 1024), 1,
+                           constraints=spread)
                for j in range(jobs) for i in range(per_job)]
     facts = PlacementFacts(jobs={f"r/e/j{j}": JobFacts(master_running=True)
                                  for j in range(jobs)})
-    offs = offers(n_offers)
+    offs = offers(n_offers, market=market)
     times, placed = [], 0
     for _ in range(runs):
         t0 = time.perf_counter()
@@ -76,7 +87,8 @@ def bench_place(n_offers: int, jobs: int, per_job: int, runs: int = 20) -> None:
         times.append(time.perf_counter() - t0)
         placed = len(plan.placed())
     med = statistics.median(times)
-    print(f"place {jobs} jobs x {per_job} tasks / {n_offers} offers: "
+    print(f"place {jobs} jobs x {per_job} tasks / {n_offers} offers"
+          f"{' spread over 4 markets' if market else ''}: "
           f"p50 {med * 1e3:.1f} ms  p99 {pct(times, 0.99) * 1e3:.1f} ms  placed {placed}  "
           f"-> {placed / med:,.0f} placements/s")
 
@@ -88,3 +100,5 @@ if __name__ == "__main__":
     bench_place(1000, 50, 20)
     bench_place(100, 1000, 1)
     bench_place(1000, 1000, 1, runs=5)
+    bench_place(1000, 1, 1000, runs=10, market=True)
+    bench_place(10_000, 1, 1000, runs=5, market=True)

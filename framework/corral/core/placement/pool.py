@@ -10,7 +10,7 @@ revocable; a task takes from exactly one of them.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -45,26 +45,46 @@ class AgentPool:
         self.hostnames = [m[0].hostname for m in merged]
         self.offer_ids = [tuple(o.id for o in m) for m in merged]
         self.attrs = [dict(m[0].attributes) for m in merged]
-        self.free = np.zeros((2, 4, n), dtype=np.int64)
-        self.ports_free = np.zeros(n, dtype=np.int64)
+        # One row per agent of summed amounts (plain floats), turned into milli-units in
+        # one numpy pass: building an array per offer dominated large rounds.
+        plain: list[tuple[float, float, float, float]] = []
+        revocable: list[tuple[float, float, float, float]] = []
         self.port_ranges: list[list[list[int]]] = []
-        unavailable = np.full(n, math.inf)
-        for i, m in enumerate(merged):
-            ranges: list[list[int]] = []
-            for o in m:
-                self.free[0, :, i] += milli(o.resources)
-                self.free[1, :, i] += milli(o.revocable)
-                ranges.extend([lo, hi] for lo, hi in o.ports if hi >= lo)
-                if o.unavailable_at is not None:
-                    unavailable[i] = min(unavailable[i], o.unavailable_at)
-            ranges = _merge(ranges)
+        ports_free: list[int] = []
+        unavailable: list[float] = []
+        for m in merged:
+            if len(m) == 1:
+                o = m[0]
+                r, v = o.resources, o.revocable
+                plain.append((r.cpus, r.mem, r.disk, r.gpus))
+                revocable.append((v.cpus, v.mem, v.disk, v.gpus))
+                ranges = [[lo, hi] for lo, hi in o.ports if hi >= lo]
+                at = o.unavailable_at if o.unavailable_at is not None else math.inf
+            else:
+                plain.append(_sum(o.resources for o in m))
+                revocable.append(_sum(o.revocable for o in m))
+                ranges = [[lo, hi] for o in m for lo, hi in o.ports if hi >= lo]
+                at = min((o.unavailable_at for o in m if o.unavailable_at is not None),
+                         default=math.inf)
+            ranges = _merge(ranges) if len(ranges) > 1 else ranges
             self.port_ranges.append(ranges)
-            self.ports_free[i] = sum(hi - lo + 1 for lo, hi in ranges)
+            free = 0
+            for lo, hi in ranges:
+                free += hi - lo + 1
+            ports_free.append(free)
+            unavailable.append(at)
+        self.free = np.zeros((2, 4, n), dtype=np.int64)
+        if n:
+            self.free[0] = np.rint(np.array(plain, dtype=np.float64).T * 1000)
+            self.free[1] = np.rint(np.array(revocable, dtype=np.float64).T * 1000)
+        self.ports_free = np.array(ports_free, dtype=np.int64)
+        unavailable_at = np.array(unavailable, dtype=np.float64)
         self.has_pool = self.free.any(axis=1)          # (2, n): offered anything at all
-        self.unavailable_at = unavailable
-        self.drain_at = np.array([draining.get(a, math.inf) for a in self.agent_ids])
+        self.unavailable_at = unavailable_at
+        self.drain_at = np.array([draining.get(a, math.inf) for a in self.agent_ids],
+                                 dtype=np.float64)
         # Draining: an inverse offer arrived, or the maintenance window already began.
-        self.draining = np.isfinite(self.drain_at) | (unavailable <= now)
+        self.draining = np.isfinite(self.drain_at) | (unavailable_at <= now)
         # Normalisers for bin-packing scores: the largest free amount per dimension.
         self.scale = np.maximum(self.free.max(axis=2, initial=0), 1).astype(np.float64)
         self._attr_cache: dict[tuple[str, str], np.ndarray] = {}
@@ -117,6 +137,13 @@ class AgentPool:
             else:
                 ranges[0][0] = lo + want
         return tuple(got)
+
+
+def _sum(rs: Iterable[Resources]) -> tuple[float, float, float, float]:
+    c = m = d = g = 0.0
+    for r in rs:
+        c, m, d, g = c + r.cpus, m + r.mem, d + r.disk, g + r.gpus
+    return c, m, d, g
 
 
 def _merge(ranges: list[list[int]]) -> list[list[int]]:

@@ -20,6 +20,8 @@ over-committed (resources or ports) and a task only ever takes from one pool.
 
 from __future__ import annotations
 
+import heapq
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -170,34 +172,84 @@ def _choose_binpack(group: list[PendingTask], ctx: GroupContext, cap: np.ndarray
 
 def _choose_spread(group: list[PendingTask], ctx: GroupContext, cap: np.ndarray,
                    score: np.ndarray, attr: str, job: JobFacts, plan: Plan) -> int:
+    """Each task to the least-used attribute value among the agents that can take it (the
+    lowest code on a tie), and within the value to the agent with the best score less
+    ``_HOST_SPREAD`` per task of the job already there (the lowest index on a tie).
+
+    Only the best candidates of each value are kept, in a heap per value (``_Market``):
+    the choice is the same as scanning every agent for every task, without the scan. A
+    value's heap is refilled from the arrays when it runs dry, or when its best entry falls
+    below the best agent it left out (only the agent just chosen changes, and a task on
+    it lowers its key by ``_HOST_SPREAD``, below every agent without one)."""
     codes, table = ctx.pool.attr_codes(attr)
     # Agents lacking the attribute form their own bucket, used only as a last resort.
-    used = np.array([job.spread_counts.get(v, 0) if v is not None else _BIG for v in table],
-                    dtype=np.int64)
+    used = [job.spread_counts.get(v, 0) if v is not None else int(_BIG) for v in table]
     jit = rank.jitter(group[0].key.job, len(ctx.pool))
-    absent = np.iinfo(np.int64).max  # above _BIG: a value no candidate has is never chosen
+    if len(table) == 1:
+        codes = np.zeros(len(ctx.pool), dtype=np.int64)  # one bucket: nothing to balance
+    alive = np.bincount(codes[cap > 0], minlength=len(table))
+    markets = [_Market(m) for m in range(len(table))]
     done = 0
     while done < len(group):
-        cand = cap > 0
-        if len(table) == 1:       # one value (or none at all): nothing to balance over
-            if not cand.any():
-                break
-            code, pick = 0, cand
-        else:
-            present = np.bincount(codes[cand], minlength=len(table)) > 0
-            if not present.any():
-                break
-            # The least used value among the candidates' (lowest code on a tie).
-            code = int(np.argmin(np.where(present, used, absent)))
-            pick = cand & (codes == code)
-        # Within the value, the agent with the fewest of the job's tasks first: a market
-        # usually has many machines, and losing one should take as few tasks as possible.
-        spread_score = score - _HOST_SPREAD * ctx.counts
-        i = int(np.argmax(np.where(pick, spread_score, -np.inf)))
+        present = [m for m in range(len(table)) if alive[m] > 0]
+        if not present:
+            break
+        code = min(present, key=lambda m: (used[m], m))
+        i = markets[code].best(ctx, cap, score, codes, len(group) - done)
         _assign(group, done, 1, i, ctx, cap, score, float(jit[i]), plan)
+        if cap[i] > 0:
+            markets[code].push(ctx, score, i)
+        else:
+            alive[code] -= 1
         used[code] += 1
         done += 1
     return done
+
+
+class _Market:
+    """The best candidate agents of one attribute value, keyed by their spread score."""
+
+    __slots__ = ("code", "floor", "heap")
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+        self.heap: list[tuple[float, int]] = []     # (-key, agent index)
+        self.floor = -math.inf                      # best key among agents left out
+
+    @staticmethod
+    def key(ctx: GroupContext, score: np.ndarray, i: int) -> float:
+        return float(score[i]) - _HOST_SPREAD * float(ctx.counts[i])
+
+    def push(self, ctx: GroupContext, score: np.ndarray, i: int) -> None:
+        heapq.heappush(self.heap, (-self.key(ctx, score, i), i))
+
+    def best(self, ctx: GroupContext, cap: np.ndarray, score: np.ndarray,
+             codes: np.ndarray, want: int) -> int:
+        """The agent with the best key among the value's candidates (cap > 0)."""
+        while True:
+            while self.heap:
+                neg, i = self.heap[0]
+                if cap[i] > 0 and -neg == self.key(ctx, score, i):
+                    break
+                heapq.heappop(self.heap)               # stale: taken, or its key changed
+            if self.heap and -self.heap[0][0] >= self.floor:
+                return heapq.heappop(self.heap)[1]
+            self._refill(ctx, cap, score, codes, want)
+
+    def _refill(self, ctx: GroupContext, cap: np.ndarray, score: np.ndarray,
+                codes: np.ndarray, want: int) -> None:
+        idx = np.nonzero((codes == self.code) & (cap > 0))[0]
+        keys = score[idx] - _HOST_SPREAD * ctx.counts[idx]
+        k = min(len(idx), want + 1)
+        if k < len(idx):
+            part = np.argpartition(-keys, k)
+            top, rest = part[:k], part[k:]
+            self.floor = float(keys[rest].max())
+        else:
+            top = np.arange(len(idx))
+            self.floor = -math.inf
+        self.heap = [(-float(keys[j]), int(idx[j])) for j in top]
+        heapq.heapify(self.heap)
 
 
 def _veto(plan: Plan, tasks: Sequence[PendingTask], vetoes: tuple[Veto, ...]) -> None:
