@@ -17,7 +17,7 @@ CORE = Path(corral.core.__file__).resolve().parent
 ALLOWED = {
     "__future__", "bisect", "collections", "dataclasses", "enum", "heapq", "itertools",
     "math", "re", "statistics", "typing", "zlib", "numpy", "functools", "operator",
-    "abc", "string", "contextlib", "json", "unicodedata", "base64", "hashlib",
+    "abc", "string", "contextlib", "json", "unicodedata", "base64", "hashlib", "shlex",
 }
 
 

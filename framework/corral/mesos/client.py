@@ -41,7 +41,7 @@ from typing import Any
 
 import aiohttp
 
-from corral.mesos import calls
+from corral.mesos import calls, codec
 from corral.mesos.detect import DetectorError, MasterDetector, detector_for
 from corral.mesos.errors import (
     AuthenticationFailed,
@@ -308,7 +308,7 @@ class SchedulerClient:
                 log.warning("mesos event stream from %s ended", url)
                 return subscribed
             for record in decoder.feed(chunk):
-                event = json.loads(record)
+                event = codec.loads(record)
                 if not isinstance(event, dict):
                     raise ValueError("event is not a JSON object")
                 kind = event.get("type")

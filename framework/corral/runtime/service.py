@@ -146,6 +146,7 @@ class _Command:
 Verify = Callable[[], Awaitable[bool]]
 
 _TURN_LIMIT = 512  # commands handled per loop turn (one batch write per turn)
+_GC_HOLD_OFFERS = 100  # OFFERS events larger than this are translated with the GC held
 
 
 class SchedulerService:
@@ -274,12 +275,16 @@ class SchedulerService:
     # --- inputs --------------------------------------------------------------------
 
     async def _on_mesos_event(self, event: dict[str, Any]) -> None:
-        if event.get("type") == "OFFERS":
-            for o in (event.get("offers") or {}).get("offers", []):
+        offers = (event.get("offers") or {}).get("offers", []) \
+            if event.get("type") == "OFFERS" else []
+        # Many offers make many objects at once: no collector passes while they are built.
+        with codec.gc_held(len(offers) > _GC_HOLD_OFFERS):
+            for o in offers:
                 oid = (o.get("id") or {}).get("value")
                 if oid:
                     self._offer_roles[oid] = codec.offer_allocation_role(o)
-        for e in translate.event_from_mesos(event):
+            events = translate.event_from_mesos(event)
+        for e in events:
             await self._inbox.put(_Command(e))
 
     async def _ticker(self) -> None:
