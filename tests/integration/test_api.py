@@ -272,6 +272,39 @@ def test_watch_streams_every_version_until_terminal() -> None:
     run(scenario)
 
 
+def test_watches_are_capped_per_principal_and_freed_when_closed() -> None:
+    async def main() -> None:
+        b = FakeBackend()
+        server, port = await start_api_server(b, max_watches=2)
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+                stub = pb_grpc.JobServiceStub(ch)
+                await stub.SubmitJob(submit_req())
+                streams = [stub.WatchJob(pb.WatchJobRequest(key=KEY)) for _ in range(2)]
+                for s in streams:
+                    assert (await asyncio.wait_for(s.read(), 5)).job.key == KEY
+                third = stub.WatchJob(pb.WatchJobRequest(key=KEY))
+                with pytest.raises(grpc.aio.AioRpcError) as ei:
+                    await asyncio.wait_for(third.read(), 5)
+                assert ei.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert "at most 2 per principal" in (ei.value.details() or "")
+                streams[0].cancel()
+                for _ in range(50):   # the server notices the cancel shortly
+                    again = stub.WatchJob(pb.WatchJobRequest(key=KEY))
+                    try:
+                        if (await asyncio.wait_for(again.read(), 5)).job.key == KEY:
+                            break
+                    except grpc.aio.AioRpcError as e:
+                        assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                        await asyncio.sleep(0.05)
+                else:
+                    raise AssertionError("a closed watch never freed its place")
+        finally:
+            await server.stop(0)
+
+    asyncio.run(main())
+
+
 def test_watch_of_a_finished_job_yields_once_and_ends() -> None:
     async def scenario(b: FakeBackend, ch: grpc.aio.Channel, stub: Any) -> None:
         await stub.SubmitJob(submit_req())

@@ -273,17 +273,52 @@ def test_corrupt_state_is_refused(zk_url: str, tmp_path: Path,
         zk.close()
 
     async def main() -> None:
-        a = replica("http://127.0.0.1:1", zk_url, "a")
+        a = replica("http://127.0.0.1:1", zk_url, "a", recheck_seconds=0.3)
         await a.start()
         await until(lambda: a.refused, what="refusal")
         assert a.service is None
-        with pytest.raises(NotLeader):
+        with pytest.raises(NotLeader, match="refuses to lead"):
             await a.get("it/test/bad")
+        # An operator fixes the state: the replica contends again, without a restart.
+        fix = KazooClient(addr.hosts)
+        fix.start(5)
+        try:
+            fix.delete(f"{addr.path}/state/jobs/it.test.bad")
+        finally:
+            fix.stop()
+            fix.close()
+        await until(lambda: a.service is not None and a.refused is None, timeout=20,
+                    what="leading again once the state is fixed")
         await a.stop()
     caplog.set_level("ERROR", logger="corral.replica")
     asyncio.run(main())
     assert "it.test.bad" in (caplog.text or "")
     assert "refusing to lead" in caplog.text
+
+
+def test_without_zookeeper_the_api_answers_unavailable_at_once(
+        zk_server: ZooKeeperServer, zk_url: str) -> None:
+    async def main() -> None:
+        a = replica("http://127.0.0.1:1", zk_url, "a")
+        b = replica("http://127.0.0.1:1", zk_url, "b")
+        await a.start()
+        await until(lambda: a.service is not None, what="a leads")
+        await b.start()
+        await until(lambda: b.leader_address(), what="b knows the leader")
+        zk_server.stop()
+        try:
+            for r in (a, b):
+                await until(lambda r=r: not r.zookeeper_reachable(), timeout=10,
+                            what="ZooKeeper gone")
+                started = time.monotonic()
+                with pytest.raises(NotLeader, match="cannot reach ZooKeeper"):
+                    await r.get("it/test/anything")
+                assert time.monotonic() - started < 1.0
+        finally:
+            zk_server.start()
+        await a.stop()
+        await b.stop()
+    asyncio.run(main())
 
 
 def test_duplicate_identity_and_unreachable_zookeeper(zk_url: str) -> None:

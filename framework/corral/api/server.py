@@ -68,6 +68,9 @@ from corral.core.views import AlreadyExists, Conflict, JobBackend, NotFound, Not
 
 log = logging.getLogger(__name__)
 
+# Open WatchJob streams one principal may hold (the open API's callers share one).
+MAX_WATCHES_PER_PRINCIPAL = 2000
+
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["JobService"].full_name
 HEALTH_POLL_SECONDS = 0.5
 MESSAGE_MAX = 2000  # characters of any error message (gRPC caps all metadata at 8 KiB)
@@ -142,12 +145,14 @@ async def _abort_for(context: grpc.aio.ServicerContext, exc: BaseException) -> N
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message,
                             trailing_metadata=_bad_request_metadata(message, exc.errors, prefix))
     if isinstance(exc, NotLeader):
+        why = f" ({exc.why})" if exc.why else ""
         if exc.leader:
             await context.abort(grpc.StatusCode.UNAVAILABLE,
-                                f"{NOT_LEADER_PREFIX}; the leader is at {exc.leader}",
+                                f"{NOT_LEADER_PREFIX}{why}; the leader is at {exc.leader}",
                                 trailing_metadata=((LEADER_METADATA_KEY, exc.leader),))
         await context.abort(grpc.StatusCode.UNAVAILABLE,
-                            f"{NOT_LEADER_PREFIX}, and no leader is known yet; retry shortly")
+                            f"{NOT_LEADER_PREFIX}{why}, and no leader is known yet; retry "
+                            "shortly")
     if isinstance(exc, Forbidden):
         await context.abort(grpc.StatusCode.PERMISSION_DENIED, _text(exc, "permission denied"))
     if isinstance(exc, QuotaExceeded):
@@ -201,10 +206,12 @@ def _request_id(raw: str) -> str:
 class JobServicer(pb_grpc.JobServiceServicer):
     """``corral.v1.JobService`` over any ``JobBackend``."""
 
-    def __init__(self, backend: JobBackend, submit_checks: tuple[SubmitCheck, ...] = ()
-                 ) -> None:
+    def __init__(self, backend: JobBackend, submit_checks: tuple[SubmitCheck, ...] = (),
+                 max_watches: int = MAX_WATCHES_PER_PRINCIPAL) -> None:
         self.backend = backend
         self.submit_checks = submit_checks
+        self.max_watches = max_watches
+        self._watches: dict[str, int] = {}   # principal name -> open WatchJob streams
 
     async def _call(self, context: grpc.aio.ServicerContext,
                     fn: Callable[[], Awaitable[T]]) -> T:
@@ -286,6 +293,13 @@ class JobServicer(pb_grpc.JobServiceServicer):
 
     async def WatchJob(self, request: pb.WatchJobRequest,
                        context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchJobResponse]:
+        who = caller().name
+        open_now = self._watches.get(who, 0)
+        if open_now >= self.max_watches:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"{who} already has {open_now} WatchJob streams open (at most "
+                                f"{self.max_watches} per principal); close some first")
+        self._watches[who] = open_now + 1
         try:
             _authorized_key(request.key)
             async for view in self.backend.watch(request.key):
@@ -294,6 +308,12 @@ class JobServicer(pb_grpc.JobServiceServicer):
             raise
         except Exception as exc:
             await _abort_for(context, exc)
+        finally:
+            left = self._watches.get(who, 1) - 1
+            if left > 0:
+                self._watches[who] = left
+            else:
+                self._watches.pop(who, None)
 
 
 class BackendHealth(health_pb2_grpc.HealthServicer):
@@ -379,11 +399,13 @@ async def start_api_server(
     *, health_poll_seconds: float = HEALTH_POLL_SECONDS,
     credentials: grpc.ServerCredentials | None = None, auth: AuthConfig | None = None,
     submit_checks: tuple[SubmitCheck, ...] = (),
+    max_watches: int = MAX_WATCHES_PER_PRINCIPAL,
 ) -> tuple[grpc.aio.Server, int]:
     """Start JobService, health and reflection on ``address``; return the server and port.
 
     ``credentials`` serves TLS (``security.server_credentials``); ``auth`` requires every
     call but health checks to authenticate (None: open, every caller may do anything).
+    ``max_watches``: open WatchJob streams per principal (more: RESOURCE_EXHAUSTED).
     Stop it with ``await server.stop(grace)``. Raises ``OSError`` if the address cannot be
     bound.
     """
@@ -391,7 +413,8 @@ async def start_api_server(
     server = grpc.aio.server(options=(("grpc.so_reuseport", 0),
                                       ("grpc.max_receive_message_length", MAX_REQUEST_BYTES)),
                              interceptors=(SecurityInterceptor(auth),))
-    pb_grpc.add_JobServiceServicer_to_server(JobServicer(backend, submit_checks), server)
+    pb_grpc.add_JobServiceServicer_to_server(
+        JobServicer(backend, submit_checks, max_watches), server)
     health_pb2_grpc.add_HealthServicer_to_server(
         BackendHealth(backend, health_poll_seconds), server)
     reflection.enable_server_reflection(

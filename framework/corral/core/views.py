@@ -168,11 +168,14 @@ class AlreadyExists(Conflict):
 
 
 class NotLeader(RuntimeError):
-    """This replica does not lead; ``leader`` is the address of the one that does."""
+    """This replica does not lead; ``leader`` is the address of the one that does (as
+    last known), ``why`` says what keeps this replica from answering, if anything."""
 
-    def __init__(self, leader: str | None) -> None:
+    def __init__(self, leader: str | None, why: str = "") -> None:
         self.leader = leader
-        super().__init__(f"not the leader (leader: {leader or 'unknown'})")
+        self.why = why
+        super().__init__(f"not the leader (leader: {leader or 'unknown'})"
+                         + (f": {why}" if why else ""))
 
 
 class JobBackend(Protocol):

@@ -54,6 +54,8 @@ from corral.store.layout import epoch_path
 log = logging.getLogger("corral.replica")
 
 _REJOIN_DELAY = 1.0  # seconds between resigning after a fatal term error and rejoining
+_LOOKUP_SECONDS = 0.5  # the longest an API call waits to learn the leader's address
+_RECHECK_SECONDS = 5.0  # while refusing to lead over corrupt state: how often to look again
 
 
 class Replica:
@@ -62,6 +64,7 @@ class Replica:
     def __init__(
         self, config: RuntimeConfig, zk_url: str, identity: str, api_address: str = "", *,
         session_timeout: float = 10.0, connect_within: float = 30.0,
+        recheck_seconds: float = _RECHECK_SECONDS,
     ) -> None:
         self.config = config
         self.zk_url = zk_url
@@ -80,6 +83,8 @@ class Replica:
         self._stopping = False
         self._rejoining = False
         self._leader_cache: tuple[float, str | None] = (0.0, None)
+        self._recheck: asyncio.Task[None] | None = None
+        self.recheck_seconds = recheck_seconds
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -110,10 +115,11 @@ class Replica:
         if self._election is not None:
             await self._election.resign_async()
             log.info("resigned leadership t=%.3f", time.time())
-        if self._runner is not None:
-            self._runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._runner
+        for task in (self._runner, self._recheck):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         await self._end_term("shutting down")
         if self._election is not None:
             await asyncio.to_thread(self._election.close)
@@ -161,10 +167,12 @@ class Replica:
         except (StateCorrupt, RestoreError) as exc:
             self.refused = str(exc)
             log.error("corral: refusing to lead: stored state is corrupt: %s. Fix or remove "
-                      "that znode (see docs/operations.md); this replica stays a follower.",
-                      exc)
+                      "that znode (see docs/operations.md); this replica stays a follower "
+                      "and contends again once the state loads.", exc)
             store.drop_fence()
             await self._election.resign_async()
+            self._recheck = asyncio.get_running_loop().create_task(
+                self._contend_when_fixed(), name="replica-recheck")
             return
         except Exception as exc:
             log.error("cannot load the stored state: %s; stepping down", exc)
@@ -191,6 +199,25 @@ class Replica:
         self.service = service
         self.terms += 1
         await service.start()
+
+    async def _contend_when_fixed(self) -> None:
+        """While this replica refuses to lead over corrupt state: read the state again
+        every ``_RECHECK_SECONDS``; once it loads and restores, contend again."""
+        while self.refused and not self._stopping and self._client is not None:
+            await asyncio.sleep(self.recheck_seconds)
+            try:
+                state = await StateStore(self._client, self._root).load_async()
+                restore(self.config.make_core(), None, intents_from(state), now=time.time())
+            except (StateCorrupt, RestoreError) as exc:
+                self.refused = str(exc)
+                continue
+            except Exception as exc:   # ZooKeeper away: try again later
+                log.info("cannot re-read the stored state yet: %s", exc)
+                continue
+            log.warning("the stored state loads again; contending for leadership")
+            self.refused = None
+            if self._election is not None and not self._stopping:
+                await self._election.join_async()
 
     def _holds(self, fence: Fence) -> bool:
         """Blocking: whether ZooKeeper still says we lead under ``fence``."""
@@ -228,18 +255,23 @@ class Replica:
 
     # --- JobBackend --------------------------------------------------------------------
 
+    def zookeeper_reachable(self) -> bool:
+        return self._client is not None and bool(self._client.connected)
+
     async def leader_address(self) -> str | None:
         """The API address of the replica that leads (None: unknown, or it is us while
-        we are still taking over)."""
+        we are still taking over). Never waits long: without a ZooKeeper connection it
+        answers what it last knew at once, and a lookup is given ``_LOOKUP_SECONDS``."""
         at, cached = self._leader_cache
-        if time.monotonic() - at < 0.5:
+        if time.monotonic() - at < 0.5 or not self.zookeeper_reachable():
             return cached
         address: str | None = None
         if self._election is not None:
             try:
-                info = await self._election.leader_async()
+                info = await asyncio.wait_for(self._election.leader_async(),
+                                              _LOOKUP_SECONDS)
             except Exception:
-                info = None
+                return cached
             if info is not None and info.identity != self.identity:
                 address = info.api_address or None
         self._leader_cache = (time.monotonic(), address)
@@ -247,9 +279,16 @@ class Replica:
 
     async def _leader(self) -> SchedulerService:
         svc = self.service
-        if svc is not None and svc.acting:
+        reachable = self.zookeeper_reachable()
+        if svc is not None and svc.acting and reachable:
             return svc
-        raise NotLeader(await self.leader_address())
+        why = ""
+        if not reachable:
+            # Even a leader: it cannot make anything durable, and is about to step down.
+            why = "this replica cannot reach ZooKeeper"
+        elif self.refused:
+            why = f"this replica refuses to lead: {self.refused}"
+        raise NotLeader(await self.leader_address(), why)
 
     async def submit(self, spec: JobSpec, request_id: str) -> JobView:
         return await (await self._leader()).submit(spec, request_id)
