@@ -62,6 +62,7 @@ LOCALMESOS_ONLY = {
         "looks for the job's processes on this machine",
     "test_real_cluster.py::test_hijack_without_credentials_gets_401":
         "on a master without framework authentication it would take Corral's framework over",
+    "test_framework_removed.py": "tears Corral's framework down (every task of it dies)",
 }
 
 
@@ -208,8 +209,11 @@ def running_cluster(tmp_path_factory: pytest.TempPathFactory, prefix: str, *, ag
     work = work_dir(tmp_path_factory, prefix)
     logs = work / "logs"
     logs.mkdir()
+    extra = list(localmesos_extra or [])
+    if "--ports" not in extra:
+        extra += ["--ports", private_ports()]  # never the ports of another run's tasks
     lm, url = start_master(work / "mesos", logs, agents=agents, spot=spot, cpus=4,
-                           mem=4096, allocation_interval=0.1, extra=localmesos_extra)
+                           mem=4096, allocation_interval=0.1, extra=extra)
     sched: Child | None = None
     try:
         sched, api = start_scheduler(scheduler_master or url, logs,

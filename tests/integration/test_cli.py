@@ -518,3 +518,28 @@ def test_jobs_follows_every_page(server: ServerThread) -> None:
     assert p.returncode == 0, p.stderr
     keys = [j["key"] for j in json.loads(p.stdout)]
     assert len(keys) == 1_234 and keys == sorted(keys)
+
+
+def test_a_scheduler_that_cannot_reach_mesos_says_so_in_the_pending_reason(
+        tmp_path: Path, job_file: Path) -> None:
+    from corral.procs import start_scheduler
+
+    # A real scheduler process pointed at a port nothing listens on: the job is taken,
+    # stays pending, and its reason names the master and the failure.
+    master = f"127.0.0.1:{free_port()}"
+    sched, api = start_scheduler(f"http://{master}", tmp_path)
+    try:
+        p = corral("submit", str(job_file), api=api)
+        assert p.returncode == 0, p.stderr
+        deadline = time.monotonic() + 20
+        while True:
+            p = corral("status", KEY, api=api)
+            no_traceback(p)
+            if "not connected to the Mesos master: " in p.stdout or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert "not connected to the Mesos master: " in p.stdout, p.stdout
+        assert f"cannot connect to {master}: connection refused" in p.stdout, p.stdout
+        assert "PENDING" in p.stdout, p.stdout
+    finally:
+        sched.stop(grace=5)

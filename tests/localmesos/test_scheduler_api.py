@@ -114,6 +114,8 @@ async def test_semantic_subscribe_failure_is_200_error_and_close() -> None:
         try:
             await s.subscribe(framework_info(roles=["a"]), expect_subscribed=False)
             assert s.status == 200
+            # Mesos names the stream before the master decides, so it is always there.
+            assert s.stream_id, "a refused SUBSCRIBE still carries Mesos-Stream-Id"
             ev = await s.next("ERROR")
             assert "MULTI_ROLE" in ev["error"]["message"]
             await asyncio.wait_for(s.closed.wait(), 5)

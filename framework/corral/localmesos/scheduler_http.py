@@ -15,6 +15,7 @@ other call needs a known framework (400), subscribed (403), with the right strea
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -118,8 +119,10 @@ async def _subscribe(master: Master, request: web.Request, call: dict) -> web.St
     info = call["subscribe"]["framework_info"]
     fw, error = master.subscribe(info, stream, call["subscribe"].get("suppressed_roles"))
     if fw is None:
-        # A semantic failure: 200, one ERROR event, then the stream closes.
-        await stream.open({})
+        # A semantic failure: 200, one ERROR event, then the stream closes. Mesos sets
+        # the stream id header before the master decides (master/http.cpp), so even
+        # this short stream carries a fresh one.
+        await stream.open({STREAM_HEADER: str(uuid.uuid4())})
         stream.send(event("ERROR", {"message": error}))
         stream.close()
         await stream.run()

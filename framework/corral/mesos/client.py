@@ -33,6 +33,7 @@ import base64
 import contextlib
 import json
 import logging
+import os
 import random
 import re
 import ssl
@@ -521,4 +522,10 @@ def _describe(e: BaseException) -> str:
                     "(such as Corral's own --api)? A Mesos master serves HTTP/1.1, by "
                     "default on port 5050")
         return f"{where} did not answer in HTTP/1.1: is it a Mesos master?"
+    if isinstance(e, aiohttp.ClientConnectorError):
+        # aiohttp's own text adds "ssl:default" and the raw connect() tuple.
+        err = e.os_error
+        why = (os.strerror(err.errno) if isinstance(err.errno, int) and err.errno > 0
+               else err.strerror or type(err).__name__)
+        return f"cannot connect to {e.host}:{e.port}: {why.lower()}"
     return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
