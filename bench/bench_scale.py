@@ -6,6 +6,7 @@ agents x running tasks asked for, then times:
 
 * offers  - one OFFERS event of 1,000 offers while workers are pending (losses replaced);
 * status  - one status update (a worker lost, its slot re-planned), and a TASK_RUNNING;
+  also against one job of 10 / 100 / 1,000 workers (the cost must not grow with the job);
 * tick    - one policy tick (the elastic pass over every job), every 5 s of `now`;
 * placements per CPU second (process time of the offers events / tasks placed);
 * memory per running task (tracemalloc, after building) and a full GC pass;
@@ -259,6 +260,20 @@ def run(agents: int, tasks: int, jobs: int, rounds: int) -> None:
           f"jobs kept {len(b.s.state.jobs):,}")
 
 
+def job_size_bench(rounds: int) -> None:
+    """A status update against jobs of 10 / 100 / 1,000 workers: it must not grow with W."""
+    print("\n== status update by job size (one job of W workers on 1,000 agents)")
+    for workers in (10, 100, 1000):
+        b = Build(1000, workers + 1, 1)
+        lost_t, run_t = [], []
+        for _ in range(rounds * 10):
+            a, c = lose_and_replace(b)
+            lost_t.append(a)
+            run_t.append(c)
+        print(f"W={workers:<5} lost p50 {pct(lost_t, .5) * 1e6:6.0f} us   running p50 "
+              f"{pct(run_t, .5) * 1e6:6.0f} us   (live {b.running():,})")
+
+
 def offers_json(n: int) -> bytes:
     offers = []
     for i in range(n):
@@ -334,6 +349,7 @@ def main() -> None:
     for size in sizes:
         agents, tasks = (int(x) for x in size.split("x"))
         run(agents, tasks, max(10, tasks // 50), args.rounds)
+    job_size_bench(args.rounds)
     decode_bench(args.rounds)
     first_fit_bench(args.rounds)
 
