@@ -188,7 +188,8 @@ async def retire(sched: Any, name: str, by: float, poll: float = 0.2) -> str:
        close it. Past ``by - RETIRE_MARGIN`` it closes whatever is still running.
 
     Returns "retired", "deadline" (closed at the deadline), "refused" (Dask had no worker
-    to take its results: the last one), "gone" or "unknown" (no such worker).
+    to take its results: the last one), "gone" or "unknown" (no such worker joined before
+    the deadline: one still starting is waited for).
     """
     deadline = by - RETIRE_MARGIN
 
@@ -198,7 +199,11 @@ async def retire(sched: Any, name: str, by: float, poll: float = 0.2) -> str:
                 return str(addr)
         return None
 
+    # A worker still starting (or retrying its join) is asked as soon as it joins.
     addr = address()
+    while addr is None and time.time() < deadline:
+        await asyncio.sleep(poll)
+        addr = address()
     if addr is None:
         return "unknown"
     with contextlib.suppress(Exception):

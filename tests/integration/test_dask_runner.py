@@ -77,7 +77,18 @@ def test_retire_moves_results_first_and_nothing_is_recomputed() -> None:
             total = await client.compute(y.sum())
             assert total == 3 * sum(range(200_000))
             assert counts.snapshot()["recomputed"] == 0
-            assert await dask_runner.retire(sched, "nobody", time.time() + 5) == "unknown"
+            # No such worker joins before the deadline: nothing to retire.
+            t0 = time.monotonic()
+            assert await dask_runner.retire(sched, "nobody", time.time() + 1.5) == "unknown"
+            assert time.monotonic() - t0 < 3
+            # Asked before the worker joined (it was still starting): retired once it joins.
+            late = asyncio.create_task(dask_runner.retire(sched, "w2", time.time() + 20))
+            await asyncio.sleep(0.5)
+            assert not late.done()
+            workers.append(await dask_runner._worker_class()(
+                sched.address, nthreads=1, name="w2", host="127.0.0.1", dashboard=False))
+            assert await asyncio.wait_for(late, 15) == "retired"
+            await asyncio.wait_for(workers[2].finished(), 10)
             # The last worker has nowhere to put its results: Dask refuses, it stays.
             assert await dask_runner.retire(sched, "w0", time.time() + 5) == "refused"
             assert [ws.name for ws in sched.workers.values()] == ["w0"]
