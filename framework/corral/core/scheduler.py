@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from corral.core import cost
 from corral.core import effects as fx
 from corral.core import events as ev
 from corral.core.elastic import Elastic
@@ -88,6 +89,7 @@ class Scheduler:
         ctx = self.context(now)
         ctx.out, self._deferred = self._deferred, []
         st = self.state
+        st.last_now = max(st.last_now, now)
         timers.fire_due(st, ctx)
         handler = _HANDLERS.get(type(event))
         if handler is None:
@@ -95,6 +97,7 @@ class Scheduler:
         else:
             handler(st, event, ctx)
         maintenance.accept_inverse_offers(st, ctx)
+        cost.after_event(st, self.config.cost, now, isinstance(event, ev.Tick))
         wants = bool(st.pending_jobs)
         if wants and st.session.suppressed:
             ctx.emit(fx.Revive())
@@ -143,10 +146,12 @@ class Scheduler:
         return self.state.session.subscribed and not self.state.session.gated
 
     def view(self, key: str) -> JobView:
-        return job_view(self.state, commands.job_or_raise(self.state, key))
+        return job_view(self.state, commands.job_or_raise(self.state, key),
+                        self.config.cost.prices)
 
     def views(self) -> list[JobView]:
-        return [job_view(self.state, j) for j in self.state.jobs.values()]
+        prices = self.config.cost.prices
+        return [job_view(self.state, j, prices) for j in self.state.jobs.values()]
 
     def job_keys(self) -> list[str]:
         return list(self.state.jobs)
