@@ -7,8 +7,9 @@ against the restart limit; completed workers), checkpoint markers, the cost ledg
 (``core.cost``), and every task that may be alive (its id, agent, host and ports). Task
 *states* are not kept: a restored attempt starts as ``LAUNCHED`` and Mesos tells the new
 leader the truth through reconciliation (the gate after subscribing; and the staging
-timeout for any it never answers), which then moves the job (a running master makes it RUNNING again; a task Mesos does not know ends as
-lost and its slot is relaunched, never counted as the job's failure).
+timeout for any it never answers), which then moves the job (a running master makes it
+RUNNING again; a task Mesos does not know ends as lost and its slot is relaunched, never
+counted as the job's failure).
 
 ``export_job`` reads the core through its public state; ``restore`` fills a fresh core
 through the state's mutators. Restoring into a core that already has jobs is refused: a
