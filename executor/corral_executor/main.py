@@ -335,7 +335,10 @@ class Executor:
             if name == control.PROGRESS:
                 self.feed(core.ProgressChanged(doc))
             elif isinstance(doc.get("uri"), str) and isinstance(doc.get("seq"), int):
-                self.feed(core.CheckpointCommitted(doc["uri"], doc["seq"]))
+                took = doc.get("seconds")
+                seconds = float(took) if isinstance(took, int | float) and not isinstance(
+                    took, bool) and 0 <= took < 1e6 else None
+                self.feed(core.CheckpointCommitted(doc["uri"], doc["seq"], seconds))
 
     async def _control_poll_loop(self) -> None:
         while True:
