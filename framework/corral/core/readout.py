@@ -58,22 +58,33 @@ def pending_by_why(st: CoreState) -> Counter[tuple[str, str]]:
 
 @dataclass(frozen=True, slots=True)
 class RoleFigures:
-    """One role now: its workers, what its running tasks hold, its usage."""
+    """One role now: its workers, what its running tasks hold, the usage of its active
+    jobs and of its finished jobs the core still holds."""
 
     role: str
     jobs_active: int = 0
+    jobs_done: int = 0
     workers_desired: int = 0
     workers_running: int = 0
     allocation: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # cpus, mem...
     usage: Mapping[tuple[str, str], list[float]] = field(default_factory=dict)
+    usage_done: Mapping[tuple[str, str], list[float]] = field(default_factory=dict)
+
+    def usage_all(self) -> dict[tuple[str, str], list[float]]:
+        out: dict[tuple[str, str], list[float]] = {}
+        cost.add_usage(out, self.usage)
+        cost.add_usage(out, self.usage_done)
+        return out
 
 
 @dataclass(slots=True)
 class _Acc:
     jobs: int = 0
+    done: int = 0
     desired: int = 0
     alloc: list[float] = field(default_factory=lambda: [0.0] * 4)
     usage: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    usage_done: dict[tuple[str, str], list[float]] = field(default_factory=dict)
 
 
 def role_figures(st: CoreState, now: float) -> dict[str, RoleFigures]:
@@ -89,16 +100,20 @@ def role_figures(st: CoreState, now: float) -> dict[str, RoleFigures]:
         if job.active():
             r.jobs += 1
             r.desired += job.desired
+        elif job.phase.terminal:
+            r.done += 1
         for i, x in enumerate(cost.running_resources(job)):
             r.alloc[i] += x
-        cost.add_usage(r.usage, job.cost.totals(now))
+        cost.add_usage(r.usage if not job.phase.terminal else r.usage_done,
+                       job.cost.totals(now))
     out: dict[str, RoleFigures] = {}
     for role in set(acc) | set(running):
         r = acc.get(role) or _Acc()
-        out[role] = RoleFigures(role=role, jobs_active=r.jobs, workers_desired=r.desired,
+        out[role] = RoleFigures(role=role, jobs_active=r.jobs, jobs_done=r.done,
+                                workers_desired=r.desired,
                                 workers_running=running.get(role, 0),
                                 allocation=(r.alloc[0], r.alloc[1], r.alloc[2], r.alloc[3]),
-                                usage=r.usage)
+                                usage=r.usage, usage_done=r.usage_done)
     return out
 
 

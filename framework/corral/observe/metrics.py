@@ -181,7 +181,7 @@ class CoreCollector(Collector):
             for name, x in zip(RESOURCES, a, strict=True):
                 held.add_metric([role, name], x)
             if f is not None:
-                view = cost.priced(f.usage, prices)
+                view = cost.priced(f.usage_all(), prices)
                 for cat in cost.CATEGORIES:
                     hours.add_metric([role, cat], view.cpu_hours.get(cat, 0.0))
                     if prices is not None:

@@ -109,8 +109,11 @@ class Observer:
             except Exception as exc:
                 from corral.observe.history import HistoryError
 
-                if isinstance(exc, HistoryError):
-                    raise
+                if isinstance(exc, HistoryError) or (
+                        self.history_db is not None and self.history_db.dialect == "sqlite"):
+                    raise HistoryError(f"cannot open the job history "
+                                       f"{self.history_db.describe() if self.history_db else ''}"
+                                       f": {exc}") from None
                 log.warning("job history %s not reachable yet (%s); records queue until "
                             "it is", self.history_db.describe() if self.history_db else "",
                             exc)
