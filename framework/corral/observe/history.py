@@ -30,6 +30,7 @@ import contextlib
 import json
 import logging
 import math
+import re
 import sqlite3
 import threading
 import time
@@ -84,6 +85,32 @@ COLUMNS = ("job_key", "submitted_at", "role", "state", "finished_at", "recorded_
            "cost_useful", "cost_lost", "cost_checkpoint", "cost_spare", "cost_on_demand",
            "currency", "cpu_hours", "record")
 MAX_LIMIT = 10_000
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class BadQuery(ValueError):
+    """A query parameter is malformed; the message names it."""
+
+
+def parse_since(text: str | None, now: float) -> float | None:
+    """``2d``, ``36h``, ``90m``, ``1w``, ``45s`` ago, or seconds since the epoch."""
+    if not text:
+        return None
+    t = text.strip()
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhdw])", t)
+    if m:
+        return now - float(m.group(1)) * _UNITS[m.group(2)]
+    try:
+        v = float(t)
+    except ValueError:
+        raise BadQuery(f"since: expected a duration like 2d, 36h, 90m, or seconds since "
+                       f"the epoch, got {text[:40]!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise BadQuery("since: must be a time >= 0")
+    return v
+
 
 
 class HistoryError(ValueError):

@@ -24,7 +24,6 @@ Every JSON answer is an object; errors are ``{"error": "..."}`` with 400 (bad qu
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -35,6 +34,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from corral.api.auth import AuthConfig, Principal
 from corral.observe import reports
+from corral.observe.history import BadQuery, parse_since
 from corral.observe.webauth import COOKIE, allowed_roles, principal_of
 
 if TYPE_CHECKING:
@@ -44,11 +44,8 @@ if TYPE_CHECKING:
 KEY_RE = re.compile(r"[A-Za-z0-9._-]{1,64}/[A-Za-z0-9._-]{1,64}/[A-Za-z0-9._-]{1,64}\Z")
 ROLE_RE = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
 STATES = ("PENDING", "RUNNING", "FINISHED", "FAILED", "KILLED")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-class BadQuery(ValueError):
-    """A query parameter is malformed; the message names it."""
 
 
 class NotLeading(RuntimeError):
@@ -56,24 +53,6 @@ class NotLeading(RuntimeError):
         super().__init__("this replica does not lead" + (f"; the leader's API is at {leader}"
                                                          if leader else ""))
         self.leader = leader
-
-
-def parse_since(text: str | None, now: float) -> float | None:
-    """``2d``, ``36h``, ``90m``, ``1w``, ``45s`` ago, or seconds since the epoch."""
-    if not text:
-        return None
-    t = text.strip()
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhdw])", t)
-    if m:
-        return now - float(m.group(1)) * _UNITS[m.group(2)]
-    try:
-        v = float(t)
-    except ValueError:
-        raise BadQuery(f"since: expected a duration like 2d, 36h, 90m, or seconds since "
-                       f"the epoch, got {text[:40]!r}") from None
-    if not math.isfinite(v) or v < 0:
-        raise BadQuery("since: must be a time >= 0")
-    return v
 
 
 def query_role(request: web.Request) -> str | None:
