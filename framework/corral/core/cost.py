@@ -110,6 +110,9 @@ class Budget:
     window_s: float = 30 * 86400.0
 
 
+DEFAULT_BUDGET_WINDOW = 30 * 86400.0
+
+
 @dataclass(frozen=True, slots=True)
 class CostConfig:
     """The core's cost settings: the price table (None: usage only) and role budgets."""

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from corral.core.admission import DIMENSIONS, Quota
-from corral.core.cost import Budget
+from corral.core.cost import DEFAULT_BUDGET_WINDOW, Budget
 from corral.core.fairness import RolePolicy
 from corral.core.policy import PolicyConfig
 from corral.core.resources import Resources
@@ -125,7 +125,7 @@ class Reader:
     def budget(self, d: Any, path: str) -> Budget:
         m = self.map(d, path, {"amount", "window_s"}, {"amount"})
         return Budget(amount=self.num(m, "amount", path, None, 0, 1e15),
-                      window_s=self.num(m, "window_s", path, Budget.window_s, 60, 1e10))
+                      window_s=self.num(m, "window_s", path, DEFAULT_BUDGET_WINDOW, 60, 1e10))
 
     def roles(self, raw: Any, path: str = "roles", allow_count: bool = False,
               quotas: dict[str, Quota] | None = None,
