@@ -138,7 +138,7 @@ def test_price_and_policy_files_name_every_bad_field() -> None:
         parse_prices({"markets": {}})
     pol = parse_policy({"roles": [{"name": "ml", "budget": {"amount": 10}}]})
     assert pol.budgets["ml"] == Budget(10.0)
-    with pytest.raises(PolicyFileError, match="roles\\[0\\].budget.amount"):
+    with pytest.raises(PolicyFileError, match=r"roles\[0\]\.budget\.amount"):
         parse_policy({"roles": [{"name": "ml", "budget": {"amount": "lots"}}]})
 
 
