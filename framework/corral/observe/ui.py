@@ -101,7 +101,8 @@ def seconds(s: float | None) -> str:
 def money(x: float | None, currency: str = "") -> str:
     if x is None:
         return "-"
-    return f"{x:,.2f} {esc(currency)}".strip()
+    text = f"{x:,.2f}" if abs(x) >= 1 or x == 0 else f"{x:.4f}"
+    return f"{text} {esc(currency)}".strip()
 
 
 def badge(state: str) -> str:
