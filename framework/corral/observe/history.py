@@ -302,15 +302,16 @@ def migrate(db: Database, conn: Any) -> int:
     return found
 
 
-def insert(db: Database, conn: Any, records: Sequence[HistoryRecord]) -> None:
-    """Write ``records`` in one transaction; an existing (key, submitted_at) is kept."""
+def insert(db: Database, conn: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Write ``rows`` (``HistoryRecord.row()``) in one transaction; an existing (key,
+    submitted_at) is kept."""
     marks = ", ".join([db.mark] * len(COLUMNS))
     sql = (f"INSERT INTO corral_jobs ({', '.join(COLUMNS)}) VALUES ({marks}) "
            "ON CONFLICT (job_key, submitted_at) DO NOTHING")
     cur = conn.cursor()
     cur.execute("BEGIN")
     try:
-        cur.executemany(sql, [r.row() for r in records])
+        cur.executemany(sql, rows)
         cur.execute("COMMIT")
     except BaseException:
         with contextlib.suppress(Exception):  # the connection itself may be gone
@@ -439,8 +440,8 @@ class HistoryWriter:
     ``on_written(n, seconds)`` / ``on_failure(error)`` / ``on_dropped(n)`` report to the
     metrics; ``backlog`` is what waits (queued plus the batch being written)."""
 
-    def __init__(self, db: Database, *, max_backlog: int = 100_000, batch: int = 200,
-                 retry_min: float = 0.2, retry_max: float = 5.0,
+    def __init__(self, db: Database, *, max_backlog: int = 100_000, batch: int = 500,
+                 retry_min: float = 0.2, retry_max: float = 5.0, linger: float = 0.2,
                  on_written: Callable[[int, float], None] | None = None,
                  on_failure: Callable[[str], None] | None = None,
                  on_dropped: Callable[[int], None] | None = None) -> None:
@@ -448,8 +449,12 @@ class HistoryWriter:
         self.max_backlog = max_backlog
         self.batch = batch
         self.retry_min, self.retry_max = retry_min, retry_max
-        self._queue: collections.deque[HistoryRecord] = collections.deque()
+        self.linger = linger
+        # Rows, encoded by ``put`` on the caller's thread: the writer thread only talks to
+        # the database (whose driver releases the GIL), so it takes little from the loop.
+        self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
         self._cond = threading.Condition()
+        self._stop = threading.Event()
         self._inflight = 0
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -474,12 +479,14 @@ class HistoryWriter:
     def put(self, record: HistoryRecord) -> None:
         """Queue one record (never blocks on the database)."""
         dropped = 0
+        row = record.row()
         with self._cond:
-            self._queue.append(record)
+            self._queue.append(row)
             while len(self._queue) > self.max_backlog:
                 self._queue.popleft()
                 dropped += 1
-            self._cond.notify()
+            if len(self._queue) == 1 or len(self._queue) >= self.batch:
+                self._cond.notify()  # the first of a batch, or a full one
         if dropped:
             self.dropped += dropped
             log.error("job history backlog over %d records: dropped the %d oldest (the "
@@ -501,6 +508,7 @@ class HistoryWriter:
         self.flush(flush_seconds)
         with self._cond:
             self._stopping = True
+            self._stop.set()
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=flush_seconds + 5.0)
@@ -515,17 +523,25 @@ class HistoryWriter:
                 self._conn.close()
             self._conn = None
 
-    def _take(self) -> list[HistoryRecord]:
+    def _take(self) -> list[tuple[Any, ...]]:
         with self._cond:
             while not self._queue and not self._stopping:
                 self._cond.wait(1.0)
+            # Linger a little for a fuller batch: fewer wake-ups of this thread, so fewer
+            # moments it takes the interpreter from the scheduler's loop.
+            deadline = time.monotonic() + self.linger
+            while len(self._queue) < self.batch and not self._stopping:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
             batch = [self._queue.popleft() for _ in range(min(self.batch, len(self._queue)))]
             self._inflight = len(batch)
             return batch
 
     def _run(self) -> None:
         delay = self.retry_min
-        batch: list[HistoryRecord] = []
+        batch: list[tuple[Any, ...]] = []
         while True:
             if not batch:
                 batch = self._take()
@@ -551,10 +567,9 @@ class HistoryWriter:
                 self.last_error = why
                 if self._on_failure is not None:
                     self._on_failure(why)
-                with self._cond:
-                    if self._stopping:
-                        return
-                    self._cond.wait(delay)
+                # Back off; new records do not cut the wait short (only stopping does).
+                if self._stop.wait(delay):
+                    return
                 delay = min(self.retry_max, delay * 2)
                 continue
             took = time.monotonic() - started
