@@ -5,7 +5,8 @@ file ``~/.config/corral/config.yaml``; default 127.0.0.1:7070; several replicas 
 ``a:7070,b:7070``): ``submit``, ``jobs``, ``status``, ``watch``, ``kill``, ``scale``,
 ``leader``, and ``history`` and ``cost`` (the scheduler's job history and cost ledger);
 ``--json`` prints machine-readable output instead of tables (drawn with ``rich``;
-``watch`` on a terminal is a live progress bar). Credentials: ``--token`` / ``CORRAL_TOKEN``, ``--ca-file``, ``--cert-file``/``--key-file``, ``--tls``,
+``watch`` on a terminal is a live progress bar). Credentials: ``--token`` /
+``CORRAL_TOKEN``, ``--ca-file``, ``--cert-file``/``--key-file``, ``--tls``,
 or the config file (``corral.api.clientconfig``). ``corral token`` makes a bearer token
 and prints the line for the scheduler's auth file. The commands ``scheduler``,
 ``localmesos``, ``demo``, ``sim`` and ``executor-artifact`` hand the rest of the command
