@@ -161,3 +161,17 @@ def test_readouts_come_from_indexes_and_agree_with_the_state() -> None:
 def test_priced_without_a_table_keeps_cpu_hours() -> None:
     v = cost.priced({("spot", "useful"): [7200.0, 0, 0, 0]}, None)
     assert v.total == 0 and v.cpu_hours["useful"] == 2.0 and v.currency == ""
+
+
+def test_spend_the_history_reports_counts_against_the_budget() -> None:
+    cfg = CostConfig(prices=PRICES, budgets={"ml": Budget(amount=5.0)})
+    h = Harness(cost=cfg)
+    h(ev.Subscribed("fw"))
+    h(ev.SpendReported((("ml", 6.0), ("bad", float("nan")))))
+    h(ev.SubmitJob(make_spec(1), "r1"))
+    h(ev.Tick(), 0.5)
+    assert h.s.view(KEY).tasks[0].why.code == WHY_BUDGET  # type: ignore[union-attr]
+    assert not launches(h.offers("S4"))
+    h(ev.SpendReported((("ml", 1.0),)))     # older jobs left the window
+    h(ev.Tick(), 0.5)
+    assert launches(h.offers("S4"))

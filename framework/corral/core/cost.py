@@ -522,6 +522,17 @@ def _window_text(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
+def on_spend_reported(st: CoreState, e: Any, ctx: Any) -> None:
+    """``events.SpendReported``: the history's part of each role's spend."""
+    reported = {}
+    for role, amount in e.spent:
+        if isinstance(role, str) and isinstance(amount, int | float) \
+                and math.isfinite(amount) and amount >= 0:
+            reported[role] = float(amount)
+    st.budget.reported = reported
+    st.budget.checked_at = -math.inf   # re-check at the next tick
+
+
 def check_budgets(st: CoreState, cfg: CostConfig, now: float) -> None:
     """Hold the new jobs of roles over budget; release them when under."""
     if cfg.prices is None:

@@ -52,6 +52,7 @@ _HANDLERS: dict[type, Handler] = {
     ev.EffectFailed: session.on_effect_failed,
     ev.FrameworkRemoved: session.on_framework_removed,
     ev.Tick: timers.on_tick,
+    ev.SpendReported: cost.on_spend_reported,
 }
 
 
@@ -239,6 +240,10 @@ class Scheduler:
             return None
         p = job.progress_total()
         return p.done, p.total, job.cost.n_workers
+
+    def runs(self) -> set[tuple[str, float]]:
+        """(key, submitted_at) of every job in the core (the history's key of a job)."""
+        return {(j.key, j.submitted_at) for j in self.state.jobs.values()}
 
     def take_ended(self, now: float) -> list[tuple[JobView, dict[str, Any]]]:
         """Jobs that ended and hold nothing any more (their ledger is final), each once:

@@ -365,6 +365,15 @@ def select_one(db: Database, conn: Any, key: str, roles: frozenset[str] | None
     return HistoryRecord.from_row(row) if row else None
 
 
+def spend_rows(db: Database, conn: Any, role: str, since: float
+               ) -> list[tuple[str, float, float]]:
+    """(job key, submitted_at, cost) of the role's jobs finished since ``since``."""
+    cur = conn.cursor()
+    cur.execute(f"SELECT job_key, submitted_at, cost_total FROM corral_jobs WHERE role = "
+                f"{db.mark} AND finished_at >= {db.mark}", [role, since])
+    return [(r[0], float(r[1]), float(r[2] or 0.0)) for r in cur.fetchall()]
+
+
 def cost_by_role(db: Database, conn: Any, q: Query) -> list[RoleCost]:
     where, args = _where(db, q)
     cur = conn.cursor()
@@ -432,6 +441,9 @@ class HistoryStore:
 
     def costs(self, q: Query) -> list[RoleCost]:
         return self._run(lambda c: cost_by_role(self.db, c, q))  # type: ignore
+
+    def spend(self, role: str, since: float) -> list[tuple[str, float, float]]:
+        return self._run(lambda c: spend_rows(self.db, c, role, since))  # type: ignore
 
 
 class HistoryWriter:

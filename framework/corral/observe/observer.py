@@ -181,6 +181,22 @@ class Observer:
             for key in [k for k in self.progress if k not in live]:
                 del self.progress[key]
 
+    async def spend_outside(self, core: Scheduler, budgets: Any, now: float
+                            ) -> tuple[tuple[str, float], ...]:
+        """Per budgeted role: the cost of its jobs finished within its window that the
+        core no longer holds (read from the history in a thread)."""
+        import asyncio
+
+        store = self.store
+        if store is None:
+            return ()
+        inside = core.runs()
+        out = []
+        for role, budget in sorted(budgets.items()):
+            rows = await asyncio.to_thread(store.spend, role, now - budget.window_s)
+            out.append((role, sum(c for key, sub, c in rows if (key, sub) not in inside)))
+        return tuple(out)
+
     def record(self, view: Any, usage: dict[str, Any], now: float) -> HistoryRecord | None:
         """Queue a finished job's record for the history (None without a history)."""
         if self.writer is None:

@@ -217,6 +217,9 @@ class SchedulerService:
             loop.create_task(self._ticker(), name="corral-tick"),
             loop.create_task(self._subscription(), name="corral-mesos"),
         ]
+        if self.config.policy.budgets and self.config.observer is not None \
+                and self.config.observer.store is not None:
+            self._tasks.append(loop.create_task(self._spend_reports(), name="corral-spend"))
 
     async def _subscription(self) -> None:
         """Keep a Mesos subscription; a removed framework is replaced by a fresh one."""
@@ -435,6 +438,20 @@ class SchedulerService:
                 obs.after_turn(self.core, changed)
             except Exception:  # observing must never stop scheduling
                 log.exception("observer failed after a turn")
+
+    async def _spend_reports(self) -> None:
+        """Every minute, tell the core what budgeted roles' finished jobs that only the
+        history holds cost within their window (``core.cost`` budgets)."""
+        obs = self.config.observer
+        assert obs is not None
+        while self.acting:
+            try:
+                spent = await obs.spend_outside(self.core, self.config.policy.budgets,
+                                                self._clock())
+                await self._inbox.put(_Command(ev.SpendReported(spent)))
+            except Exception as exc:
+                log.warning("cannot read role spend from the job history: %s", exc)
+            await asyncio.sleep(60.0)
 
     def _wake(self, keys: set[str]) -> None:
         for key in keys:
