@@ -148,3 +148,61 @@ def test_a_full_backlog_drops_the_oldest_and_counts_them(tmp_path: Path) -> None
     for i in range(8):
         writer.put(rec(i))
     assert writer.backlog == 5 and writer.dropped == 3 and sum(dropped) == 3
+
+
+def test_job_completions_during_an_outage_reach_postgresql_and_never_wait(
+        pg_server: PostgresServer, pg_url: str) -> None:
+    """The shell's path: a real core finishes jobs, the observer queues their records;
+    PostgreSQL is down meanwhile. Nothing the loop does waits on it, nothing is lost."""
+    from corral.core import effects as fx
+    from corral.core import events as ev
+    from corral.core.model import JobSpec, Offer, TaskTemplate, WorkerPool
+    from corral.core.resources import Resources
+    from corral.core.scheduler import Scheduler
+    from corral.observe.observer import Observer
+
+    obs = Observer(history=open_database(pg_url))
+    obs.start()
+    core = Scheduler()
+    now = [1000.0]
+    slowest = [0.0]
+
+    def handle(event: ev.Event) -> list[fx.Effect]:
+        now[0] += 0.1
+        started = time.perf_counter()
+        out = core.handle(event, now[0])
+        obs.after_turn(core, {e.key for e in out if isinstance(e, fx.JobChanged)})
+        slowest[0] = max(slowest[0], time.perf_counter() - started)
+        return out
+
+    def complete(i: int) -> None:
+        spec = JobSpec("ml", "prod", f"j{i}", master=TaskTemplate("m", Resources(1, 64)),
+                       workers=WorkerPool(TaskTemplate("w", Resources(1, 64)), 0, 1, 0))
+        handle(ev.SubmitJob(spec, f"r{i}"))
+        out = handle(ev.OffersReceived((Offer(f"o{i}", "a", "h", Resources(4, 4096)),)))
+        (tid,) = [t.task_id for e in out if isinstance(e, fx.LaunchTasks) for t in e.tasks]
+        handle(ev.StatusUpdate(tid, "TASK_RUNNING", "a", executor_id=tid, uuid=f"{i}a"))
+        handle(ev.StatusUpdate(tid, "TASK_FINISHED", "a", executor_id=tid, uuid=f"{i}b"))
+
+    try:
+        handle(ev.Subscribed("fw"))
+        complete(0)
+        pg_server.stop()
+        slowest[0] = 0.0
+        for i in range(1, 51):
+            complete(i)
+        assert slowest[0] < 0.25, slowest[0]      # no turn waited for the database
+        assert obs.writer is not None and obs.writer.backlog >= 50
+        pg_server.start()
+        assert obs.writer.flush(30.0), obs.writer.last_error
+    finally:
+        obs.stop()
+        if not pg_server.running:
+            pg_server.start()
+    store = HistoryStore(open_database(pg_url))
+    store.open()
+    try:
+        got = {r.job_key for r in store.query(Query(limit=1000))}
+        assert got == {f"ml/prod/j{i}" for i in range(51)}
+    finally:
+        store.close()
