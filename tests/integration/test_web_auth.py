@@ -69,7 +69,7 @@ def fetch(site: tuple[str, asyncio.AbstractEventLoop], path: str,
     return loop.run_until_complete(go())
 
 
-def test_health_is_open_everything_else_needs_a_known_token(site) -> None:  # noqa: ANN001
+def test_health_is_open_everything_else_needs_a_known_token(site) -> None:
     assert fetch(site, "/healthz") == (200, "ok\n")
     status, _ = fetch(site, "/readyz")
     assert status == 503              # a service never subscribed to Mesos is not ready
@@ -80,7 +80,7 @@ def test_health_is_open_everything_else_needs_a_known_token(site) -> None:  # no
     assert status == 303              # the UI sends a browser to its login form
 
 
-def test_a_principal_sees_only_its_roles(site) -> None:  # noqa: ANN001
+def test_a_principal_sees_only_its_roles(site) -> None:
     status, body = fetch(site, "/api/v1/jobs", TOKENS["alice"])
     assert status == 200
     assert [j["key"] for j in json.loads(body)["jobs"]] == ["ml/prod/a"]
@@ -104,7 +104,7 @@ def test_a_principal_sees_only_its_roles(site) -> None:  # noqa: ANN001
     assert len(everything) == 2
 
 
-def test_bad_queries_are_400s_and_no_history_is_409(site) -> None:  # noqa: ANN001
+def test_bad_queries_are_400s_and_no_history_is_409(site) -> None:
     t = TOKENS["ops"]
     assert fetch(site, "/api/v1/jobs?state=SLEEPING", t)[0] == 400
     assert fetch(site, "/api/v1/jobs?role=" + "x" * 100, t)[0] == 400
