@@ -39,6 +39,7 @@ from corral.core.slot_state import Life
 from corral.core.task_state import TaskState
 from corral.core.views import Progress, Why
 
+ENDED_KEPT = 10_000  # ended jobs waiting to be taken for the history, at most
 # The job label asking for spare workers: the safety multiple of the over-provisioning rule.
 OVERPROVISION_LABEL = "overprovision"
 
@@ -284,7 +285,9 @@ class CoreState:
         self.changed: dict[str, None] = {}
         self.durable: dict[str, None] = {}
         self.tally = tl.Tally()          # slots and attempts by role, tier, kind, life
-        self.ended: list[Job] = []       # jobs that reached a terminal phase (history)
+        # Jobs that reached a terminal phase, for the job history (the shell takes them
+        # every turn; bounded, so a core nobody takes them from keeps no more).
+        self.ended: deque[Job] = deque(maxlen=ENDED_KEPT)
         self.counters: Counter[str] = Counter()   # losses, recoveries, work lost (core.cost)
         self.budget = BudgetState()      # role budgets (core.cost)
         self.last_now = 0.0              # ``now`` of the latest event handled
@@ -518,7 +521,8 @@ class CoreState:
 
     def take_ended(self) -> list[Job]:
         """The jobs that ended since the last call (for the job history)."""
-        out, self.ended = self.ended, []
+        out = list(self.ended)
+        self.ended.clear()
         return out
 
     # ------------------------------------------------------------------ indexes
