@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,7 +89,15 @@ def _value(m: dict[str, list[tuple[dict[str, str], float]]], family: str,
 
 def test_metrics_families_present_and_changing(observed: Observed) -> None:
     assert observed.get("/healthz") == "ok\n"
-    assert observed.get("/readyz").startswith("ready")
+    # Ready once the scheduler has subscribed to Mesos (503 until then).
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            assert observed.get("/readyz").startswith("ready")
+            break
+        except urllib.error.HTTPError as e:
+            assert e.code == 503 and time.monotonic() < deadline, e
+            time.sleep(0.2)
     before = observed.metrics()
     assert set(before) >= FAMILIES, sorted(FAMILIES - set(before))
     c = observed.cluster
