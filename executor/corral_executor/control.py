@@ -5,7 +5,8 @@ The executor creates ``$MESOS_SANDBOX/.corral`` and passes it to the task as
 ``os.replace``) so a reader never sees half a file. Direction of each file:
 
 - ``progress.json``    task → executor: ``{"done","total","backlog","rerun"}``
-- ``checkpoint.json``  task → executor: ``{"uri","seq"}`` of the last committed checkpoint
+- ``checkpoint.json``  task → executor: ``{"uri","seq","seconds"}`` of the last committed
+  checkpoint (``seconds``: how long writing it took)
 - ``load.json``        task → executor: ``{"workers","queued","detail"}``, the workers the
   task's own framework wants (a Dask scheduler's adaptive target), see ``sdk.report_load``
 - ``master_address``   executor → task: ``host:port`` of the job's current master

@@ -340,7 +340,10 @@ class Executor:
             elif name == control.LOAD:
                 self.feed(core.LoadChanged(doc))
             elif isinstance(doc.get("uri"), str) and isinstance(doc.get("seq"), int):
-                self.feed(core.CheckpointCommitted(doc["uri"], doc["seq"]))
+                took = doc.get("seconds")
+                seconds = float(took) if isinstance(took, int | float) and not isinstance(
+                    took, bool) and 0 <= took < 1e6 else None
+                self.feed(core.CheckpointCommitted(doc["uri"], doc["seq"], seconds))
 
     async def _control_poll_loop(self) -> None:
         while True:

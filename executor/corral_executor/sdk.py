@@ -41,6 +41,7 @@ import re
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -238,8 +239,10 @@ def checkpoint(state: bytes | dict[str, Any], *, uri: str | None = None) -> int:
     """Commit ``state`` atomically and return its sequence number (1, 2, ...).
 
     A dict is stored as JSON and comes back from ``restore`` as a dict; bytes come back
-    as bytes. Clears a pending ``should_checkpoint()`` request and tells the executor.
+    as bytes. Clears a pending ``should_checkpoint()`` request and tells the executor
+    (with the seconds it took: the scheduler counts them as checkpoint overhead).
     """
+    started = time.monotonic()
     if isinstance(state, dict):
         try:
             payload = json.dumps(state, sort_keys=True).encode()
@@ -274,7 +277,7 @@ def checkpoint(state: bytes | dict[str, Any], *, uri: str | None = None) -> int:
         _prune(fs, root, keep={seq, prev} if prev is not None else {seq})
     except OSError as exc:
         raise CheckpointError(f"checkpoint to {base} failed: {exc}") from exc
-    _tell_executor(base, seq)
+    _tell_executor(base, seq, time.monotonic() - started)
     return seq
 
 
@@ -285,13 +288,13 @@ def _prune(fs: Any, root: str, keep: set[int]) -> None:
                 fs.rm(f"{root}/ckpt-{seq}")
 
 
-def _tell_executor(uri: str, seq: int) -> None:
+def _tell_executor(uri: str, seq: int, seconds: float) -> None:
     cdir = _control_dir()
     if cdir is None:
         return
     try:
         cdir.mkdir(parents=True, exist_ok=True)
-        record = json.dumps({"uri": uri, "seq": seq}).encode()
+        record = json.dumps({"uri": uri, "seq": seq, "seconds": round(seconds, 6)}).encode()
         control.atomic_write(cdir / control.CHECKPOINT, record)
         (cdir / control.CHECKPOINT_NOW).unlink(missing_ok=True)
     except OSError as exc:

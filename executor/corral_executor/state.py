@@ -159,6 +159,7 @@ class ProgressChanged:
 class CheckpointCommitted:
     uri: str
     seq: int
+    seconds: float | None = None   # how long writing it took, if the task said
 
 
 @dataclass(frozen=True)
@@ -639,11 +640,11 @@ def _on_progress(state: ExecutorState, ev: ProgressChanged, ctx: _Ctx) -> Execut
 
 def _on_checkpoint(state: ExecutorState, ev: CheckpointCommitted, ctx: _Ctx) -> ExecutorState:
     if state.task_id is not None and state.connected:
-        ctx.actions.append(
-            SendMessage(
-                {"kind": "checkpoint", "task_id": state.task_id, "uri": ev.uri, "seq": ev.seq}
-            )
-        )
+        payload: dict[str, Any] = {"kind": "checkpoint", "task_id": state.task_id,
+                                   "uri": ev.uri, "seq": ev.seq}
+        if ev.seconds is not None:
+            payload["seconds"] = ev.seconds
+        ctx.actions.append(SendMessage(payload))
     return state
 
 

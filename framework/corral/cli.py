@@ -2,9 +2,11 @@
 
 Job commands talk to the API at ``--api`` (or ``CORRAL_API``, or ``api`` in the config
 file ``~/.config/corral/config.yaml``; default 127.0.0.1:7070; several replicas as
-``a:7070,b:7070``): ``submit``, ``jobs``, ``status``, ``watch``, ``kill``, ``scale`` and
-``leader``; ``--json`` prints machine-readable output instead of tables. Credentials:
-``--token`` / ``CORRAL_TOKEN``, ``--ca-file``, ``--cert-file``/``--key-file``, ``--tls``,
+``a:7070,b:7070``): ``submit``, ``jobs``, ``status``, ``watch``, ``kill``, ``scale``,
+``leader``, and ``history`` and ``cost`` (the scheduler's job history and cost ledger);
+``--json`` prints machine-readable output instead of tables (drawn with ``rich``;
+``watch`` on a terminal is a live progress bar). Credentials: ``--token`` /
+``CORRAL_TOKEN``, ``--ca-file``, ``--cert-file``/``--key-file``, ``--tls``,
 or the config file (``corral.api.clientconfig``). ``corral token`` makes a bearer token
 and prints the line for the scheduler's auth file. The commands ``scheduler``,
 ``localmesos``, ``demo``, ``sim`` and ``executor-artifact`` hand the rest of the command
@@ -20,6 +22,7 @@ that did not finish); 2 bad input or the API cannot be reached; 3 an internal er
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
@@ -114,6 +117,19 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("workers", metavar="N", type=int,
                    help="desired workers, within the spec's workers.min..workers.max")
     sub.add_parser("leader", parents=[common], help="print the address of the leading scheduler")
+    s = sub.add_parser("history", parents=[common],
+                       help="finished jobs from the scheduler's job history, newest first")
+    s.add_argument("--role", help="only jobs of this role")
+    s.add_argument("--since", metavar="WHEN", help="finished within this long (2d, 36h, "
+                   "90m) or since this time (seconds since the epoch)")
+    s.add_argument("--state", type=str.upper, choices=("FINISHED", "FAILED", "KILLED"),
+                   help="only jobs that ended so")
+    s.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    s = sub.add_parser("cost", parents=[common],
+                       help="what each role spent: finished jobs plus running ones")
+    s.add_argument("--role", help="only this role")
+    s.add_argument("--since", metavar="WHEN", help="finished jobs within this long (7d) "
+                   "or since this time; running jobs always count (default: all time)")
     sub.add_parser("token", parents=[common],
                    help="make a new bearer token and print it with its auth-file line")
     for name, (_, help_text) in PASSTHROUGH.items():
@@ -181,10 +197,33 @@ def _running_workers(view: Any) -> int:
     return running_workers(view)
 
 
+def _console(out: TextIO) -> Any:
+    """A rich console on ``out``: colours on a terminal; plain, unwrapped text elsewhere
+    (scripts and tests read it line by line)."""
+    from rich.console import Console
+
+    tty = out.isatty()
+    return Console(file=out, width=None if tty else 10_000, no_color=not tty,
+                   color_system="auto" if tty else None, highlight=False, markup=False,
+                   emoji=False, soft_wrap=not tty)
+
+
 def _table(rows: list[list[str]], out: TextIO) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        out.write("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n")
+    """The first row is the header; drawn with rich (no borders, two spaces apart)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    console = _console(out)
+    table = Table(box=None, pad_edge=False, padding=(0, 2, 0, 0), show_edge=False,
+                  header_style="bold" if out.isatty() else "", expand=False)
+    for h in rows[0]:
+        table.add_column(Text(h), no_wrap=True)
+    for r in rows[1:]:
+        table.add_row(*(Text(c) for c in r))
+    with console.capture() as cap:
+        console.print(table)
+    for line in cap.get().splitlines():
+        out.write(line.rstrip() + "\n")
 
 
 def _print_jobs(summaries: list[Any], out: TextIO) -> None:
@@ -220,6 +259,7 @@ def _print_status(v: Any, out: TextIO) -> None:
     if v.finished_at is not None:
         out.write(f"finished   {_ago(v.finished_at, now)} ago\n")
     _print_resilience(v, out)
+    _print_cost(v, out)
     if not v.tasks:
         out.write("\nno tasks yet\n")
         return
@@ -259,13 +299,106 @@ def _print_resilience(v: Any, out: TextIO) -> None:
                   f"{took}{came}\n")
 
 
-def _bar(v: Any, width: int = 30) -> str:
+def _money(x: float, currency: str = "") -> str:
+    return f"{x:,.2f}" + (f" {currency}" if currency else "")
+
+
+def _print_cost(v: Any, out: TextIO) -> None:
+    """What the job cost (with the scheduler's --prices)."""
+    c = getattr(v, "cost", None)
+    if c is None:
+        return
+    out.write(f"cost       {_money(c.total, c.currency)}: useful {_money(c.useful)}, lost "
+              f"{_money(c.lost)}, checkpoints {_money(c.checkpoint)}, idle spares "
+              f"{_money(c.spare)}; all on-demand {_money(c.on_demand)}, saved "
+              f"{_money(c.savings)}\n")
+
+
+def _since(text: str | None) -> float | None:
+    from corral.observe.history import BadQuery, parse_since
+
+    try:
+        return parse_since(text, time.time())
+    except BadQuery as e:
+        raise CliError(EXIT_USAGE, f"--{e}") from None
+
+
+def _cmd_history(args: argparse.Namespace, client: Any, out: TextIO) -> int:
+    jobs = client.history(args.role, _since(args.since), args.state, args.limit)
+    if args.json:
+        _dump(jobs, out)
+        return EXIT_OK
+    if not jobs:
+        out.write("no finished jobs\n")
+        return EXIT_OK
+    now = time.time()
+    rows = [["KEY", "STATE", "FINISHED", "RAN", "TASKS", "LOSSES", "COST", "MESSAGE"]]
+    for j in jobs:
+        ran = (j["finished_at"] or j["submitted_at"]) - j["submitted_at"]
+        c = j["cost"]
+        rows.append([j["key"], j["state"], _ago(j["finished_at"] or now, now) + " ago",
+                     _ago(now - ran, now), str(j["tasks"]), str(j["losses"]),
+                     _money(c["total"], c["currency"]) if c else "-", j["message"][:80]])
+    _table(rows, out)
+    return EXIT_OK
+
+
+def _cmd_cost(args: argparse.Namespace, client: Any, out: TextIO) -> int:
+    roles, with_history = client.cost_report(args.role, _since(args.since))
+    if args.json:
+        _dump({"history": with_history, "roles": roles}, out)
+        return EXIT_OK
+    if not roles:
+        out.write("no jobs\n")
+        return EXIT_OK
+    rows = [["ROLE", "FINISHED", "RUNNING", "TOTAL", "USEFUL", "LOST", "CHECKPOINTS",
+             "IDLE SPARES", "ON-DEMAND", "SAVED"]]
+    for r in roles:
+        c = r["cost"]
+        rows.append([r["role"], str(r["finished_jobs"]), str(r["running_jobs"]),
+                     _money(c["total"], c["currency"]), _money(c["useful"]),
+                     _money(c["lost"]), _money(c["checkpoint"]), _money(c["spare"]),
+                     _money(c["on_demand"]), _money(c["savings"])])
+    _table(rows, out)
+    if not with_history:
+        out.write("(no job history on this scheduler: finished jobs are only those it "
+                  "still holds)\n")
+    if roles and not roles[0]["cost"]["currency"]:
+        out.write("(the scheduler has no price table (--prices): amounts are 0)\n")
+    return EXIT_OK
+
+
+def _line(v: Any) -> str:
+    """One watch line: progress, state and workers."""
     p = v.progress
-    frac = min(1.0, p.done / p.total) if p.total > 0 else 0.0
-    filled = int(frac * width)
-    return (f"[{'#' * filled}{'.' * (width - filled)}] {_pct(p.done, p.total):>4} "
-            f"{p.done}/{p.total}  {v.state.value}  workers {_running_workers(v)}/"
-            f"{v.desired_workers}")
+    return (f"{_pct(p.done, p.total):>4} {p.done}/{p.total}  {v.state.value}  workers "
+            f"{_running_workers(v)}/{v.desired_workers}")
+
+
+class _LiveProgress:
+    """``corral watch`` on a terminal: a rich progress bar redrawn in place."""
+
+    def __init__(self, out: TextIO) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[text]}"),
+            TimeElapsedColumn(), console=_console(out), transient=False)
+        self.task: Any = None
+
+    def __enter__(self) -> _LiveProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def update(self, v: Any) -> None:
+        p = v.progress
+        if self.task is None:
+            self.task = self.progress.add_task(v.key, total=max(p.total, 1), text="")
+        self.progress.update(self.task, completed=p.done, total=max(p.total, 1),
+                             text=_line(v))
 
 
 def _dump(obj: Any, out: TextIO) -> None:
@@ -336,17 +469,17 @@ def _cmd_watch(args: argparse.Namespace, client: Any, out: TextIO) -> int:
 
     tty = out.isatty() and not args.json
     last = None
-    for view in client.watch(args.key):
-        last = view
-        if args.json:
-            _dump(view_to_dict(view), out)
-        elif tty:
-            out.write("\r" + _bar(view) + "\x1b[K")
-        else:
-            out.write(_bar(view) + "\n")
-        out.flush()
-    if tty:
-        out.write("\n")
+    with contextlib.ExitStack() as stack:
+        live = stack.enter_context(_LiveProgress(out)) if tty else None
+        for view in client.watch(args.key):
+            last = view
+            if args.json:
+                _dump(view_to_dict(view), out)
+            elif live is not None:
+                live.update(view)
+            else:
+                out.write(_line(view) + "\n")
+            out.flush()
     if last is None or not last.state.terminal:
         # The server ends the stream only after a terminal state; anything else is a cut.
         raise CliError(EXIT_FAILED, f"the watch of {args.key} ended before the job did")
@@ -378,6 +511,7 @@ def _cmd_leader(args: argparse.Namespace, client: Any, out: TextIO) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace, Any, TextIO], int]] = {
     "submit": _cmd_submit, "jobs": _cmd_jobs, "status": _cmd_status, "watch": _cmd_watch,
     "kill": _cmd_kill, "scale": _cmd_scale, "leader": _cmd_leader,
+    "history": _cmd_history, "cost": _cmd_cost,
 }
 
 
@@ -451,6 +585,8 @@ def run(argv: Sequence[str], out: TextIO = sys.stdout) -> int:
     args.timeout = getattr(args, "timeout", 10.0)
     if args.timeout <= 0:
         raise CliError(EXIT_USAGE, "--timeout must be positive")
+    if getattr(args, "limit", 1) < 1:
+        raise CliError(EXIT_USAGE, "--limit must be at least 1")
     if args.command == "token":
         return _cmd_token(args, out)
     if hasattr(args, "job"):

@@ -236,7 +236,7 @@ def test_watch_shows_progress_and_exits_by_outcome(server: ServerThread, job_fil
     lines = out.splitlines()
     assert code == 0, out
     assert "PENDING" in lines[0] and "0/0" in lines[0]
-    assert lines[1] == "[#########.....................]  30% 30/100  RUNNING  workers 2/2"
+    assert lines[1] == " 30% 30/100  RUNNING  workers 2/2"
     assert lines[-1] == f"{KEY} FINISHED"
 
 

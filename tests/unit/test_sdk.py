@@ -113,7 +113,9 @@ def test_checkpoint_is_reported_and_clears_request(corral_env: Path, tmp_path: P
     seq = sdk.checkpoint({"x": 1})
     assert not sdk.should_checkpoint()
     doc = json.loads((corral_env / control.CHECKPOINT).read_text())
+    seconds = doc.pop("seconds")
     assert doc == {"uri": ckpt_dir(tmp_path).as_uri(), "seq": seq}
+    assert 0 <= seconds < 5  # how long writing it took, for the cost ledger
 
 
 def test_progress_file(corral_env: Path) -> None:

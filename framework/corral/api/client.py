@@ -246,6 +246,59 @@ class JobClient:
         resp = self._unary(lambda s, t: s.ListJobs(req, timeout=t, metadata=self._md()))
         return [summary_from_proto(j) for j in resp.jobs], resp.next_page_token
 
+    def _history(self, stub: pb_grpc.JobServiceStub) -> Any:
+        """The HistoryService stub on the channel of ``stub``."""
+        from corral.api.gen.corral.v1 import history_pb2_grpc
+
+        for channel, job_stub in self._channels.values():
+            if job_stub is stub:
+                return history_pb2_grpc.HistoryServiceStub(channel)
+        raise AssertionError("a stub of no channel")
+
+    def history(self, role: str | None = None, since: float | None = None,
+                state: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        """Finished jobs from the scheduler's history, newest first (up to ``limit``)."""
+        from corral.api.convert import cost_from_proto, cost_to_dict
+        from corral.api.gen.corral.v1 import history_pb2 as hpb
+
+        out: list[dict[str, Any]] = []
+        token = ""
+        while len(out) < limit:
+            req = hpb.ListHistoryRequest(role=role or "", since=since or 0.0,
+                                         state=state or "", page_size=min(1000, limit),
+                                         page_token=token)
+            resp = self._unary(lambda s, t, r=req: self._history(s).ListHistory(
+                r, timeout=t, metadata=self._md()))
+            for j in resp.jobs:
+                out.append({
+                    "key": j.key, "state": pb.JobState.Name(j.state)[len("JOB_STATE_"):],
+                    "tier": pb.Tier.Name(j.tier)[len("TIER_"):].lower(),
+                    "submitted_at": j.submitted_at,
+                    "finished_at": j.finished_at if j.HasField("finished_at") else None,
+                    "message": j.message, "tasks": j.tasks, "attempts": j.attempts,
+                    "losses": j.losses, "work_lost_seconds": j.work_lost_seconds,
+                    "cpu_hours": j.cpu_hours,
+                    "cost": cost_to_dict(cost_from_proto(j.cost)) if j.HasField("cost")
+                    else None})
+            token = resp.next_page_token
+            if not token:
+                break
+        return out[:limit]
+
+    def cost_report(self, role: str | None = None, since: float | None = None
+                    ) -> tuple[list[dict[str, Any]], bool]:
+        """What each role spent (finished jobs since ``since`` plus running ones), and
+        whether finished jobs came from a history database."""
+        from corral.api.convert import cost_from_proto, cost_to_dict
+        from corral.api.gen.corral.v1 import history_pb2 as hpb
+
+        req = hpb.CostReportRequest(role=role or "", since=since or 0.0)
+        resp = self._unary(lambda s, t: self._history(s).GetCostReport(
+            req, timeout=t, metadata=self._md()))
+        return [{"role": r.role, "finished_jobs": r.finished_jobs,
+                 "running_jobs": r.running_jobs, "cost": cost_to_dict(cost_from_proto(r.cost))}
+                for r in resp.roles], resp.history
+
     def list(self, role: str | None = None) -> list[JobSummary]:
         """Every job the caller may see (all pages), in key order."""
         out: list[JobSummary] = []

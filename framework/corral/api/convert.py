@@ -15,6 +15,7 @@ from dataclasses import asdict
 from typing import Any
 
 from corral.api.gen.corral.v1 import jobs_pb2 as pb
+from corral.core.cost import CostView
 from corral.core.model import JobSpec, Tier
 from corral.core.placement.types import Veto
 from corral.core.spec import parse_job_spec, spec_to_dict
@@ -225,7 +226,32 @@ def job_to_proto(v: JobView, now: float | None = None) -> pb.Job:
     if v.finished_at is not None:
         msg.finished_at = v.finished_at
     msg.resilience.CopyFrom(resilience_to_proto(v.resilience))
+    if v.cost is not None:
+        msg.cost.CopyFrom(cost_to_proto(v.cost))
     return msg
+
+
+def cost_to_proto(c: CostView) -> pb.Cost:
+    return pb.Cost(currency=c.currency, useful=c.useful, lost=c.lost,
+                   checkpoint=c.checkpoint, spare=c.spare, total=c.total,
+                   on_demand=c.on_demand, savings=c.savings, cpu_hours=dict(c.cpu_hours),
+                   by_market=dict(c.by_market))
+
+
+def cost_from_proto(msg: pb.Cost) -> CostView:
+    return CostView(currency=msg.currency, useful=msg.useful, lost=msg.lost,
+                    checkpoint=msg.checkpoint, spare=msg.spare, total=msg.total,
+                    on_demand=msg.on_demand, savings=msg.savings,
+                    cpu_hours=dict(sorted(msg.cpu_hours.items())),
+                    by_market=dict(sorted(msg.by_market.items())))
+
+
+def cost_to_dict(c: CostView) -> dict[str, Any]:
+    """A cost as JSON (``corral status --json``'s ``cost``, the UI, the history)."""
+    return {"currency": c.currency, "useful": c.useful, "lost": c.lost,
+            "checkpoint": c.checkpoint, "spare": c.spare, "total": c.total,
+            "on_demand": c.on_demand, "savings": c.savings,
+            "cpu_hours": dict(c.cpu_hours), "by_market": dict(c.by_market)}
 
 
 def resilience_to_proto(r: Resilience) -> pb.Resilience:
@@ -278,6 +304,7 @@ def job_from_proto(msg: pb.Job) -> JobView:
         request_id=msg.request_id,
         version=msg.version,
         resilience=resilience_from_proto(msg.resilience),
+        cost=cost_from_proto(msg.cost) if msg.HasField("cost") else None,
     )
 
 
@@ -287,8 +314,9 @@ def task_to_dict(t: TaskView, now: float | None = None) -> dict[str, Any]:
 
 
 def view_to_dict(v: JobView, now: float | None = None) -> dict[str, Any]:
-    """The JSON-ready form of a job, as ``corral --json`` prints it."""
-    return {
+    """The JSON-ready form of a job, as ``corral --json`` prints it; ``cost`` only when
+    the scheduler has a price table (so the document is unchanged without one)."""
+    doc = {
         "key": v.key,
         "state": v.state.value,
         "desired_workers": v.desired_workers,
@@ -303,6 +331,9 @@ def view_to_dict(v: JobView, now: float | None = None) -> dict[str, Any]:
         "resilience": asdict(v.resilience),
         "spec": spec_to_dict(v.spec),
     }
+    if v.cost is not None:
+        doc["cost"] = cost_to_dict(v.cost)
+    return doc
 
 
 def summary_to_proto(s: JobSummary) -> pb.JobSummary:

@@ -398,7 +398,7 @@ async def start_api_server(
     backend: JobBackend, address: str = "127.0.0.1:0",
     *, health_poll_seconds: float = HEALTH_POLL_SECONDS,
     credentials: grpc.ServerCredentials | None = None, auth: AuthConfig | None = None,
-    submit_checks: tuple[SubmitCheck, ...] = (),
+    submit_checks: tuple[SubmitCheck, ...] = (), observer: Any = None,
     max_watches: int = MAX_WATCHES_PER_PRINCIPAL,
 ) -> tuple[grpc.aio.Server, int]:
     """Start JobService, health and reflection on ``address``; return the server and port.
@@ -406,6 +406,7 @@ async def start_api_server(
     ``credentials`` serves TLS (``security.server_credentials``); ``auth`` requires every
     call but health checks to authenticate (None: open, every caller may do anything).
     ``max_watches``: open WatchJob streams per principal (more: RESOURCE_EXHAUSTED).
+    ``observer`` (``corral.observe.Observer``) adds ``HistoryService`` (job history, costs).
     Stop it with ``await server.stop(grace)``. Raises ``OSError`` if the address cannot be
     bound.
     """
@@ -417,8 +418,15 @@ async def start_api_server(
         JobServicer(backend, submit_checks, max_watches), server)
     health_pb2_grpc.add_HealthServicer_to_server(
         BackendHealth(backend, health_poll_seconds), server)
+    names = [SERVICE_NAME]
+    if observer is not None:
+        from corral.api.gen.corral.v1 import history_pb2, history_pb2_grpc
+        from corral.api.history import HistoryServicer
+
+        history_pb2_grpc.add_HistoryServiceServicer_to_server(HistoryServicer(observer), server)
+        names.append(history_pb2.DESCRIPTOR.services_by_name["HistoryService"].full_name)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        (*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
          reflection.SERVICE_NAME),
         server,
     )

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, replace
 
+from corral.core.task_state import TaskState
 from corral.core.views import LossView
 
 # Kinds of loss, as shown to users.
@@ -31,6 +32,15 @@ NOTICE = "notice"            # moved ahead of a maintenance window / spot notice
 class _Open:
     index: int                 # position among all losses ever recorded
     record: LossView
+
+
+def loss_kind(reason: str | None, mesos: TaskState) -> str:
+    """The kind of an infrastructure loss from the attempt's last Mesos reason and state."""
+    if reason == "REASON_CONTAINER_PREEMPTED":
+        return REVOKED
+    if mesos is TaskState.UNREACHABLE:
+        return UNREACHABLE
+    return LOST
 
 
 def work_lost(now: float, running_since: float | None, checkpoint_at: float | None) -> float:

@@ -145,6 +145,14 @@ class Tick:
 
 
 @dataclass(frozen=True, slots=True)
+class SpendReported:
+    """What each role's finished jobs that only the job history still holds cost within
+    the role's budget window (the shell reads the history; ``core.cost`` budgets)."""
+
+    spent: tuple[tuple[str, float], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class EffectFailed:
     """The shell could not carry out ``effect`` (a Mesos call failed); the core re-plans."""
 
@@ -155,5 +163,6 @@ class EffectFailed:
 Event = (
     Subscribed | Disconnected | FrameworkRemoved | OffersReceived | OfferRescinded |
     InverseOffersReceived | InverseOfferRescinded | StatusUpdate | ExecutorMessage |
-    AgentLost | ExecutorExited | SubmitJob | KillJob | ScaleJob | Tick | EffectFailed
+    AgentLost | ExecutorExited | SubmitJob | KillJob | ScaleJob | Tick | EffectFailed |
+    SpendReported
 )

@@ -3,12 +3,13 @@ leader restores from.
 
 What survives a failover is *intent*, not facts: the spec, the desired worker count, the
 job's phase, per-slot counters (attempts so far, so a task id is never reused; failures
-against the restart limit; completed workers), checkpoint markers, and every task that may
-be alive (its id, agent, host and ports). Task *states* are not kept: a restored attempt
-starts as ``LAUNCHED`` and Mesos tells the new leader the truth through reconciliation
-(the gate after subscribing; and the staging timeout for any it never answers), which then
-moves the job (a running master makes it RUNNING again; a task Mesos does not know ends as
-lost and its slot is relaunched, never counted as the job's failure).
+against the restart limit; completed workers), checkpoint markers, the cost ledger's usage
+(``core.cost``), and every task that may be alive (its id, agent, host and ports). Task
+*states* are not kept: a restored attempt starts as ``LAUNCHED`` and Mesos tells the new
+leader the truth through reconciliation (the gate after subscribing; and the staging
+timeout for any it never answers), which then moves the job (a running master makes it
+RUNNING again; a task Mesos does not know ends as lost and its slot is relaunched, never
+counted as the job's failure).
 
 ``export_job`` reads the core through its public state; ``restore`` fills a fresh core
 through the state's mutators. Restoring into a core that already has jobs is refused: a
@@ -67,6 +68,8 @@ class JobIntent:
     finished_at: float | None = None
     message: str = ""
     target_reason: str = ""
+    # The cost ledger's usage: market -> category -> [cpu-s, MiB-s, MiB-s, gpu-s].
+    cost: Mapping[str, Mapping[str, tuple[float, ...]]] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -101,6 +104,8 @@ def export_job(job: Job, attempts: Mapping[str, Attempt]) -> JobIntent:
         spec=job.spec, request_id=job.request_id, desired=job.desired, phase=job.phase,
         tasks=tasks, slots=counters, progress=progress, submitted_at=job.submitted_at,
         finished_at=job.finished_at, message=job.message, target_reason=job.target_reason,
+        cost={m: {c: tuple(v) for c, v in cats.items()}
+              for m, cats in job.cost.stored().items()},
     )
 
 
@@ -134,6 +139,8 @@ def _restore_job(ctx: Ctx, intent: JobIntent) -> int:
               finished_at=intent.finished_at, message=intent.message,
               target_reason=intent.target_reason or "initial")
     st.add_job(job)
+    job.cost.load(intent.cost)
+    job.cost.ran = bool(intent.cost)
     for label, c in intent.slots.items():
         tk = slot_key(key, label)
         if tk is None:

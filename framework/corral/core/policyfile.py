@@ -13,12 +13,15 @@ A policy file::
     roles:
       - {name: research, weight: 2, guarantee: {cpus: 8, mem: 16384}}
       - {name: adhoc, limit: {cpus: 16}, quota: {jobs: 20, cpus: 64}}
+      - {name: interns, budget: {amount: 50, window_s: 604800}}
     policy: {preemption_budget: 20, min_share_diff: 0.05}
 
 Roles it does not name weigh 1 with no guarantee, no limit and no quota. A ``limit``
 bounds what a role *runs* (dimensions it does not name are unbounded); a ``quota`` (the
 scheduler's file only) bounds what it may *submit*: ``jobs`` live at once and the total of
-their largest footprints per dimension (``core.admission``).
+their largest footprints per dimension (``core.admission``); a ``budget`` (the scheduler's
+file only, with ``--prices``) bounds what it may *spend* per window: over it, the role's
+new jobs are held (``core.cost``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from corral.core.admission import DIMENSIONS, Quota
+from corral.core.cost import DEFAULT_BUDGET_WINDOW, Budget
 from corral.core.fairness import RolePolicy
 from corral.core.policy import PolicyConfig
 from corral.core.resources import Resources
@@ -118,11 +122,18 @@ class Reader:
         bounds = {dim: self.num(m, dim, path, None, 0, 1e12) for dim in DIMENSIONS if dim in m}
         return Quota(jobs=jobs, resources=bounds)
 
+    def budget(self, d: Any, path: str) -> Budget:
+        m = self.map(d, path, {"amount", "window_s"}, {"amount"})
+        return Budget(amount=self.num(m, "amount", path, None, 0, 1e15),
+                      window_s=self.num(m, "window_s", path, DEFAULT_BUDGET_WINDOW, 60, 1e10))
+
     def roles(self, raw: Any, path: str = "roles", allow_count: bool = False,
-              quotas: dict[str, Quota] | None = None) -> dict[str, RolePolicy]:
+              quotas: dict[str, Quota] | None = None,
+              budgets: dict[str, Budget] | None = None) -> dict[str, RolePolicy]:
         """A list of ``{name, weight, guarantee, limit}``; with ``allow_count``, ``count: N``
         expands one entry into roles ``name-0..name-(N-1)`` (for simulations at scale).
-        With ``quotas`` (a dict to fill) entries may also have a ``quota``."""
+        With ``quotas`` (a dict to fill) entries may also have a ``quota``; with
+        ``budgets``, a ``budget``."""
         roles: dict[str, RolePolicy] = {}
         if raw is None:
             return roles
@@ -132,6 +143,8 @@ class Reader:
         allowed = {"name", "weight", "guarantee", "limit"} | ({"count"} if allow_count else set())
         if quotas is not None:
             allowed.add("quota")
+        if budgets is not None:
+            allowed.add("budget")
         for i, r in enumerate(raw):
             where = f"{path}[{i}]"
             m = self.map(r, where, allowed, {"name"})
@@ -141,6 +154,7 @@ class Reader:
                 limit=(self.limit(m["limit"], f"{where}.limit") if m.get("limit")
                        else None))
             quota = self.quota(m["quota"], f"{where}.quota") if "quota" in m else None
+            budget = self.budget(m["budget"], f"{where}.budget") if "budget" in m else None
             n = self.int(m, "count", where, 1, 1, 100_000) if allow_count else 1
             name = m.get("name")
             if "name" in m and (not isinstance(name, str) or not name):
@@ -153,6 +167,8 @@ class Reader:
                 roles[full] = pol
                 if quotas is not None and quota is not None:
                     quotas[full] = quota
+                if budgets is not None and budget is not None:
+                    budgets[full] = budget
         return roles
 
     def knobs(self, raw: Any, path: str = "policy") -> dict[str, float]:
@@ -208,6 +224,7 @@ class SchedulerPolicy:
     config: PolicyConfig = field(default_factory=PolicyConfig)
     interval_s: float = 5.0
     quotas: Mapping[str, Quota] = field(default_factory=dict)  # what roles may submit
+    budgets: Mapping[str, Budget] = field(default_factory=dict)  # what roles may spend
 
 
 def parse_policy(data: Any) -> SchedulerPolicy:
@@ -217,10 +234,11 @@ def parse_policy(data: Any) -> SchedulerPolicy:
     top = r.map(data if data is not None else {}, "",
                 {"interval_s", "target_duration_s", "roles", "policy"})
     quotas: dict[str, Quota] = {}
-    roles = r.roles(top.get("roles"), quotas=quotas)
+    budgets: dict[str, Budget] = {}
+    roles = r.roles(top.get("roles"), quotas=quotas, budgets=budgets)
     knobs = r.knobs(top.get("policy"))
     duration = r.num(top, "target_duration_s", "", ScalingConfig().target_duration_s, 1, 1e9)
     interval = r.num(top, "interval_s", "", 5.0, 0.1, 86400)
     r.fail_if_errors(PolicyFileError, "invalid policy file")
     return SchedulerPolicy(roles=roles, config=policy_config(knobs, duration),
-                           interval_s=interval, quotas=quotas)
+                           interval_s=interval, quotas=quotas, budgets=budgets)

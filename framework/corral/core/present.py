@@ -5,17 +5,20 @@ every worker slot the job wants now, and any other slot still holding a live or
 completed attempt), each with Corral's lifecycle state and, for a slot that is not
 running, *why* as data (``views.Why``). Session-wide reasons (Corral is not subscribed to
 Mesos, or is reconciling after subscribing) override placement's vetoes for every
-pending slot: they are what the slot really waits for.
+pending slot: they are what the slot really waits for; a job held by its role's budget
+(``core.cost``) says so first.
 """
 
 from __future__ import annotations
 
+from corral.core.cost import PriceTable, job_cost
 from corral.core.job_state import public_state
 from corral.core.model import TaskKind
 from corral.core.slot_state import Life
 from corral.core.state import CoreState, Job, Slot
 from corral.core.views import (
     WHY_BACKOFF,
+    WHY_BUDGET,
     WHY_MASTER,
     WHY_MESOS,
     WHY_OFFERS,
@@ -27,7 +30,9 @@ from corral.core.views import (
 )
 
 
-def job_view(st: CoreState, job: Job) -> JobView:
+def job_view(st: CoreState, job: Job, prices: PriceTable | None = None) -> JobView:
+    """``prices``: with a table, the view carries the job's cost up to the core's latest
+    event (``core.cost``)."""
     tasks = [_task_view(st, job, job.master)]
     keep = job.effective_workers() if job.active() else 0
     for index in sorted(job.workers):
@@ -42,6 +47,8 @@ def job_view(st: CoreState, job: Job) -> JobView:
         submitted_at=job.submitted_at, finished_at=job.finished_at, message=job.message,
         target_reason=job.target_reason, request_id=job.request_id,
         version=(st.term << 32) + job.version, resilience=_resilience(job),
+        cost=job_cost(job, prices, max(st.last_now, job.cost.at or 0.0))
+        if prices is not None else None,
     )
 
 
@@ -73,6 +80,8 @@ def _why(st: CoreState, job: Job, slot: Slot) -> Why | None:
     if state is Life.WAITING:
         return Why(WHY_MASTER, "master not running yet")
     if state is Life.PENDING:
+        if job.cost.held:
+            return Why(WHY_BUDGET, job.cost.held)
         return _session_why(st) or slot.why or Why(WHY_OFFERS, "waiting for an offer")
     return None
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from corral.core import cost, readout
 from corral.core import effects as fx
 from corral.core import events as ev
 from corral.core.elastic import Elastic
@@ -51,6 +52,7 @@ _HANDLERS: dict[type, Handler] = {
     ev.EffectFailed: session.on_effect_failed,
     ev.FrameworkRemoved: session.on_framework_removed,
     ev.Tick: timers.on_tick,
+    ev.SpendReported: cost.on_spend_reported,
 }
 
 
@@ -88,6 +90,7 @@ class Scheduler:
         ctx = self.context(now)
         ctx.out, self._deferred = self._deferred, []
         st = self.state
+        st.last_now = max(st.last_now, now)
         timers.fire_due(st, ctx)
         handler = _HANDLERS.get(type(event))
         if handler is None:
@@ -95,6 +98,7 @@ class Scheduler:
         else:
             handler(st, event, ctx)
         maintenance.accept_inverse_offers(st, ctx)
+        cost.after_event(st, self.config.cost, now, isinstance(event, ev.Tick))
         wants = bool(st.pending_jobs)
         if wants and st.session.suppressed:
             ctx.emit(fx.Revive())
@@ -143,10 +147,12 @@ class Scheduler:
         return self.state.session.subscribed and not self.state.session.gated
 
     def view(self, key: str) -> JobView:
-        return job_view(self.state, commands.job_or_raise(self.state, key))
+        return job_view(self.state, commands.job_or_raise(self.state, key),
+                        self.config.cost.prices)
 
     def views(self) -> list[JobView]:
-        return [job_view(self.state, j) for j in self.state.jobs.values()]
+        prices = self.config.cost.prices
+        return [job_view(self.state, j, prices) for j in self.state.jobs.values()]
 
     def job_keys(self) -> list[str]:
         return list(self.state.jobs)
@@ -176,6 +182,82 @@ class Scheduler:
     def drain_notes(self) -> list[tuple[float, str]]:
         out = list(self.state.notes)
         self.state.notes.clear()
+        return out
+
+    # ------------------------------------------------------------------ observation
+    # What the metrics page, the web UI and the job history read (``core.readout``).
+
+    def tally(self) -> list[tuple[tuple[str, str, str, str], int]]:
+        """((role, tier, kind, life), count) of live slots and attempts."""
+        return list(self.state.tally.items())
+
+    def jobs_by_state(self) -> dict[tuple[str, str], int]:
+        return dict(readout.jobs_by_state(self.state))
+
+    def pending_by_why(self) -> dict[tuple[str, str], int]:
+        return dict(readout.pending_by_why(self.state))
+
+    def role_figures(self, now: float) -> dict[str, readout.RoleFigures]:
+        return readout.role_figures(self.state, now)
+
+    def fair_shares(self) -> dict[str, float]:
+        """Each role's fair share of the pool, from the latest elastic pass."""
+        return dict(self.elastic.last_shares) if self.elastic is not None else {}
+
+    def capacity(self) -> tuple[Resources, Resources]:
+        """(non-revocable, revocable) capacity as the elastic policy estimates it."""
+        return self.elastic.capacity(self.state) if self.elastic is not None else (ZERO, ZERO)
+
+    def checkpoint_ages(self, now: float) -> dict[str, float]:
+        return readout.checkpoint_ages(self.state, now)
+
+    def counters(self) -> dict[str, float]:
+        """Monotonic counts of this core: ``loss:<kind>``, ``recoveries``,
+        ``work_lost_seconds``."""
+        return dict(self.state.counters)
+
+    def offers_held(self) -> int:
+        """Offers held while reconciling after a subscription."""
+        return len(self.state.session.held)
+
+    def agents(self) -> list[readout.AgentFigures]:
+        c = self.config.cost
+        return readout.agents(self.state, c.attribute, c.default_market)
+
+    def job_detail(self, key: str, now: float) -> list[readout.SlotDetail]:
+        c = self.config.cost
+        return readout.job_detail(self.state, commands.job_or_raise(self.state, key),
+                                  c.attribute, c.default_market, now)
+
+    def job_usage(self, key: str, now: float) -> dict[tuple[str, str], list[float]]:
+        """The job's cost ledger usage up to ``now`` (``core.cost``)."""
+        return commands.job_or_raise(self.state, key).cost.totals(now)
+
+    def progress_sample(self, key: str) -> tuple[int, int, int] | None:
+        """(done, total, running workers) of a job now; None if there is no such job."""
+        job = self.state.jobs.get(key)
+        if job is None:
+            return None
+        p = job.progress_total()
+        return p.done, p.total, job.cost.n_workers
+
+    def runs(self) -> set[tuple[str, float]]:
+        """(key, submitted_at) of every job in the core (the history's key of a job)."""
+        return {(j.key, j.submitted_at) for j in self.state.jobs.values()}
+
+    def take_ended(self, now: float) -> list[tuple[JobView, dict[str, Any]]]:
+        """Jobs that ended and hold nothing any more (their ledger is final), each once:
+        their view and stored usage, for the job history. Jobs still killing tasks wait."""
+        out: list[tuple[JobView, dict[str, Any]]] = []
+        keep = []
+        prices = self.config.cost.prices
+        for job in self.state.take_ended():
+            if job.live:
+                keep.append(job)
+                continue
+            job.cost.fold(max(now, job.cost.at or 0.0), job.desired)
+            out.append((job_view(self.state, job, prices), job.cost.stored()))
+        self.state.ended.extend(keep)
         return out
 
     def validate(self) -> None:

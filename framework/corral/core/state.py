@@ -23,13 +23,15 @@ Like the rest of the core: no I/O, no clock, no randomness. Time arrives as ``no
 from __future__ import annotations
 
 import heapq
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from corral.core import accounting as acct
+from corral.core import tally as tl
+from corral.core.cost import BudgetState, JobCost
 from corral.core.job_state import JobPhase
 from corral.core.model import JobSpec, TaskKey, TaskKind, TaskTemplate
 from corral.core.resources import ZERO, Resources
@@ -38,6 +40,7 @@ from corral.core.task_state import TaskState
 from corral.core.views import Progress, Why
 from corral.core.workload import LoadReport
 
+ENDED_KEPT = 10_000  # ended jobs waiting to be taken for the history, at most
 # The job label asking for spare workers: the safety multiple of the over-provisioning rule.
 OVERPROVISION_LABEL = "overprovision"
 
@@ -127,6 +130,7 @@ class Job:
     spare: int = 0
     spare_reason: str = ""
     load: LoadReport | None = None   # the master's latest load report (core.workload)
+    cost: JobCost = field(default_factory=JobCost)   # resource-time by market (core.cost)
 
     @property
     def key(self) -> str:
@@ -282,6 +286,13 @@ class CoreState:
         self._timer_seq = 0
         self.changed: dict[str, None] = {}
         self.durable: dict[str, None] = {}
+        self.tally = tl.Tally()          # slots and attempts by role, tier, kind, life
+        # Jobs that reached a terminal phase, for the job history (the shell takes them
+        # every turn; bounded, so a core nobody takes them from keeps no more).
+        self.ended: deque[Job] = deque(maxlen=ENDED_KEPT)
+        self.counters: Counter[str] = Counter()   # losses, recoveries, work lost (core.cost)
+        self.budget = BudgetState()      # role budgets (core.cost)
+        self.last_now = 0.0              # ``now`` of the latest event handled
 
     # ------------------------------------------------------------------ read API
 
@@ -339,6 +350,7 @@ class CoreState:
     def add_attempt(self, att: Attempt) -> None:
         """Register a new attempt (launched or adopted) and its liveness."""
         self.attempts[att.task_id] = att
+        self.tally.attempt(att, att.life, 1)
         if att.live:
             self._set_live(att, True)
         self.mark_changed(att.job, durable=True)
@@ -366,10 +378,18 @@ class CoreState:
         follows. Timers are armed by the lifecycle driver, which knows why."""
         job = att.job if att is not None else None
         if att is not None:
+            if self.attempts.get(att.task_id) is att:
+                self.tally.attempt(att, att.life, -1)
+                self.tally.attempt(att, life, 1)
             att.life = life
             att.edges += 1
         else:
+            counted = slot.current is None and self._owned(slot)
+            if counted:
+                self._tally_vacancy(slot, -1)
             slot.vacancy = life
+            if counted:
+                self._tally_vacancy(slot, 1)
         owner = job or self.jobs.get(slot.key.job)
         if owner is not None:
             self._index_pending(owner, slot)
@@ -377,6 +397,8 @@ class CoreState:
 
     def fill(self, slot: Slot, att: Attempt) -> None:
         """``att`` becomes the slot's current attempt."""
+        if slot.current is None and self._owned(slot):
+            self._tally_vacancy(slot, -1)
         slot.current = att
         slot.why = None
         self._index_pending(att.job, slot)
@@ -384,8 +406,12 @@ class CoreState:
     def vacate(self, slot: Slot, vacancy: Life) -> Attempt | None:
         """The slot's current attempt leaves it (ended or detached)."""
         att, slot.current = slot.current, None
+        if att is None and self._owned(slot):
+            self._tally_vacancy(slot, -1)
         slot.vacancy = vacancy
         slot.vacated += 1
+        if self._owned(slot):
+            self._tally_vacancy(slot, 1)
         job = self.jobs.get(slot.key.job)
         if att is not None:
             old, slot.last = slot.last, att
@@ -410,6 +436,7 @@ class CoreState:
         if att.live or not att.mesos.terminal or self.attempts.get(att.task_id) is not att:
             return
         del self.attempts[att.task_id]
+        self.tally.attempt(att, att.life, -1)
         self._heard.pop(att.task_id, None)
         job = att.job
         job.usage.pop(att.task_id, None)
@@ -420,6 +447,7 @@ class CoreState:
     def finished(self, job: Job) -> None:
         """``job`` reached a terminal phase: it is retired after the retention rules."""
         self.finished_jobs[job.key] = job.finished_at or 0.0
+        self.ended.append(job)
 
     def retire_jobs(self, now: float, keep: int, ttl: float) -> list[str]:
         """Remove finished jobs beyond the newest ``keep`` or older than ``ttl`` seconds,
@@ -444,7 +472,10 @@ class CoreState:
                 for att in (slot.current, slot.last, *slot.retiring.values()):
                     if att is not None and self.attempts.get(att.task_id) is att:
                         del self.attempts[att.task_id]
+                        self.tally.attempt(att, att.life, -1)
                         self._heard.pop(att.task_id, None)
+                if slot.current is None:
+                    self._tally_vacancy(slot, -1)
             del self.jobs[key]
             self.pending_jobs.pop(key, None)
             self.durable[key] = None
@@ -490,7 +521,22 @@ class CoreState:
         self.changed, self.durable = {}, {}
         return changed, durable
 
+    def take_ended(self) -> list[Job]:
+        """The jobs that ended since the last call (for the job history)."""
+        out = list(self.ended)
+        self.ended.clear()
+        return out
+
     # ------------------------------------------------------------------ indexes
+
+    def _owned(self, slot: Slot) -> bool:
+        """Whether ``slot`` belongs to the job its key names now (not to a job that key
+        was resubmitted over)."""
+        job = self.jobs.get(slot.key.job)
+        return job is not None and job.slot_if(slot.key) is slot
+
+    def _tally_vacancy(self, slot: Slot, n: int) -> None:
+        self.tally.vacancy(self.jobs[slot.key.job], slot, slot.vacancy, n)
 
     def _set_live(self, att: Attempt, live: bool) -> None:
         agent = self.agent(att.agent_id) if att.agent_id else None
@@ -548,6 +594,9 @@ class CoreState:
         for jk in self.pending_jobs:
             if jk not in self.jobs:
                 yield f"pending_jobs names unknown job {jk}"
+        tally = tl.expected(self.jobs.values(), self.attempts.values())
+        if tally != self.tally.counts:
+            yield f"tally {dict(self.tally.counts)} != {dict(tally)}"
         held: dict[str, tuple[Resources, Resources]] = {}
         for agent in self.agents.values():
             on = {t for t in agent.tasks}

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from corral.core.cost import CostView
 from corral.core.model import JobSpec
 from corral.core.placement.types import Veto
 
@@ -36,6 +37,7 @@ WHY_OFFERS = "offers"               # no offer has been tried for it yet
 WHY_MESOS = "mesos"                 # Corral is not subscribed to the Mesos master
 WHY_RECONCILING = "reconciling"     # after (re)subscribing, Corral reconciles first
 WHY_NOT_RUNNING = "not-running"     # launched or being replaced: see the task's state
+WHY_BUDGET = "budget"               # the job's role is over its budget (core.cost)
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,7 @@ class JobView:
     request_id: str = ""
     version: int = 0             # bumps on every change; watch streams use it
     resilience: Resilience = field(default_factory=Resilience)
+    cost: CostView | None = None  # with a price table (core.cost): what the job cost
 
 
 class NotFound(LookupError):

@@ -1,8 +1,8 @@
 """The scheduler's plain HTTP server (``corral scheduler --http HOST:PORT``).
 
-``server.HttpServer`` is a small aiohttp site that parts of Corral add routes to; today
-``executor.add_routes`` serves the executor artifact agents fetch. Metrics and a web UI
-are meant to be added the same way: a module with an ``add_routes(server, ...)``.
+``server.HttpServer`` is a small aiohttp site that parts of Corral add routes to:
+``executor.add_routes`` serves the executor artifact agents fetch, and
+``corral.observe.web.add_routes`` the metrics, health checks, JSON API and web UI.
 """
 
 from corral.http.server import HttpServer, parse_address

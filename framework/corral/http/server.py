@@ -39,6 +39,10 @@ class HttpServer:
         """Serve GET (and HEAD, which Mesos' fetcher cache sends to learn a size)."""
         self.app.router.add_get(path, handler)
 
+    def add_post(self, path: str, handler: Handler) -> None:
+        """Serve POST (small forms: the web UI's login)."""
+        self.app.router.add_post(path, handler)
+
     async def start(self, address: str) -> int:
         """Bind ``address`` (``HOST:PORT``) and serve; returns the bound port."""
         host, port = parse_address(address)

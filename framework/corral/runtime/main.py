@@ -172,6 +172,17 @@ def build_parser(prog: str = "corral scheduler") -> argparse.ArgumentParser:
     g.add_argument("--checkpoint-prefix", action="append", default=[], metavar="URI",
                    help="jobs' checkpoint.uri must lie under one of these (repeatable; "
                         "default: anywhere allowed)")
+    g = p.add_argument_group("observation: metrics, web UI, job history, costs "
+                             "(docs/operations.md)")
+    g.add_argument("--prices", metavar="FILE", default=os.environ.get("CORRAL_PRICES"),
+                   help="YAML price table per market and resource-hour: jobs and roles "
+                        "accumulate cost (env CORRAL_PRICES; default: no money shown)")
+    g.add_argument("--history", metavar="URL", default=os.environ.get("CORRAL_HISTORY"),
+                   help="job history database: sqlite:///path/history.db or "
+                        "postgresql://user@host:5432/db (env CORRAL_HISTORY; default: none)")
+    g.add_argument("--history-backlog", type=int, default=100_000, metavar="N",
+                   help="job records kept in memory while the history database is "
+                        "unavailable; beyond, the oldest are dropped (default %(default)s)")
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return p
 
@@ -248,6 +259,35 @@ def _say_mode(security: dict[str, Any]) -> None:
     mode = security.get("mode")
     if mode:
         (log.info if "authentication on" in mode else log.warning)("%s", mode)
+
+
+def observe_settings(args: argparse.Namespace, config: RuntimeConfig) -> str | None:
+    """Apply --prices and --history to ``config`` (its ``prices`` and ``observer``); an
+    error message if one is bad."""
+    from corral.core.cost import PriceFileError, parse_prices
+    from corral.observe.history import HistoryError, open_database
+    from corral.observe.observer import Observer
+    from corral.yamlfile import read_yaml_file
+
+    if args.prices:
+        try:
+            config.prices = parse_prices(read_yaml_file(args.prices, "price file",
+                                                        PriceFileError))
+        except PriceFileError as exc:
+            return f"--prices {args.prices}: {exc}"
+    if config.policy.budgets and config.prices is None:
+        return "the policy file sets role budgets, which need --prices"
+    db = None
+    if args.history:
+        try:
+            db = open_database(args.history)
+        except HistoryError as exc:
+            return str(exc)
+    if args.history_backlog < 1:
+        return "--history-backlog must be at least 1"
+    config.observer = Observer(history=db, prices=config.prices,
+                               max_backlog=args.history_backlog)
+    return None
 
 
 def policy_settings(args: argparse.Namespace, config: RuntimeConfig) -> str | None:
@@ -334,9 +374,12 @@ def advertised_base(advertise: str | None, server: HttpServer) -> str:
     return url if has_port else f"{scheme}://{hostport}:{server.port}"
 
 
-async def start_http(args: argparse.Namespace, config: RuntimeConfig) -> HttpServer | None:
-    """Serve ``--http`` (the executor artifact) and point the executor at its fetched
-    copy (``--http`` or ``--executor-uri``). Returns the server (None without --http)."""
+async def start_http(args: argparse.Namespace, config: RuntimeConfig,
+                     auth: Any = None) -> HttpServer | None:
+    """Serve ``--http`` (the executor artifact; with an observer, metrics, health, the
+    JSON API and the web UI, authorised by ``auth``) and point the executor at its
+    fetched copy (``--http`` or ``--executor-uri``). Returns the server (None without
+    --http)."""
     from corral.artifact import build
     from corral.http import HttpServer
     from corral.http.executor import add_routes, executor_setup
@@ -352,6 +395,10 @@ async def start_http(args: argparse.Namespace, config: RuntimeConfig) -> HttpSer
         artifact = build()
         server = HttpServer()
         add_routes(server, artifact)
+        if config.observer is not None:
+            from corral.observe.web import add_routes as add_observe_routes
+
+            add_observe_routes(server, config.observer, auth)
         try:
             await server.start(args.http)
         except (OSError, ValueError) as exc:
@@ -405,8 +452,11 @@ async def serve_replica(args: argparse.Namespace, config: RuntimeConfig,
         return 2
     replica = Replica(config, args.zk, "", session_timeout=args.zk_session_timeout,
                       connect_within=args.zk_connect_timeout)
+    if config.observer is not None:
+        config.observer.backend = replica
     try:
-        server, port = await start_api_server(replica, args.api, **_server_options(security))
+        server, port = await start_api_server(replica, args.api, observer=config.observer,
+                                              **_server_options(security))
     except Exception as exc:
         print(f"corral scheduler: {_api_failure(args.api, exc)}", file=sys.stderr)
         return 2
@@ -447,15 +497,21 @@ async def serve(args: argparse.Namespace) -> int:
         config.user = args.user
     if args.executor_command:
         config.executor_command = args.executor_command
-    bad = policy_settings(args, config) or mesos_settings(args, config)
+    bad = policy_settings(args, config) or mesos_settings(args, config) \
+        or observe_settings(args, config)
     security, bad_security = api_security(args)
     bad = bad or bad_security
     if bad:
         print(f"corral scheduler: {bad}", file=sys.stderr)
         return 2
+    observer = config.observer
     try:
-        http = await start_http(args, config)
-    except (ValueError, RuntimeError) as exc:
+        if observer is not None:
+            observer.start()
+        http = await start_http(args, config, security.get("auth"))
+    except Exception as exc:
+        if observer is not None:
+            observer.stop(0)
         print(f"corral scheduler: {exc}", file=sys.stderr)
         return 2
     stop = asyncio.Event()
@@ -471,6 +527,8 @@ async def serve(args: argparse.Namespace) -> int:
     finally:
         if http is not None:
             await http.stop()
+        if observer is not None:
+            await asyncio.to_thread(observer.stop)
     if refused:
         who = f"principal {config.principal!r}" if config.principal else "no credentials"
         print(f"corral scheduler: Mesos at {args.master} refused {who}: {refused[0]}. "
@@ -487,8 +545,12 @@ async def _serve_scheduler(args: argparse.Namespace, config: RuntimeConfig,
     if args.zk:
         return await serve_replica(args, config, stop, security)
     service = SchedulerService(config)
+    if config.observer is not None:
+        config.observer.backend = service
+        config.observer.terms_started = 1
     try:
-        server, port = await start_api_server(service, args.api, **_server_options(security))
+        server, port = await start_api_server(service, args.api, observer=config.observer,
+                                              **_server_options(security))
     except Exception as exc:
         print(f"corral scheduler: {_api_failure(args.api, exc)}", file=sys.stderr)
         return 2

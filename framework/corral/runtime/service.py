@@ -38,11 +38,12 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, assert_never
+from typing import TYPE_CHECKING, Any, assert_never
 
 from corral.core import effects as fx
 from corral.core import events as ev
 from corral.core.admission import Admissions
+from corral.core.cost import CostConfig, PriceTable
 from corral.core.elastic import Elastic
 from corral.core.model import JobSpec
 from corral.core.policyfile import SchedulerPolicy
@@ -59,6 +60,9 @@ from corral.mesos.errors import (
 )
 from corral.runtime import translate
 from corral.runtime.persist import MemoryStore, Persist, batch_for
+
+if TYPE_CHECKING:
+    from corral.observe.observer import Observer
 
 log = logging.getLogger("corral.runtime")
 
@@ -100,6 +104,9 @@ class RuntimeConfig:
     overprovision: float = 1.0  # spare-worker safety multiple for jobs without a label
     spread_attribute: str | None = "market"  # agent attribute workers spread over
     core_timeouts: dict[str, float] = field(default_factory=dict)  # CoreConfig overrides
+    prices: PriceTable | None = None  # --prices: the cost ledger's price table
+    # Metrics, job history and progress samples (corral.observe), across terms.
+    observer: Observer | None = field(default=None, repr=False, compare=False)
 
     def make_core(self, term: int = 0) -> Scheduler:
         """A fresh scheduler core configured from this (each leader term builds one)."""
@@ -107,7 +114,15 @@ class RuntimeConfig:
                           interval=self.policy.interval_s) if self.elastic else None
         return Scheduler(elastic=elastic, overprovision=OverProvision(self.overprovision),
                          default_spread=self.spread_attribute, term=term,
-                         **self.core_timeouts)
+                         cost=self.cost_config(), **self.core_timeouts)
+
+    def cost_config(self) -> CostConfig:
+        """The core's price table and role budgets."""
+        p = self.prices
+        if p is None:
+            return CostConfig(budgets=self.policy.budgets)
+        return CostConfig(prices=p, budgets=self.policy.budgets, attribute=p.attribute,
+                          default_market=p.default_market)
 
     def framework_info(self, framework_id: str | None = None) -> dict[str, Any]:
         info: dict[str, Any] = {
@@ -203,6 +218,9 @@ class SchedulerService:
             loop.create_task(self._ticker(), name="corral-tick"),
             loop.create_task(self._subscription(), name="corral-mesos"),
         ]
+        if self.config.policy.budgets and self.config.observer is not None \
+                and self.config.observer.store is not None:
+            self._tasks.append(loop.create_task(self._spend_reports(), name="corral-spend"))
 
     async def _subscription(self) -> None:
         """Keep a Mesos subscription; a removed framework is replaced by a fresh one."""
@@ -291,8 +309,11 @@ class SchedulerService:
         """A Tick every ``tick_seconds``; ``Disconnected`` whenever the subscription is
         down and its reason changed (so the core can say why jobs wait)."""
         told: str | None = None
+        loop = asyncio.get_running_loop()
         while True:
+            due = loop.time() + self.config.tick_seconds
             await asyncio.sleep(self.config.tick_seconds)
+            self._observe_lag(loop.time() - due)
             if self.client.connected.is_set():
                 told = None
             else:
@@ -341,7 +362,9 @@ class SchedulerService:
                 new_fid = None
             if durable or new_fid:
                 try:
+                    started = time.perf_counter()
                     await self._persist(batch_for(self.core, durable, new_fid))
+                    self._observe_store(time.perf_counter() - started)
                 except Exception as exc:
                     # Fenced (a newer leader exists) or the store gone for the whole retry
                     # budget: the changes are not durable, so none of them may be acted on.
@@ -357,6 +380,7 @@ class SchedulerService:
             for effect in effects:
                 self._outbox.put_nowait(effect)
             self._wake(changed)
+            self._observe_turn(changed)
             for cmd in cmds:
                 if cmd.done and not cmd.done.done():
                     cmd.done.set_result(None)
@@ -373,12 +397,14 @@ class SchedulerService:
         event = cmd.event
         was_reconciled = self.core.reconciled()
         try:
+            started = time.perf_counter()
             out = self.core.handle(event, self._clock())
         except Exception as exc:  # a core bug must not kill the scheduler
             log.exception("core failed on %s", type(event).__name__)
             if cmd.done and not cmd.done.done():
                 cmd.done.set_exception(exc)
             return
+        self._observe_decision(event, time.perf_counter() - started, out)
         for _, note in self.core.drain_notes():
             log.info("core: %s", note)
         for effect in out:
@@ -392,6 +418,45 @@ class SchedulerService:
             log.info("subscribed as framework %s t=%.3f", event.framework_id, time.time())
         if not was_reconciled and self.core.reconciled():
             log.info("reconciliation finished t=%.3f", time.time())
+
+    # --- observation (corral.observe: metrics, job history) ----------------------------
+
+    def _observe_decision(self, event: ev.Event, seconds: float, out: list[fx.Effect]) -> None:
+        obs = self.config.observer
+        if obs is not None:
+            obs.decided(event, seconds, out)
+
+    def _observe_lag(self, seconds: float) -> None:
+        obs = self.config.observer
+        if obs is not None:
+            obs.loop_lag(seconds)
+
+    def _observe_store(self, seconds: float) -> None:
+        obs = self.config.observer
+        if obs is not None:
+            obs.stored(seconds, "zookeeper" if self._ha else "memory")
+
+    def _observe_turn(self, changed: set[str]) -> None:
+        obs = self.config.observer
+        if obs is not None:
+            try:
+                obs.after_turn(self.core, changed)
+            except Exception:  # observing must never stop scheduling
+                log.exception("observer failed after a turn")
+
+    async def _spend_reports(self) -> None:
+        """Every minute, tell the core what budgeted roles' finished jobs that only the
+        history holds cost within their window (``core.cost`` budgets)."""
+        obs = self.config.observer
+        assert obs is not None
+        while self.acting:
+            try:
+                spent = await obs.spend_outside(self.core, self.config.policy.budgets,
+                                                self._clock())
+                await self._inbox.put(_Command(ev.SpendReported(spent)))
+            except Exception as exc:
+                log.warning("cannot read role spend from the job history: %s", exc)
+            await asyncio.sleep(60.0)
 
     def _wake(self, keys: set[str]) -> None:
         for key in keys:

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from corral.core.cost import usage_problem
 from corral.core.intent import JobIntent, SlotIntent, TaskIntent
 from corral.core.job_state import JobPhase
 from corral.core.spec import SpecError, parse_job_spec, spec_to_dict
@@ -124,6 +125,9 @@ def encode_job(key: str, intent: JobIntent, gen: int, shards: int) -> bytes:
         doc["message"] = intent.message
     if intent.target_reason:
         doc["target_reason"] = intent.target_reason
+    if intent.cost:
+        doc["cost"] = {m: {c: list(v) for c, v in cats.items()}
+                       for m, cats in intent.cost.items()}
     return _dumps(doc)
 
 
@@ -178,10 +182,16 @@ def decode_job(path: str, key: str, data: bytes) -> tuple[JobIntent, int, int]:
     finished = _optional(path, doc, "finished_at", (int, float), None)
     message = _optional(path, doc, "message", str, "")
     reason = _optional(path, doc, "target_reason", str, "")
+    cost = _optional(path, doc, "cost", dict, {})
+    problem = usage_problem(cost)
+    if problem:
+        raise StateCorrupt(path, f"field 'cost': {problem}")
     head = JobIntent(spec=spec, request_id=request_id, desired=desired, phase=phase,
                      slots=slots, submitted_at=submitted,
                      finished_at=float(finished) if finished is not None else None,
-                     message=message, target_reason=reason)
+                     message=message, target_reason=reason,
+                     cost={m: {c: tuple(float(x) for x in v) for c, v in cats.items()}
+                           for m, cats in cost.items()})
     return head, gen, shards
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from corral.core import effects as fx
+from corral.core.cost import CostConfig
 from corral.core.elastic import Elastic
 from corral.core.resources import ZERO, Resources
 from corral.core.spot import OverProvision
@@ -34,6 +35,7 @@ class CoreConfig:
     ``finished_jobs_kept`` / ``finished_job_ttl``: finished jobs stay visible (GetJob,
     ListJobs) while among the newest this many and younger than this; then they leave
     the core and the store (a job's history belongs in the history store).
+    ``cost``: the price table and role budgets (``core.cost``).
     """
 
     executor_overhead: Resources = ZERO
@@ -55,6 +57,7 @@ class CoreConfig:
     default_spread: str | None = "market"
     drain_margin_seconds: float = 1.0
     overprovision: OverProvision = field(default_factory=lambda: OverProvision(multiple=0.0))
+    cost: CostConfig = field(default_factory=CostConfig)
 
 
 @dataclass(slots=True)

@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from corral.core import accounting as acct
+from corral.core import cost, workload
 from corral.core import effects as fx
-from corral.core import workload
 from corral.core.handlers.context import Ctx
 from corral.core.job_state import JobInput, JobPhase, job_transition
 from corral.core.model import TaskKey, TaskKind
@@ -76,9 +76,11 @@ def drive(st: CoreState, ctx: Ctx, att: Attempt, inp: Input) -> Edge | None:
     slot = slot_of(job, att.key)
     st.move(slot, att, edge.next)
     _arm_on_entry(st, ctx, att)
+    was = cost.before(job)
     for action in _ORDER:
         if action in edge.actions:
             _do(st, ctx, action, job, slot, att, inp)
+    cost.after_edge(st, ctx.config.cost, att, was, edge.actions, ctx.now)
     if att.life is Life.ENDED:
         if slot.current is att:
             st.vacate(slot, Life.COMPLETED if Action.COMPLETE in edge.actions else Life.EMPTY)
@@ -238,12 +240,7 @@ def _work_lost(ctx: Ctx, slot: Slot, att: Attempt) -> float:
 
 def _count_loss(st: CoreState, ctx: Ctx, job: Job, slot: Slot, att: Attempt) -> None:
     """An infrastructure loss of ``att``: accounting and the over-provisioning rule."""
-    if att.reason == "REASON_CONTAINER_PREEMPTED":
-        kind = acct.REVOKED
-    elif att.mesos is TaskState.UNREACHABLE:
-        kind = acct.UNREACHABLE
-    else:
-        kind = acct.LOST
+    kind = acct.loss_kind(att.reason, att.mesos)
     ctx.note(f"{att.task_id} lost ({att.mesos.mesos_name}, {att.reason}); "
              f"relaunching {slot.label}")
     job.accounting.lost(slot.label, att.task_id, kind, ctx.now, _work_lost(ctx, slot, att))

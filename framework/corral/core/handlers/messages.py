@@ -3,16 +3,18 @@
 The executor relays what the job reports through the SDK. Every field is checked: a
 message with bad numbers is ignored with a note, never trusted. Progress changes the
 job's view; a checkpoint marker is part of the job's durable intent (a successor tells a
-replacement which checkpoint to restore).
+replacement which checkpoint to restore). A checkpoint's reported duration moves that
+much of the task's time to the cost ledger's checkpoint overhead (``core.cost``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
+from corral.core import cost, workload
 from corral.core import events as ev
-from corral.core import workload
 from corral.core.handlers.context import Ctx
 from corral.core.handlers.lifecycle import slot_of
 from corral.core.model import TaskKind
@@ -38,6 +40,13 @@ def _on_load(st: CoreState, att: Attempt, data: Mapping[str, Any], ctx: Ctx) -> 
         ctx.note(f"load from {att.task_id} ignored: {err}")
         return
     st.mark_changed(att.job)
+
+
+def _seconds(x: object) -> float | None:
+    """A reported duration: a finite number of seconds, 0..MAX_CHECKPOINT_SECONDS."""
+    if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
+        return None
+    return float(x) if 0 <= x <= cost.MAX_CHECKPOINT_SECONDS else None
 
 
 def on_message(st: CoreState, e: ev.ExecutorMessage, ctx: Ctx) -> None:
@@ -68,6 +77,7 @@ def on_message(st: CoreState, e: ev.ExecutorMessage, ctx: Ctx) -> None:
             ctx.note(f"checkpoint from {tid} ignored: bad fields {dict(data)}")
             return
         slot_of(job, att.key).checkpoint = (uri, seq, ctx.now)
+        cost.checkpointed(job, att, _seconds(data.get("seconds")), ctx.now)
         st.mark_changed(job, durable=True)
     else:
         ctx.note(f"message of unknown kind {kind!r} from {tid}")

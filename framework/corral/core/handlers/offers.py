@@ -96,6 +96,8 @@ def placement_inputs(st: CoreState, ctx: Ctx) -> tuple[list[PendingTask], Placem
     jobs: dict[str, JobFacts] = {}
     for k in order:
         job = st.jobs[k]
+        if job.cost.held:
+            continue  # its role is over budget (core.cost): not placed, says why
         spec = job.spec
         constraints = spec.constraints
         if constraints.spread_over is None and cfg.default_spread:

@@ -240,7 +240,7 @@ class Progress(_message.Message):
     def __init__(self, done: _Optional[int] = ..., total: _Optional[int] = ..., backlog: _Optional[int] = ..., rerun: _Optional[int] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("key", "spec", "state", "desired_workers", "target_reason", "tasks", "progress", "submitted_at", "finished_at", "message", "request_id", "version", "resilience")
+    __slots__ = ("key", "spec", "state", "desired_workers", "target_reason", "tasks", "progress", "submitted_at", "finished_at", "message", "request_id", "version", "resilience", "cost")
     KEY_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -254,6 +254,7 @@ class Job(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     RESILIENCE_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
     key: str
     spec: JobSpec
     state: JobState
@@ -267,7 +268,46 @@ class Job(_message.Message):
     request_id: str
     version: int
     resilience: Resilience
-    def __init__(self, key: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., desired_workers: _Optional[int] = ..., target_reason: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., submitted_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., message: _Optional[str] = ..., request_id: _Optional[str] = ..., version: _Optional[int] = ..., resilience: _Optional[_Union[Resilience, _Mapping]] = ...) -> None: ...
+    cost: Cost
+    def __init__(self, key: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., desired_workers: _Optional[int] = ..., target_reason: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., submitted_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., message: _Optional[str] = ..., request_id: _Optional[str] = ..., version: _Optional[int] = ..., resilience: _Optional[_Union[Resilience, _Mapping]] = ..., cost: _Optional[_Union[Cost, _Mapping]] = ...) -> None: ...
+
+class Cost(_message.Message):
+    __slots__ = ("currency", "useful", "lost", "checkpoint", "spare", "total", "on_demand", "savings", "cpu_hours", "by_market")
+    class CpuHoursEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class ByMarketEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    USEFUL_FIELD_NUMBER: _ClassVar[int]
+    LOST_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    SPARE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    ON_DEMAND_FIELD_NUMBER: _ClassVar[int]
+    SAVINGS_FIELD_NUMBER: _ClassVar[int]
+    CPU_HOURS_FIELD_NUMBER: _ClassVar[int]
+    BY_MARKET_FIELD_NUMBER: _ClassVar[int]
+    currency: str
+    useful: float
+    lost: float
+    checkpoint: float
+    spare: float
+    total: float
+    on_demand: float
+    savings: float
+    cpu_hours: _containers.ScalarMap[str, float]
+    by_market: _containers.ScalarMap[str, float]
+    def __init__(self, currency: _Optional[str] = ..., useful: _Optional[float] = ..., lost: _Optional[float] = ..., checkpoint: _Optional[float] = ..., spare: _Optional[float] = ..., total: _Optional[float] = ..., on_demand: _Optional[float] = ..., savings: _Optional[float] = ..., cpu_hours: _Optional[_Mapping[str, float]] = ..., by_market: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class Loss(_message.Message):
     __slots__ = ("slot", "task_id", "kind", "detected_at", "work_lost_seconds", "recovered_at", "recovery_seconds", "replacement_task_id", "returned_at")
