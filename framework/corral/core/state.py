@@ -131,10 +131,10 @@ class Job:
     spare_reason: str = ""
     load: LoadReport | None = None   # the master's latest load report (core.workload)
     cost: JobCost = field(default_factory=JobCost)   # resource-time by market (core.cost)
+    key: str = field(init=False)   # spec.key, read on every hot path (a spec never changes key)
 
-    @property
-    def key(self) -> str:
-        return self.spec.key
+    def __post_init__(self) -> None:
+        self.key = self.spec.key
 
     def active(self) -> bool:
         return self.phase in (JobPhase.PENDING, JobPhase.RUNNING)

@@ -27,7 +27,9 @@ COUNTED_VACANCIES = frozenset({Life.PENDING, Life.WAITING, Life.BACKOFF})
 
 
 def _key(job: Job, kind: str, life: Life) -> Key:
-    return (job.spec.role, job.spec.tier.value, kind, life.value)
+    # Tier, TaskKind and Life are StrEnums: their members are the strings themselves
+    # (equal and hashing alike), so no ``.value`` lookups on this hot path.
+    return (job.spec.role, job.spec.tier, kind, life)
 
 
 class Tally:
@@ -48,11 +50,11 @@ class Tally:
     def attempt(self, att: Attempt, life: Life, n: int) -> None:
         """Count (n=+1) or uncount (n=-1) ``att`` under ``life``."""
         if life is not Life.ENDED:
-            self._add(_key(att.job, att.key.kind.value, life), n)
+            self._add(_key(att.job, att.key.kind, life), n)
 
     def vacancy(self, job: Job, slot: Slot, life: Life, n: int) -> None:
         if life in COUNTED_VACANCIES:
-            self._add(_key(job, slot.key.kind.value, life), n)
+            self._add(_key(job, slot.key.kind, life), n)
 
     def items(self) -> Iterable[tuple[Key, int]]:
         return self.counts.items()
@@ -64,8 +66,8 @@ def expected(jobs: Iterable[Job], attempts: Iterable[Attempt]) -> Counter[Key]:
     for job in jobs:
         for slot in job.slots():
             if slot.current is None and slot.vacancy in COUNTED_VACANCIES:
-                out[_key(job, slot.key.kind.value, slot.vacancy)] += 1
+                out[_key(job, slot.key.kind, slot.vacancy)] += 1
     for att in attempts:
         if att.life is not Life.ENDED:
-            out[_key(att.job, att.key.kind.value, att.life)] += 1
+            out[_key(att.job, att.key.kind, att.life)] += 1
     return out

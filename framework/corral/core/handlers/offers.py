@@ -144,9 +144,8 @@ def launch(st: CoreState, ctx: Ctx, a: Assignment) -> fx.TaskLaunch:
                   life=Life.LAUNCHED, mesos=TaskState.LAUNCHED, agent_id=a.agent_id,
                   hostname=a.hostname, executor_id=tid, ports=a.ports, revocable=a.revocable,
                   launched_at=ctx.now, heard_at=ctx.now)
-    st.add_attempt(att)
+    st.add_attempt(att)   # marks the job changed and durable
     st.fill(slot, att)
-    st.mark_changed(job, durable=True)
     lc.arm_staging(st, ctx, att)
     return fx.TaskLaunch(
         task_id=tid, key=key, attempt=n, name=f"{job.key} {key.label()}",
