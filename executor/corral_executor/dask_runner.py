@@ -129,7 +129,7 @@ def _counts_plugin() -> Any:
     ``first_task_at``: when the first task went to a worker (seconds since the epoch)."""
     from distributed.diagnostics.plugin import SchedulerPlugin
 
-    class TaskCounts(SchedulerPlugin):  # type: ignore[misc]
+    class TaskCounts(SchedulerPlugin):
         name = "corral-counts"
 
         def __init__(self) -> None:
@@ -315,7 +315,7 @@ def _worker_class() -> Any:
     from distributed import Worker
     from distributed.core import Status
 
-    class CorralWorker(Worker):  # type: ignore[misc]
+    class CorralWorker(Worker):
         """A Dask worker that remembers whether the scheduler was retiring it."""
 
         retiring = False
@@ -342,8 +342,10 @@ async def _wait_for_scheduler(stop: asyncio.Event, give_up: float) -> str | None
     delay = 0.05
     while time.monotonic() < deadline and not stop.is_set():
         addr = sdk.master_address()
-        if addr and await asyncio.to_thread(reachable, addr):
-            return addr
+        if addr:
+            up = await asyncio.to_thread(reachable, addr)
+            if up:
+                return addr
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), delay)
         delay = min(delay * 2, 1.0)

@@ -419,8 +419,9 @@ class Executor:
         """True once the core asks for recovery; False when it decided to exit."""
         assert self._exit_code is not None
         waiter = asyncio.ensure_future(self._recover.wait())
+        either: set[asyncio.Future[Any]] = {waiter, self._exit_code}
         try:
-            await asyncio.wait({waiter, self._exit_code}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         finally:
             waiter.cancel()
         return self._recover.is_set() and not self._exit_code.done()

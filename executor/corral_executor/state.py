@@ -443,24 +443,26 @@ def _on_process_started(state: ExecutorState, ev: ProcessStarted, ctx: _Ctx) -> 
 
 
 def _on_start_failed(state: ExecutorState, ev: ProcessStartFailed, ctx: _Ctx) -> ExecutorState:
-    if state.task_id is None:
+    task_id = state.task_id
+    if task_id is None:
         return state
     state = replace(state, process_live=False)
-    state = _emit(state, ctx, state.task_id, "TASK_FAILED", f"could not start: {ev.reason}")
+    state = _emit(state, ctx, task_id, "TASK_FAILED", f"could not start: {ev.reason}")
     return _maybe_done(state, ctx)
 
 
 def _on_exited(state: ExecutorState, ev: ProcessExited, ctx: _Ctx) -> ExecutorState:
     state = replace(state, process_live=False)
-    if state.task_id is None or state.terminal:
+    task_id = state.task_id
+    if task_id is None or state.terminal:
         return _maybe_done(state, ctx)
     if state.kill_requested:
-        state = _emit(state, ctx, state.task_id, "TASK_KILLED", "task killed")
+        state = _emit(state, ctx, task_id, "TASK_KILLED", "task killed")
     elif ev.returncode == 0:
-        state = _emit(state, ctx, state.task_id, "TASK_FINISHED", "command exited with code 0")
+        state = _emit(state, ctx, task_id, "TASK_FINISHED", "command exited with code 0")
     else:
         message = _failed_message(ev.returncode, ev.stderr_tail)
-        state = _emit(state, ctx, state.task_id, "TASK_FAILED", message)
+        state = _emit(state, ctx, task_id, "TASK_FAILED", message)
     return _maybe_done(state, ctx)
 
 
@@ -547,9 +549,10 @@ def _stop_everything(state: ExecutorState, ctx: _Ctx, grace: float) -> ExecutorS
         if not state.kill_requested:
             state = _kill(state, ctx, grace)
         return state
-    if state.task_id is not None and not state.terminal:
+    task_id = state.task_id
+    if task_id is not None and not state.terminal:
         state = replace(state, kill_requested=True)
-        state = _emit(state, ctx, state.task_id, "TASK_KILLED", "executor shut down")
+        state = _emit(state, ctx, task_id, "TASK_KILLED", "executor shut down")
     if state.abandon_code is not None:
         return _maybe_done(state, ctx)
     return _maybe_done(state, ctx) if state.terminal else _exit(state, ctx, 0, "shut down")

@@ -19,11 +19,11 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import io
+import marshal
 import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 ARTIFACT_NAME = "corral-executor.pyz"
 MIN_PYTHON = (3, 11)
@@ -78,13 +78,12 @@ def _entry(name: str) -> zipfile.ZipInfo:
 
 
 def _bytecode(source: bytes, path: str) -> bytes:
-    """A hash-checked .pyc (PEP 552) of ``source`` for this interpreter."""
-    import importlib._bootstrap_external as ext  # the same code py_compile uses
-
+    """A hash-checked .pyc (PEP 552) of ``source`` for this interpreter: the magic number,
+    the flags (bit 0: hash-based, bit 1: checked), the 8-byte source hash, the code."""
     code = compile(source, path, "exec", dont_inherit=True, optimize=0)
+    flags = (0b11).to_bytes(4, "little")
     digest = importlib.util.source_hash(source)
-    data: Any = ext._code_to_hash_pyc(code, digest, checked=True)
-    return bytes(data)
+    return importlib.util.MAGIC_NUMBER + flags + digest + marshal.dumps(code)
 
 
 def build(source: Path | None = None) -> Artifact:

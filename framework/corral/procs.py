@@ -78,10 +78,11 @@ class Child:
         """Copy the rest of stdout to the log so a chatty child never blocks on a pipe."""
         out = self.proc.stdout
         assert out is not None
+        fd = out.fileno()  # read raw, as wait_for_line does (``out`` keeps it open)
 
         def pump() -> None:
             with contextlib.suppress(OSError, ValueError):
-                for chunk in iter(lambda: out.read1(4096), b""):
+                for chunk in iter(lambda: os.read(fd, 4096), b""):
                     self._log.write(chunk)
                     self._log.flush()
 

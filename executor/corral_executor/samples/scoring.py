@@ -334,7 +334,8 @@ def run_master(args: argparse.Namespace) -> int:
     thread.daemon = True
     thread.start()
     interval = float(os.environ.get("CORRAL_CHECKPOINT_INTERVAL") or args.checkpoint_interval)
-    last_ckpt, last_saved_done, last_progress = time.monotonic(), len(queue.done), {}
+    last_ckpt, last_saved_done = time.monotonic(), len(queue.done)
+    last_progress: dict[str, int] = {}
     try:
         while not queue.finished():
             time.sleep(0.05)

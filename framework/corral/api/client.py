@@ -261,14 +261,16 @@ class JobClient:
         from corral.api.convert import cost_from_proto, cost_to_dict
         from corral.api.gen.corral.v1 import history_pb2 as hpb
 
+        def page(req: hpb.ListHistoryRequest) -> hpb.ListHistoryResponse:
+            return self._unary(lambda s, t: self._history(s).ListHistory(
+                req, timeout=t, metadata=self._md()))
+
         out: list[dict[str, Any]] = []
         token = ""
         while len(out) < limit:
-            req = hpb.ListHistoryRequest(role=role or "", since=since or 0.0,
-                                         state=state or "", page_size=min(1000, limit),
-                                         page_token=token)
-            resp = self._unary(lambda s, t, r=req: self._history(s).ListHistory(
-                r, timeout=t, metadata=self._md()))
+            resp = page(hpb.ListHistoryRequest(role=role or "", since=since or 0.0,
+                                               state=state or "", page_size=min(1000, limit),
+                                               page_token=token))
             for j in resp.jobs:
                 out.append({
                     "key": j.key, "state": pb.JobState.Name(j.state)[len("JOB_STATE_"):],

@@ -12,7 +12,7 @@ import base64
 import json
 import logging
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, NoReturn
 
 import grpc
 
@@ -20,7 +20,7 @@ from corral.api.convert import cost_to_proto
 from corral.api.gen.corral.v1 import history_pb2 as hpb
 from corral.api.gen.corral.v1 import history_pb2_grpc as hpb_grpc
 from corral.api.gen.corral.v1 import jobs_pb2 as pb
-from corral.api.security import caller
+from corral.api.security import abort, caller
 from corral.core.cost import CostView
 from corral.core.model import NAME_RE
 from corral.observe import reports
@@ -63,16 +63,16 @@ class HistoryServicer(hpb_grpc.HistoryServiceServicer):
             raise PermissionError(f"{who.name} may not act for role {role}")
         return None if who.admin else frozenset(who.roles)
 
-    async def _abort(self, context: grpc.aio.ServicerContext, exc: Exception) -> Any:
+    async def _abort(self, context: grpc.aio.ServicerContext, exc: Exception) -> NoReturn:
         if isinstance(exc, PermissionError):
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+            await abort(context, grpc.StatusCode.PERMISSION_DENIED, str(exc))
         if isinstance(exc, ValueError):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         if isinstance(exc, reports.NoHistory):
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            await abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         log.warning("history request failed: %s: %s", type(exc).__name__, exc)
-        await context.abort(grpc.StatusCode.UNAVAILABLE,
-                            f"the job history cannot be read now ({type(exc).__name__})")
+        await abort(context, grpc.StatusCode.UNAVAILABLE,
+                    f"the job history cannot be read now ({type(exc).__name__})")
 
     async def ListHistory(self, request: hpb.ListHistoryRequest,
                           context: grpc.aio.ServicerContext) -> hpb.ListHistoryResponse:
@@ -90,7 +90,7 @@ class HistoryServicer(hpb_grpc.HistoryServiceServicer):
                 self.obs, allowed, role=request.role or None, since=request.since or None,
                 state=request.state.upper() or None, limit=size + 1, before=before)
         except Exception as exc:
-            return await self._abort(context, exc)
+            await self._abort(context, exc)
         out = hpb.ListHistoryResponse()
         for r in recs[:size]:
             job = out.jobs.add(
@@ -120,7 +120,7 @@ class HistoryServicer(hpb_grpc.HistoryServiceServicer):
             rows, with_history = await reports.cost_report(
                 self.obs, allowed, role=request.role or None, since=request.since or None)
         except Exception as exc:
-            return await self._abort(context, exc)
+            await self._abort(context, exc)
         out = hpb.CostReportResponse(history=with_history)
         for row in rows:
             out.roles.add(role=row.role, finished_jobs=row.finished_jobs,

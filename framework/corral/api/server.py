@@ -57,7 +57,7 @@ from corral.api.auth import AuthConfig
 from corral.api.convert import job_to_proto, spec_from_proto, summary_to_proto
 from corral.api.gen.corral.v1 import jobs_pb2 as pb
 from corral.api.gen.corral.v1 import jobs_pb2_grpc as pb_grpc
-from corral.api.security import SecurityInterceptor, caller
+from corral.api.security import SecurityInterceptor, abort, caller
 from corral.api.wire import LEADER_METADATA_KEY, NOT_LEADER_PREFIX
 from corral.core import limits
 from corral.core.admission import QuotaExceeded
@@ -142,32 +142,32 @@ async def _abort_for(context: grpc.aio.ServicerContext, exc: BaseException) -> N
     if isinstance(exc, SpecError):
         message = invalid_argument_details(exc.errors)
         prefix = exc.prefix if isinstance(exc, InvalidRequest) else ""
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message,
-                            trailing_metadata=_bad_request_metadata(message, exc.errors, prefix))
+        await abort(context, grpc.StatusCode.INVALID_ARGUMENT, message,
+                    trailing_metadata=_bad_request_metadata(message, exc.errors, prefix))
     if isinstance(exc, NotLeader):
         why = f" ({exc.why})" if exc.why else ""
         if exc.leader:
-            await context.abort(grpc.StatusCode.UNAVAILABLE,
-                                f"{NOT_LEADER_PREFIX}{why}; the leader is at {exc.leader}",
-                                trailing_metadata=((LEADER_METADATA_KEY, exc.leader),))
-        await context.abort(grpc.StatusCode.UNAVAILABLE,
-                            f"{NOT_LEADER_PREFIX}{why}, and no leader is known yet; retry "
-                            "shortly")
+            await abort(context, grpc.StatusCode.UNAVAILABLE,
+                        f"{NOT_LEADER_PREFIX}{why}; the leader is at {exc.leader}",
+                        trailing_metadata=((LEADER_METADATA_KEY, exc.leader),))
+        await abort(context, grpc.StatusCode.UNAVAILABLE,
+                    f"{NOT_LEADER_PREFIX}{why}, and no leader is known yet; retry "
+                    "shortly")
     if isinstance(exc, Forbidden):
-        await context.abort(grpc.StatusCode.PERMISSION_DENIED, _text(exc, "permission denied"))
+        await abort(context, grpc.StatusCode.PERMISSION_DENIED, _text(exc, "permission denied"))
     if isinstance(exc, QuotaExceeded):
-        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, _text(exc, "over quota"))
+        await abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, _text(exc, "over quota"))
     if isinstance(exc, NotFound):
-        await context.abort(grpc.StatusCode.NOT_FOUND, _text(exc, "no such job"))
+        await abort(context, grpc.StatusCode.NOT_FOUND, _text(exc, "no such job"))
     # AlreadyExists subclasses Conflict, so it is tested first.
     if isinstance(exc, AlreadyExists):
-        await context.abort(grpc.StatusCode.ALREADY_EXISTS, _text(exc, "job already exists"))
+        await abort(context, grpc.StatusCode.ALREADY_EXISTS, _text(exc, "job already exists"))
     if isinstance(exc, Conflict):
-        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, _text(exc, "conflict"))
+        await abort(context, grpc.StatusCode.FAILED_PRECONDITION, _text(exc, "conflict"))
     if isinstance(exc, ValueError):
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _text(exc, "invalid argument"))
+        await abort(context, grpc.StatusCode.INVALID_ARGUMENT, _text(exc, "invalid argument"))
     log.error("JobBackend raised an unexpected error", exc_info=exc)
-    await context.abort(grpc.StatusCode.INTERNAL, _bounded(
+    await abort(context, grpc.StatusCode.INTERNAL, _bounded(
         f"internal error in the scheduler: {type(exc).__name__}: {exc}"))
 
 
@@ -296,9 +296,9 @@ class JobServicer(pb_grpc.JobServiceServicer):
         who = caller().name
         open_now = self._watches.get(who, 0)
         if open_now >= self.max_watches:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                f"{who} already has {open_now} WatchJob streams open (at most "
-                                f"{self.max_watches} per principal); close some first")
+            await abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"{who} already has {open_now} WatchJob streams open (at most "
+                        f"{self.max_watches} per principal); close some first")
         self._watches[who] = open_now + 1
         try:
             _authorized_key(request.key)
@@ -349,7 +349,7 @@ class BackendHealth(health_pb2_grpc.HealthServicer):
                     context: grpc.aio.ServicerContext) -> health_pb2.HealthCheckResponse:
         status = await self._status(request.service)
         if status == health_pb2.HealthCheckResponse.SERVICE_UNKNOWN:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
+            await abort(context, grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
         return health_pb2.HealthCheckResponse(status=status)
 
     async def Watch(self, request: health_pb2.HealthCheckRequest,

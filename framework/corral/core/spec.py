@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -68,7 +69,7 @@ class _Checker:
             return self.errors
         return [*self.errors, FieldError("spec", f"... and {self.dropped} more problems")]
 
-    def mapping(self, data: Any, path: str, allowed: set[str]) -> Mapping[str, Any]:
+    def mapping(self, data: Any, path: str, allowed: AbstractSet[str]) -> Mapping[str, Any]:
         if data is None:
             return {}
         if not isinstance(data, Mapping):
@@ -152,7 +153,7 @@ class _Checker:
 _TASK_KEYS = {"command", "cpus", "mem", "disk", "gpus", "ports", "env", "image"}
 
 
-def _task(c: _Checker, data: Any, path: str, extra: set[str] = frozenset(),
+def _task(c: _Checker, data: Any, path: str, extra: AbstractSet[str] = frozenset(),
           command: str = "required") -> TaskTemplate:
     """A task template; ``command`` is "required", "optional" or the kind that writes
     it (then the user may not set it)."""
@@ -262,14 +263,16 @@ def _kind_ports(c: _Checker, kind: WorkloadKind, top: Mapping[str, Any],
     store's (default 1, never 0); a Corral-run Dask worker listens on its first port."""
     if kind is WorkloadKind.COMMAND:
         return master, workers
-    given = top.get("master") if isinstance(top.get("master"), Mapping) else {}
+    m = top.get("master")
+    given: Mapping[str, Any] = m if isinstance(m, Mapping) else {}
     if "ports" not in given:
         master = replace(master, ports=max(master.ports, 1))
     elif master.ports < 1:
         c.err("master.ports", f"kind {kind.value} needs at least 1 (the "
               + ("Dask scheduler's" if kind is WorkloadKind.DASK else "rendezvous")
               + " port)")
-    wgiven = top.get("workers") if isinstance(top.get("workers"), Mapping) else {}
+    w = top.get("workers")
+    wgiven: Mapping[str, Any] = w if isinstance(w, Mapping) else {}
     if kind is WorkloadKind.DASK and not workers.command and "ports" not in wgiven:
         workers = replace(workers, ports=1)
     return master, workers

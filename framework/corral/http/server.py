@@ -55,10 +55,8 @@ class HttpServer:
             await runner.cleanup()
             raise
         self._runner = runner
-        server = site._server
-        assert server is not None and server.sockets
         self.host = host
-        self.port = int(server.sockets[0].getsockname()[1])
+        self.port = int(runner.addresses[0][1])  # the one site's socket, bound now
         return self.port
 
     def advertise(self) -> str:

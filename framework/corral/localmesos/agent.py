@@ -219,9 +219,7 @@ class Agent:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.options.ssl_context)
         await site.start()
-        server = site._server
-        assert server is not None and server.sockets
-        self.port = server.sockets[0].getsockname()[1]
+        self.port = int(self._runner.addresses[0][1])  # the one site's socket, bound now
         self.alive = True
 
     def _spawn_bg(self, coro: Any) -> None:

@@ -165,7 +165,8 @@ class FrameworkRecord:
 
 
 def capabilities_of(info: Json) -> set[str]:
-    return {c.get("type") for c in info.get("capabilities", []) if isinstance(c, dict)}
+    return {c["type"] for c in info.get("capabilities", [])
+            if isinstance(c, dict) and isinstance(c.get("type"), str)}
 
 
 class Master:
@@ -532,6 +533,7 @@ class Master:
             self.frameworks[fid] = fw
             log.info("framework %s (%s) subscribed", fid, info.get("name"))
         else:
+            fid = fw.id  # the id it was found under
             self._failover(fw)
             log.info("framework %s failed over", fid)
         fw.info = {**info, "id": ident(fid)}
@@ -602,9 +604,9 @@ class Master:
                 self._free(rec, fw, ex.role, ex.pool)
             rec.tasks = {k for k in rec.tasks if k[0] != fw.id}
         for task in list(fw.tasks.values()):
-            rec = self.agents.get(task.agent_id)
-            if not task.freed and rec is not None:
-                self._free(rec, fw, task.role, task.pool)
+            owner = self.agents.get(task.agent_id)
+            if not task.freed and owner is not None:
+                self._free(owner, fw, task.role, task.pool)
             task.freed = True
             if task.state not in TERMINAL_STATES:
                 task.state = "TASK_KILLED"

@@ -185,9 +185,7 @@ class Masters:
         except OSError:
             await runner.cleanup()
             raise
-        server = site._server
-        assert server is not None and server.sockets
-        proc.port = master.port = server.sockets[0].getsockname()[1]
+        proc.port = master.port = int(runner.addresses[0][1])  # the one site's socket
         proc.runner = runner
         proc.alive = True
         proc.crashed_node = None

@@ -117,7 +117,9 @@ def get_frameworks(master: Master) -> Json:
 
 
 def get_tasks(master: Master) -> Json:
-    tasks, unreachable, completed = [], [], []
+    tasks: list[Json] = []
+    unreachable: list[Json] = []
+    completed: list[Json] = []
     for fw in list(master.frameworks.values()) + list(master.completed_frameworks.values()):
         tasks.extend(task_json(t) for t in fw.tasks.values())
         unreachable.extend(task_json(t) for t in fw.unreachable.values())
@@ -424,8 +426,8 @@ async def _operator_call(lm: LocalMesos, master: Master, call: Json) -> web.Resp
             return web.Response(status=200)
         if kind == "START_MAINTENANCE":
             hit = master.start_maintenance(_machines(call.get("start_maintenance")))
-            for rec in hit:
-                await rec.agent.terminate()
+            for down in hit:
+                await down.agent.terminate()
             return web.Response(status=200)
         if kind == "STOP_MAINTENANCE":
             master.stop_maintenance(_machines(call.get("stop_maintenance")))

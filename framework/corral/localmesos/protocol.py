@@ -14,7 +14,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from corral.core.resources import ZERO, Resources
 
@@ -86,7 +86,8 @@ def is_uuid_b64(text: Any) -> bool:
         return False
 
 
-def is_b64(text: Any) -> bool:
+def is_b64(text: object) -> TypeGuard[str]:
+    """True for a string that is valid base64."""
     if not isinstance(text, str):
         return False
     try:

@@ -29,6 +29,7 @@ Each step follows Mesos 1.11's src/master/master.cpp:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -53,7 +54,7 @@ from corral.localmesos.protocol import (
     parse_resources,
     task_status,
 )
-from corral.localmesos.registry import AdmittedAgent
+from corral.localmesos.registry import AdmittedAgent, RegistryState
 
 if TYPE_CHECKING:
     from corral.localmesos.agent import Agent
@@ -130,7 +131,7 @@ def recovered_agents_timeout(master: Master, timeout: float) -> None:
     for aid in sorted(master.recovered_agents):
         del master.recovered_agents[aid]
         master.unreachable_times[aid] = now
-        master.record(lambda s, a=aid: s.mark_unreachable(a, now))
+        master.record(functools.partial(RegistryState.mark_unreachable, agent_id=aid, when=now))
         log.info("agent %s did not re-register within %gs after master failover; "
                  "marked unreachable", aid, timeout)
         for fw in master.frameworks.values():

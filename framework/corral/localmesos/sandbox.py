@@ -72,7 +72,9 @@ class SandboxLimits:
 def belongs_to(env: dict[str, str] | None, cwd: str | None, sandbox: str) -> bool:
     if env and env.get("MESOS_SANDBOX") == sandbox:
         return True
-    return bool(cwd) and (cwd == sandbox or cwd.startswith(sandbox + os.sep))
+    if not cwd:
+        return False
+    return cwd == sandbox or cwd.startswith(sandbox + os.sep)
 
 
 def sweep(sandbox: Path, keep_group: int | None = None) -> int:

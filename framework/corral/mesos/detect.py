@@ -238,8 +238,10 @@ class ZooKeeperDetector:
 
     def _on_state(self, zk: KazooClient, state: str) -> None:
         # Watches die with a lost session; re-read (off the connection thread) once back.
-        if state == KazooState.CONNECTED and self._zk is zk and not self._closed:
-            zk.handler.spawn(self._refresh)
+        current = self._zk
+        if (state == KazooState.CONNECTED and current is not None and current is zk
+                and not self._closed):
+            current.handler.spawn(self._refresh)
 
     def _refresh(self, _event: object = None) -> None:
         """Read the group, publish the leader, and leave a watch for the next change."""

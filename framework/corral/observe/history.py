@@ -37,10 +37,11 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 log = logging.getLogger("corral.history")
+_T = TypeVar("_T")
 
 SCHEMA_VERSION = 1
 
@@ -408,7 +409,9 @@ class HistoryStore:
             migrate(self.db, conn)
             self._conn = conn
 
-    def _run(self, fn: Callable[[Any], Any]) -> Any:
+    def _run(self, fn: Callable[[Any], _T]) -> _T:
+        """``fn(connection)``; a failure other than HistoryError reconnects and tries once
+        more."""
         with self._lock:
             for attempt in (1, 2):
                 try:
@@ -421,7 +424,7 @@ class HistoryStore:
                     self._close()
                     if attempt == 2:
                         raise
-        return None
+        raise AssertionError("unreachable: the second attempt returned or raised")
 
     def _close(self) -> None:
         if self._conn is not None:
@@ -434,16 +437,16 @@ class HistoryStore:
             self._close()
 
     def query(self, q: Query) -> list[HistoryRecord]:
-        return self._run(lambda c: select(self.db, c, q))  # type: ignore[no-any-return]
+        return self._run(lambda c: select(self.db, c, q))
 
     def get(self, key: str, roles: frozenset[str] | None) -> HistoryRecord | None:
-        return self._run(lambda c: select_one(self.db, c, key, roles))  # type: ignore
+        return self._run(lambda c: select_one(self.db, c, key, roles))
 
     def costs(self, q: Query) -> list[RoleCost]:
-        return self._run(lambda c: cost_by_role(self.db, c, q))  # type: ignore
+        return self._run(lambda c: cost_by_role(self.db, c, q))
 
     def spend(self, role: str, since: float) -> list[tuple[str, float, float]]:
-        return self._run(lambda c: spend_rows(self.db, c, role, since))  # type: ignore
+        return self._run(lambda c: spend_rows(self.db, c, role, since))
 
 
 class HistoryWriter:

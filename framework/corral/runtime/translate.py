@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 from corral.core import events as ev
 from corral.core.effects import TaskLaunch
@@ -115,6 +115,14 @@ def _split_executor(res: Resources) -> tuple[Resources, Resources]:
     return exe, res - exe
 
 
+class _ResourceMarks(TypedDict):
+    """What marks every resource entry of one launch (codec's keyword arguments)."""
+
+    revocable: bool
+    role: str
+    allocation_role: str | None
+
+
 def task_info(
     launch: TaskLaunch, agent_id: str, executor_command: str, *, role: str = "*",
     allocation_role: str | None = None, usage_interval: float = 5.0,
@@ -122,7 +130,9 @@ def task_info(
 ) -> Json:
     """TaskInfo JSON running ``launch`` under Corral's executor (one executor per task)."""
     exe_res, task_res = _split_executor(launch.resources)
-    kw = {"revocable": launch.revocable, "role": role, "allocation_role": allocation_role}
+    kw: _ResourceMarks = {
+        "revocable": launch.revocable, "role": role, "allocation_role": allocation_role,
+    }
     task_json = codec.scalar_resources_json(task_res, **kw)
     if launch.ports:
         task_json.append(codec.ports_resource_json(list(launch.ports), **kw))

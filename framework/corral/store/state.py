@@ -292,7 +292,7 @@ class StateStore:
         blobs = dict(zip(wanted, self._get_all(wanted), strict=True))
         jobs: dict[str, JobIntent] = {}
         known: dict[str, _Known] = {}
-        for key, path, head, gen, shards, children in heads:
+        for key, path, head, gen, shards, present in heads:
             pdata = blobs[f"{path}/{PROGRESS}"]
             if pdata is None:
                 raise _Replan("progress vanished while loading")
@@ -312,7 +312,7 @@ class StateStore:
             jobs[key] = replace(head, tasks=tuple(tasks[t] for t in sorted(tasks)),
                                 progress=progress)
             known[key] = _Known(head, gen, shards, tasks, progress)
-            self._children[key] = children
+            self._children[key] = present
         self._children = {k: self._children[k] for k in known}
         self._jobs = known
         self._fid_exists = fid is not None

@@ -79,7 +79,7 @@ class AgentPool:
             self.free[1] = np.rint(np.array(revocable, dtype=np.float64).T * 1000)
         self.ports_free = np.array(ports_free, dtype=np.int64)
         unavailable_at = np.array(unavailable, dtype=np.float64)
-        self.has_pool = self.free.any(axis=1)          # (2, n): offered anything at all
+        self.has_pool: np.ndarray = np.any(self.free, axis=1)  # (2, n): offered anything
         self.unavailable_at = unavailable_at
         self.drain_at = np.array([draining.get(a, math.inf) for a in self.agent_ids],
                                  dtype=np.float64)
