@@ -39,7 +39,7 @@ from corral.api.gen.corral.v1 import jobs_pb2 as pb
 from corral.api.gen.corral.v1 import jobs_pb2_grpc as pb_grpc
 from corral.api.server import start_api_server
 from corral.core.spec import parse_job_spec
-from corral.procs import start_localmesos
+from corral.localcluster.procs import start_localmesos
 from corral.runtime.service import RuntimeConfig, SchedulerService
 
 PROBE_SECONDS = 0.02

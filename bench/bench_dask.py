@@ -37,7 +37,7 @@ from typing import Any
 
 from corral.api.client import JobClient
 from corral.core.spec import parse_job_spec
-from corral.procs import Child, start_localmesos, start_scheduler
+from corral.localcluster.procs import Child, start_localmesos, start_scheduler
 from corral_executor import dask_runner
 
 MEM_MB = 512

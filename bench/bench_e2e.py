@@ -20,7 +20,7 @@ from pathlib import Path
 
 from corral.api.client import JobClient
 from corral.core.spec import parse_job_spec
-from corral.procs import Child, start_localmesos, start_scheduler
+from corral.localcluster.procs import Child, start_localmesos, start_scheduler
 
 
 def one_run(client: JobClient, workers: int) -> dict[str, float]:

@@ -71,7 +71,7 @@ from corral.core.job_state import JobPhase  # noqa: E402
 from corral.core.scheduler import Scheduler  # noqa: E402
 from corral.core.spec import parse_job_spec  # noqa: E402
 from corral.core.views import JobState  # noqa: E402
-from corral.procs import Child, start_localmesos, start_scheduler  # noqa: E402
+from corral.localcluster.procs import Child, start_localmesos, start_scheduler  # noqa: E402
 from corral.runtime.persist import intents_from  # noqa: E402
 from corral.store import (  # noqa: E402
     Batch,

@@ -40,8 +40,8 @@ sys.path.insert(0, str(ROOT))
 from corral.api.client import JobClient  # noqa: E402
 from corral.core.spec import parse_job_spec  # noqa: E402
 from corral.core.views import JobState, JobView  # noqa: E402
+from corral.localcluster.procs import start_localmesos, start_scheduler  # noqa: E402
 from corral.localmesos import control  # noqa: E402
-from corral.procs import start_localmesos, start_scheduler  # noqa: E402
 
 PY = shlex.quote(sys.executable)
 SCORING = f"{PY} -m corral_executor.samples.scoring"

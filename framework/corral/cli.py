@@ -42,8 +42,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 
 PASSTHROUGH: dict[str, tuple[str, str]] = {
     "scheduler": ("corral.runtime.main", "run a scheduler replica (see `corral scheduler --help`)"),
     "localmesos": ("corral.localmesos.cli", "run a local Mesos master and agents"),
-    "demo": ("corral.demo", "run the end-to-end demo (--chaos: while spot machines are "
-                            "taken away)"),
+    "demo": ("corral.localcluster.demo",
+             "run the end-to-end demo (--chaos: while spot machines are taken away)"),
     "sim": ("corral.sim.cli", "run the scheduling simulator"),
     "executor-artifact": ("corral.artifact",
                           "write the executor zipapp agents fetch (for --executor-uri)"),

@@ -44,7 +44,7 @@ import pytest
 
 from corral.api.client import JobClient
 from corral.core.views import JobView
-from corral.procs import Child, start_localmesos, start_scheduler
+from corral.localcluster.procs import Child, start_localmesos, start_scheduler
 
 EXTERNAL_MASTER = os.environ.get("CORRAL_E2E_MASTER") or None
 SCHEDULER_ARGS = shlex.split(os.environ.get("CORRAL_E2E_SCHEDULER_ARGS", ""))

@@ -25,7 +25,7 @@ import pytest
 from corral.api.client import ApiError, JobClient
 from corral.core.spec import parse_job_spec
 from corral.core.views import JobState, JobView
-from corral.procs import Child, start_scheduler
+from corral.localcluster.procs import Child, start_scheduler
 from tests.e2e.conftest import (
     SCHEDULER_ARGS,
     Cluster,

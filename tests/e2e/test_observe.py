@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from corral.procs import start_scheduler
+from corral.localcluster.procs import start_scheduler
 from tests.e2e.conftest import EXTERNAL_MASTER, Cluster, running_cluster, wait_for
 from tests.zk import free_port
 

@@ -522,7 +522,7 @@ def test_jobs_follows_every_page(server: ServerThread) -> None:
 
 def test_a_scheduler_that_cannot_reach_mesos_says_so_in_the_pending_reason(
         tmp_path: Path, job_file: Path) -> None:
-    from corral.procs import start_scheduler
+    from corral.localcluster.procs import start_scheduler
 
     # A real scheduler process pointed at a port nothing listens on: the job is taken,
     # stays pending, and its reason names the master and the failure.

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
+from corral.localcluster.procs import start_localmesos
 from corral.localmesos import LocalMesos, LocalMesosConfig
 from corral.mesos.client import SchedulerClient
 from corral.mesos.errors import AuthenticationFailed
-from corral.procs import start_localmesos
 from tests.tlsutil import make_certs
 
 FW = {"user": getpass.getuser(), "name": "corral-credentials-test", "failover_timeout": 60.0}

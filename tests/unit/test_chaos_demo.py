@@ -1,13 +1,14 @@
-"""corral.chaos: what ``corral demo --chaos`` takes away, when, and what it says about it."""
+"""corral.localcluster.chaos: what ``corral demo --chaos`` takes away, when, and what it
+says about it."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from typing import Any
 
-from corral import chaos
 from corral.core.spec import parse_job_spec
 from corral.core.views import JobState, JobView, LossView, Progress, Resilience, TaskView
+from corral.localcluster import chaos
 
 SPEC = parse_job_spec({"role": "demo", "environment": "local", "name": "s",
                        "master": {"command": "m", "ports": 1},

@@ -2,7 +2,8 @@
 
 Pure: each function takes the job's view, the agents' rows (``corral.localmesos.control``)
 and ``Chaos``, the demo's record of what it did and told, and returns a decision, a new
-record and the lines to print. ``corral.demo`` polls, carries the faults out and prints.
+record and the lines to print. ``corral.localcluster.demo`` polls, carries the faults
+out and prints.
 
 The plan (``plan(notice)``): once a quarter of the chunks are done, a spot agent running a
 worker (never the master's agent) is terminated with no notice; once half are done and

@@ -6,7 +6,7 @@ with one worker, shows the job growing on Dask's backlog and shrinking after (wi
 reason ``corral status`` gives), checks the result against the same program run with
 pandas in this process, prints a summary and stops everything it started. The helpers
 shared with the scoring demo (argument parsing, work directory, children) are in
-``corral.demo``.
+``corral.localcluster.demo``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 
 from corral.core.spec import parse_job_spec
 from corral.core.views import JobView
-from corral.procs import Child, ChildFailed, start_localmesos, start_scheduler
+from corral.localcluster.procs import Child, ChildFailed, start_localmesos, start_scheduler
 
 PY = shlex.quote(sys.executable)
 FEATURES = f"{PY} -m corral_executor.samples.dask_features"
@@ -108,7 +108,7 @@ def _summary(v: JobView, args: argparse.Namespace, out: Path, local: Path, wall:
                     "--rows", str(args.rows)], check=True, capture_output=True, timeout=300)
     check = subprocess.run([*mod, "compare", str(local), str(out)], capture_output=True,
                            text=True, timeout=60)
-    from corral.demo import print_summary
+    from corral.localcluster.demo import print_summary
 
     return print_summary(v, wall, check, logs, [
         ("workers", f"1 at first, {peak} at most (Dask's adaptive target)"),

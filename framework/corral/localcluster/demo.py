@@ -5,8 +5,8 @@ It starts ``localmesos`` (on-demand and spot agents) and one scheduler on local 
 batch-scoring job over gRPC, shows live progress, verifies the outputs bit for bit
 against a single-process run, prints a summary, and stops every process it started —
 also on Ctrl-C or SIGTERM. ``--chaos`` takes spot machines away while the job runs
-(``corral.chaos`` decides which and when, and words what happens). ``--kind dask`` runs
-an unchanged Dask program as a ``kind: dask`` job instead (``corral.demo_dask``).
+(``chaos`` decides which and when, and words what happens). ``--kind dask`` runs an
+unchanged Dask program as a ``kind: dask`` job instead (``demo_dask``).
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from corral import chaos
 from corral.core.spec import parse_job_spec
 from corral.core.views import JobView
+from corral.localcluster import chaos
+from corral.localcluster.procs import Child, ChildFailed, start_localmesos, start_scheduler
 from corral.localmesos import control
-from corral.procs import Child, ChildFailed, start_localmesos, start_scheduler
 
 PY = shlex.quote(sys.executable)
 SCORING = f"{PY} -m corral_executor.samples.scoring"
@@ -175,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
     code = 1
     try:
         if args.kind == "dask":
-            from corral import demo_dask
+            from corral.localcluster import demo_dask
 
             code = demo_dask.run(args, work, logs, children)
         else:
