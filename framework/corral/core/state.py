@@ -23,7 +23,7 @@ Like the rest of the core: no I/O, no clock, no randomness. Time arrives as ``no
 from __future__ import annotations
 
 import heapq
-from collections import Counter, deque
+from collections import defaultdict, deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -290,7 +290,8 @@ class CoreState:
         # Jobs that reached a terminal phase, for the job history (the shell takes them
         # every turn; bounded, so a core nobody takes them from keeps no more).
         self.ended: deque[Job] = deque(maxlen=ENDED_KEPT)
-        self.counters: Counter[str] = Counter()   # losses, recoveries, work lost (core.cost)
+        # Losses, recoveries (counts) and work lost (seconds), for metrics (core.cost).
+        self.counters: defaultdict[str, float] = defaultdict(float)
         self.budget = BudgetState()      # role budgets (core.cost)
         self.last_now = 0.0              # ``now`` of the latest event handled
 

@@ -103,7 +103,6 @@ class RuntimeConfig:
     policy: SchedulerPolicy = field(default_factory=SchedulerPolicy)
     overprovision: float = 1.0  # spare-worker safety multiple for jobs without a label
     spread_attribute: str | None = "market"  # agent attribute workers spread over
-    core_timeouts: dict[str, float] = field(default_factory=dict)  # CoreConfig overrides
     prices: PriceTable | None = None  # --prices: the cost ledger's price table
     # Metrics, job history and progress samples (corral.observe), across terms.
     observer: Observer | None = field(default=None, repr=False, compare=False)
@@ -114,7 +113,7 @@ class RuntimeConfig:
                           interval=self.policy.interval_s) if self.elastic else None
         return Scheduler(elastic=elastic, overprovision=OverProvision(self.overprovision),
                          default_spread=self.spread_attribute, term=term,
-                         cost=self.cost_config(), **self.core_timeouts)
+                         cost=self.cost_config())
 
     def cost_config(self) -> CostConfig:
         """The core's price table and role budgets."""
