@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import logging
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -268,6 +269,36 @@ def test_watch_streams_every_version_until_terminal() -> None:
         # The server ends the stream after the terminal state.
         assert await asyncio.wait_for(stream.read(), 5) is grpc.aio.EOF
         assert await stream.code() == grpc.StatusCode.OK
+
+    run(scenario)
+
+
+def test_watch_sends_only_what_changed_after_the_first_message() -> None:
+    async def scenario(b: FakeBackend, ch: grpc.aio.Channel, stub: Any) -> None:
+        await stub.SubmitJob(submit_req())   # a master and two workers
+        stream = stub.WatchJob(pb.WatchJobRequest(key=KEY))
+
+        async def next_resp() -> pb.WatchJobResponse:
+            resp = await asyncio.wait_for(stream.read(), 5)
+            assert resp is not grpc.aio.EOF
+            return resp
+
+        first = await next_resp()
+        assert not first.delta and [t.slot for t in first.job.tasks] == [
+            "master", "worker-0", "worker-1"]
+        make_running(b, KEY, done=10, total=100)        # every slot changed
+        every = await next_resp()
+        assert every.delta and len(every.job.tasks) == 3
+        b.update(KEY, progress=Progress(done=60, total=100))   # no task changed
+        quiet = await next_resp()
+        assert quiet.delta and quiet.job.progress.done == 60 and not quiet.job.tasks
+        v = b.jobs[KEY]
+        b.update(KEY, tasks=(v.tasks[0], dataclasses.replace(v.tasks[1], state="TASK_LOST"),
+                             ))                           # worker-1 is gone
+        one = await next_resp()
+        assert [t.slot for t in one.job.tasks] == ["worker-0"]
+        assert list(one.removed_slots) == ["worker-1"]
+        stream.cancel()
 
     run(scenario)
 

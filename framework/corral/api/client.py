@@ -28,6 +28,7 @@ import grpc
 from corral.api.convert import job_from_proto, spec_to_proto, summary_from_proto
 from corral.api.gen.corral.v1 import jobs_pb2 as pb
 from corral.api.gen.corral.v1 import jobs_pb2_grpc as pb_grpc
+from corral.api.watchdelta import DeltaDecoder
 from corral.api.wire import LEADER_METADATA_KEY, NOT_LEADER_PREFIX
 from corral.core.model import JobSpec
 from corral.core.summary import JobSummary
@@ -332,9 +333,14 @@ class JobClient:
         self.leader()
         req = pb.WatchJobRequest(key=key)
         stream = self._stub(self.address).WatchJob(req, metadata=self._md())
+        deltas = DeltaDecoder()   # the server sends what changed; callers see whole jobs
         try:
             for resp in stream:
-                yield job_from_proto(resp.job)
+                try:
+                    whole = deltas.apply(resp)
+                except ValueError as err:
+                    raise ApiError(ErrorKind.OTHER, str(err), self.address) from None
+                yield job_from_proto(whole)
         except grpc.RpcError as err:
             raise self._error(err, self.address) from None
         finally:

@@ -58,6 +58,7 @@ from corral.api.convert import job_to_proto, spec_from_proto, summary_to_proto
 from corral.api.gen.corral.v1 import jobs_pb2 as pb
 from corral.api.gen.corral.v1 import jobs_pb2_grpc as pb_grpc
 from corral.api.security import SecurityInterceptor, abort, caller
+from corral.api.watchdelta import DeltaEncoder
 from corral.api.wire import LEADER_METADATA_KEY, NOT_LEADER_PREFIX
 from corral.core import limits
 from corral.core.admission import QuotaExceeded
@@ -302,8 +303,9 @@ class JobServicer(pb_grpc.JobServiceServicer):
         self._watches[who] = open_now + 1
         try:
             _authorized_key(request.key)
+            deltas = DeltaEncoder()
             async for view in self.backend.watch(request.key):
-                yield pb.WatchJobResponse(job=job_to_proto(view, time.time()))
+                yield deltas.encode(job_to_proto(view, time.time()))
         except asyncio.CancelledError:
             raise
         except Exception as exc:

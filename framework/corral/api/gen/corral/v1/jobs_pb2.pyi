@@ -458,7 +458,11 @@ class WatchJobRequest(_message.Message):
     def __init__(self, key: _Optional[str] = ...) -> None: ...
 
 class WatchJobResponse(_message.Message):
-    __slots__ = ("job",)
+    __slots__ = ("job", "delta", "removed_slots")
     JOB_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_SLOTS_FIELD_NUMBER: _ClassVar[int]
     job: Job
-    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+    delta: bool
+    removed_slots: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., delta: _Optional[bool] = ..., removed_slots: _Optional[_Iterable[str]] = ...) -> None: ...
