@@ -496,8 +496,10 @@ def test_list_jobs_pages_through_summaries() -> None:
         keys: list[str] = []
         token = ""
         for _ in range(10):
+            built = b.views_built
             page = await stub.ListJobs(pb.ListJobsRequest(page_size=10, page_token=token))
             assert len(page.jobs) <= 10
+            assert b.views_built - built == len(page.jobs)   # a page builds its own views only
             # Summaries: no spec, no tasks; a few hundred bytes each.
             assert all(len(j.SerializeToString()) < 300 for j in page.jobs)
             keys += [j.key for j in page.jobs]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -44,6 +44,7 @@ class FakeBackend:
         self.is_ready = True
         self.clock = 1_700_000_000.0
         self.calls: list[tuple[str, Any]] = []
+        self.views_built = 0                      # views handed out by get()
         self._changed = asyncio.Event()
 
     def _check_leader(self) -> None:
@@ -96,11 +97,15 @@ class FakeBackend:
 
     async def get(self, key: str) -> JobView:
         self._check_leader()
+        self.views_built += 1
         return self._get(key)
 
     async def list(self, role: str | None = None) -> list[JobView]:
         self._check_leader()
         return [v for v in self.jobs.values() if role is None or v.spec.role == role]
+
+    async def keys(self, role: str | None = None) -> Sequence[str]:
+        return [v.key for v in await self.list(role)]
 
     async def kill(self, key: str) -> JobView:
         self._check_leader()

@@ -7,7 +7,7 @@ on the leader (and a follower answers UNAVAILABLE with the leader's address).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -192,6 +192,10 @@ class JobBackend(Protocol):
     async def get(self, key: str) -> JobView: ...
 
     async def list(self, role: str | None = None) -> list[JobView]: ...
+
+    async def keys(self, role: str | None = None) -> Sequence[str]:
+        """The keys of the jobs ``list`` would show, in any order (cheap: no views)."""
+        ...
 
     async def kill(self, key: str) -> JobView: ...
 

@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from kazoo.client import KazooClient
@@ -298,6 +298,9 @@ class Replica:
 
     async def list(self, role: str | None = None) -> list[JobView]:
         return await (await self._leader()).list(role)
+
+    async def keys(self, role: str | None = None) -> Sequence[str]:
+        return await (await self._leader()).keys(role)
 
     async def kill(self, key: str) -> JobView:
         return await (await self._leader()).kill(key)

@@ -36,7 +36,7 @@ import shlex
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, assert_never
 
@@ -565,6 +565,9 @@ class SchedulerService:
 
     async def list(self, role: str | None = None) -> list[JobView]:
         return [v for v in self.core.views() if role is None or v.spec.role == role]
+
+    async def keys(self, role: str | None = None) -> Sequence[str]:
+        return [k for k in self.core.job_keys() if role is None or k.split("/", 1)[0] == role]
 
     async def kill(self, key: str) -> JobView:
         self.core.check_kill(key)  # NotFound / already over: before anything else
