@@ -4,8 +4,10 @@ Real processes: localmesos, one scheduler, the sample job. The operator API's TE
 kills every task of Corral's framework and closes its subscription; Mesos then refuses the
 old framework id. Corral registers a fresh framework, counts the tasks as lost to the
 infrastructure (not the job's failures), relaunches them, and the job finishes with
-outputs that verify. While it has no subscription its health is NOT_SERVING, and a job's
-pending reason says why.
+outputs that verify. While it has no subscription its health is NOT_SERVING; the
+scheduler's log says what happened. (The pending reason while unsubscribed is checked
+where it lasts long enough to see: tests/integration/test_cli.py, a scheduler that cannot
+reach Mesos.)
 """
 
 from __future__ import annotations
@@ -90,5 +92,7 @@ def test_torn_down_framework_recovers_as_a_new_one_with_jobs_intact(cluster: Clu
     # Every task of the old framework was lost to the infrastructure and replaced.
     assert r.losses >= 3 and r.recoveries >= 3, r
     assert all(t.attempt >= 2 for t in final.tasks if t.slot == "master"), final.tasks
+    log = (cluster.work / "logs" / "scheduler.log").read_text()
+    assert f"Mesos removed framework {old}" in log, log[-2000:]
     result = cluster.verify(24, out)
     assert result.returncode == 0, result.stdout + result.stderr
