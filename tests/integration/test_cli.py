@@ -200,6 +200,26 @@ def test_status_shows_pending_reasons(server: ServerThread, job_file: Path) -> N
     assert "master not running" in rows["worker-0"]
 
 
+def test_status_tells_a_loss_that_came_back(server: ServerThread, job_file: Path) -> None:
+    from corral.core.views import LossView, Resilience
+
+    corral("submit", str(job_file), api=server.address)
+    tid = "corral.ml.default.score.worker-1.1"
+    back = LossView("worker-1", tid, "unreachable", detected_at=server.backend.clock,
+                    work_lost_seconds=4.0, recovered_at=server.backend.clock + 2,
+                    recovery_seconds=2.0, replacement_task_id=tid[:-1] + "2",
+                    returned_at=server.backend.clock + 30)
+    server.call(server.backend.update, KEY, resilience=Resilience(
+        losses=1, recoveries=1, work_lost_seconds=4.0, recovery_seconds_total=2.0,
+        recovery_seconds_max=2.0, recent=(back,)))
+    p = corral("status", KEY, api=server.address)
+    assert p.returncode == 0, p.stderr
+    line = next(ln for ln in p.stdout.splitlines() if tid in ln)
+    assert line.split()[:2] == ["unreachable", "worker-1"], line
+    assert "lost 4.0s, back in 2.00s; it came back and was killed (the replacement kept " \
+        "the slot)" in line, line
+
+
 def test_unknown_job(server: ServerThread) -> None:
     for args in (("status", "ml/nope"), ("kill", "ml/x/nope"), ("watch", "ml/nope")):
         p = corral(*args, api=server.address)
