@@ -182,6 +182,7 @@ def _print_status(v: Any, out: TextIO) -> None:
     if v.finished_at is not None:
         out.write(f"finished   {_ago(v.finished_at, now)} ago\n")
     _print_resilience(v, out)
+    _print_policy(v, out, now)
     if not v.tasks:
         out.write("\nno tasks yet\n")
         return
@@ -217,6 +218,20 @@ def _print_resilience(v: Any, out: TextIO) -> None:
         took = "recovering" if x.recovery_seconds is None else f"back in {x.recovery_seconds:.2f}s"
         out.write(f"  {x.kind:<11} {x.slot:<10} {x.task_id}  lost {x.work_lost_seconds:.1f}s, "
                   f"{took}\n")
+
+
+def _print_policy(v: Any, out: TextIO, now: float) -> None:
+    """The size new workers get and the workers the policy preempted or retired, why."""
+    p = getattr(v, "policy", None)
+    if p is None:
+        return
+    if p.size_reason:
+        out.write(f"sizing     {p.size_reason}\n")
+    if p.preempted or p.retired:
+        out.write(f"stopped    {p.preempted} preempted, {p.retired} retired by the policy\n")
+    for a in p.recent[-5:]:
+        out.write(f"  {a.kind:<11} {a.slot:<10} {a.task_id}  {_ago(a.at, now)} ago: "
+                  f"{a.why}\n")
 
 
 def _bar(v: Any, width: int = 30) -> str:

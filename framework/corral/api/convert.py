@@ -22,6 +22,8 @@ from corral.core.views import (
     JobState,
     JobView,
     LossView,
+    PolicyActionView,
+    PolicyView,
     Progress,
     Resilience,
     TaskView,
@@ -213,7 +215,25 @@ def job_to_proto(v: JobView, now: float | None = None) -> pb.Job:
     if v.finished_at is not None:
         msg.finished_at = v.finished_at
     msg.resilience.CopyFrom(resilience_to_proto(v.resilience))
+    msg.policy.CopyFrom(policy_to_proto(v.policy))
     return msg
+
+
+def policy_to_proto(p: PolicyView) -> pb.PolicyActions:
+    msg = pb.PolicyActions(worker_cpus=p.worker_cpus, worker_mem=p.worker_mem,
+                           size_reason=p.size_reason, preempted=p.preempted,
+                           retired=p.retired)
+    for a in p.recent:
+        msg.recent.add(at=a.at, kind=a.kind, slot=a.slot, task_id=a.task_id, why=a.why)
+    return msg
+
+
+def policy_from_proto(msg: pb.PolicyActions) -> PolicyView:
+    return PolicyView(
+        worker_cpus=msg.worker_cpus, worker_mem=msg.worker_mem, size_reason=msg.size_reason,
+        preempted=msg.preempted, retired=msg.retired,
+        recent=tuple(PolicyActionView(a.at, a.kind, a.slot, a.task_id, a.why)
+                     for a in msg.recent))
 
 
 def resilience_to_proto(r: Resilience) -> pb.Resilience:
@@ -265,6 +285,7 @@ def job_from_proto(msg: pb.Job) -> JobView:
         request_id=msg.request_id,
         version=msg.version,
         resilience=resilience_from_proto(msg.resilience),
+        policy=policy_from_proto(msg.policy),
     )
 
 
@@ -288,5 +309,6 @@ def view_to_dict(v: JobView, now: float | None = None) -> dict[str, Any]:
         "request_id": v.request_id,
         "version": v.version,
         "resilience": asdict(v.resilience),
+        "policy": asdict(v.policy),
         "spec": spec_to_dict(v.spec),
     }

@@ -3,10 +3,13 @@
 The executor relays what the job reports through the SDK. Every field is checked: a
 message with bad numbers is ignored with a note, never trusted. Progress changes the
 job's view; a checkpoint marker is part of the job's durable intent (a successor tells a
-replacement which checkpoint to restore).
+replacement which checkpoint to restore); a usage sample (CPU percent, resident MiB) goes
+to the policy, which right-sizes new workers from them.
 """
 
 from __future__ import annotations
+
+import math
 
 from corral.core import events as ev
 from corral.core.handlers.context import Ctx
@@ -40,7 +43,14 @@ def on_message(st: CoreState, e: ev.ExecutorMessage, ctx: Ctx) -> None:
             job.progress[tid] = p
             st.mark_changed(job)
     elif kind == "usage":
+        cpu, rss = data.get("cpu_percent"), data.get("rss_mb")
+        if not all(isinstance(x, int | float) and not isinstance(x, bool)
+                   and math.isfinite(x) and 0 <= x < 1e9 for x in (cpu, rss)):
+            ctx.note(f"usage from {tid} ignored: bad numbers {dict(data)}")
+            return
         job.usage[tid] = dict(data)
+        if ctx.elastic is not None:
+            ctx.elastic.observe_usage(att, float(cpu) / 100.0, float(rss))
     elif kind == "checkpoint":
         uri, seq = data.get("uri"), _count(data.get("seq"))
         if not isinstance(uri, str) or seq is None:

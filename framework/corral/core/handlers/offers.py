@@ -88,21 +88,32 @@ def decide(st: CoreState, ctx: Ctx, offers: tuple[Offer, ...] | list[Offer]) -> 
 
 
 def placement_inputs(st: CoreState, ctx: Ctx) -> tuple[list[PendingTask], PlacementFacts]:
+    """Pending tasks in placement order and what placement must know of their jobs.
+
+    The order is priority, then submission; a policy may reorder the jobs (``order``: a
+    baseline's placement order, e.g. lowest role share first) and constrain a job's
+    tasks to agent attributes (``constraints``); placement itself is the same."""
     cfg = ctx.config
     order = sorted(st.pending_jobs, key=lambda k: (-st.jobs[k].spec.priority, st.jobs[k].seq))
+    policy = ctx.elastic
+    if policy is not None:
+        order = policy.order(st, order)
     pending: list[PendingTask] = []
     jobs: dict[str, JobFacts] = {}
     for k in order:
         job = st.jobs[k]
         spec = job.spec
         constraints = spec.constraints
+        if policy is not None:
+            constraints = policy.constraints(st, job) or constraints
         if constraints.spread_over is None and cfg.default_spread:
             # Diversify by default: one spot market's reclaim takes only its share.
             constraints = replace(constraints, spread_over=cfg.default_spread)
         for key in job.pending:
             t = job.template(key)
-            pending.append(PendingTask(key, t.resources + cfg.executor_overhead, t.ports,
-                                       spec.tier, constraints))
+            pending.append(PendingTask(key, lc.launch_resources(job, key)
+                                       + cfg.executor_overhead, t.ports, spec.tier,
+                                       constraints))
         jobs[k] = job_facts(st, ctx, job)
     return pending, PlacementFacts(jobs=jobs, draining=st.draining_agents(), now=ctx.now)
 
@@ -146,7 +157,8 @@ def launch(st: CoreState, ctx: Ctx, a: Assignment) -> fx.TaskLaunch:
     lc.arm_staging(st, ctx, att)
     return fx.TaskLaunch(
         task_id=tid, key=key, attempt=n, name=f"{job.key} {key.label()}",
-        command=t.command, resources=t.resources, ports=a.ports, revocable=a.revocable,
+        command=t.command, resources=lc.launch_resources(job, key), ports=a.ports,
+        revocable=a.revocable,
         env=build_env(job, key, n, a.ports), grace_seconds=job.spec.kill_grace_seconds,
         hostname=a.hostname,
     )
