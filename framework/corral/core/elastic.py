@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Protocol
 from corral.core import accounting as acct
 from corral.core.fairness import RolePolicy
 from corral.core.memory import PolicyMemory
-from corral.core.model import Constraints, Offer
+from corral.core.model import Constraints, Offer, TaskKind, Tier
 from corral.core.policy import JobDemand, PolicyConfig, PolicyState, compute_targets
 from corral.core.resources import ZERO, Resources
 from corral.core.rightsizing import explain, percentile
@@ -48,6 +48,9 @@ if TYPE_CHECKING:
     from corral.core.state import Attempt, CoreState, Job
 
 MANUAL_REASON = "scaled by request"
+# The agent attribute that marks a spot machine (localmesos sets it on its spot agents;
+# label real spot agents the same way for Corral to put workers there first).
+SPOT = ("spot", "true")
 # A measured rate that moved by more than this fraction since it was last persisted is
 # persisted again (smaller moves are kept in memory only: no store write per pass).
 RATE_PERSIST_CHANGE = 0.2
@@ -88,7 +91,7 @@ class PolicyHooks(Protocol):
 
     def order(self, st: CoreState, keys: list[str]) -> list[str]: ...
 
-    def constraints(self, st: CoreState, job: Job) -> Constraints | None: ...
+    def constraints(self, st: CoreState, job: Job, kind: TaskKind) -> Constraints | None: ...
 
 
 def _at_least_zero(r: Resources) -> Resources:
@@ -162,8 +165,23 @@ class PolicyBase:
     def order(self, st: CoreState, keys: list[str]) -> list[str]:
         return keys
 
-    def constraints(self, st: CoreState, job: Job) -> Constraints | None:
+    def constraints(self, st: CoreState, job: Job, kind: TaskKind) -> Constraints | None:
         return None
+
+
+def measured_rate(m: PolicyMemory, done: int, now: float, smoothing: float) -> PolicyMemory:
+    """``m`` with the job's rate updated from its progress count ``done`` at ``now``
+    (exponentially smoothed units per second; measured again from a count that went
+    back, e.g. after a new master)."""
+    if m.rate_at is None or done < m.rate_done:
+        return replace(m, rate_at=now, rate_done=done, rate_per_s=0.0, rate_measured=False)
+    dt = now - m.rate_at
+    if dt > 0 and done > m.rate_done:
+        sample = (done - m.rate_done) / dt
+        per_s = sample if not m.rate_measured else (
+            smoothing * sample + (1 - smoothing) * m.rate_per_s)
+        return replace(m, rate_at=now, rate_done=done, rate_per_s=per_s, rate_measured=True)
+    return m
 
 
 def at_risk(att: Attempt, now: float) -> float:
@@ -185,12 +203,70 @@ class Elastic(PolicyBase):
     smoothing: float = 0.5
     window: dict[str, tuple[float, ...]] = field(default_factory=dict)  # role -> times
     _usage: dict[str, deque[tuple[float, float]]] = field(default_factory=dict)
+    _spot: set[str] = field(default_factory=set)          # agents offered as spot
+    _spot_room: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    _at_risk: set[str] = field(default_factory=set)       # deadline jobs at risk
     _persisted_rate: dict[str, float] = field(default_factory=dict)
     _seeded: bool = False
     _last_pass: float | None = None
     last_shares: dict[str, float] = field(default_factory=dict)
 
     # ------------------------------------------------------------ observations
+
+    def observe_offers(self, offers: Sequence[Offer]) -> None:
+        """As every policy, and: which agents are spot, and the room they offer."""
+        if not self.config.prefer_spot:
+            PolicyBase.observe_offers(self, offers)
+            return
+        for o in offers:
+            if SPOT in o.attributes:
+                self._spot.add(o.agent_id)
+        before = {a: self._offered.get(a) for a in {o.agent_id for o in offers}
+                  if a in self._spot}
+        PolicyBase.observe_offers(self, offers)
+        self._spot_moved(before)
+
+    def observe_launch(self, agent_id: str, taken: Resources, revocable: bool) -> None:
+        before = {agent_id: self._offered.get(agent_id)} if agent_id in self._spot else {}
+        PolicyBase.observe_launch(self, agent_id, taken, revocable)
+        self._spot_moved(before)
+
+    def _spot_moved(self, before: Mapping[str, tuple[Resources, Resources] | None],
+                    drop: bool = False) -> None:
+        """Keep ``_spot_room`` (the room spot agents offered) in step with ``_offered``:
+        ``before`` holds the entries as they were; ``drop``: they go away."""
+        for agent_id, old in before.items():
+            new = None if drop else self._offered.get(agent_id)
+            for r, sign in ((old, -1.0), (new, 1.0)):
+                if r is not None:
+                    self._spot_room[0] += sign * r[0].cpus
+                    self._spot_room[1] += sign * r[0].mem
+
+    def _forget_lost(self, st: CoreState) -> None:
+        """Agents Mesos reported lost no longer offer room (a replacement has a new id)."""
+        gone = [a for a in self._spot if a in st.agents and st.agents[a].lost]
+        if gone:
+            self._spot_moved({a: self._offered.get(a) for a in gone}, drop=True)
+            for a in gone:
+                self._spot.discard(a)
+                self._offered.pop(a, None)
+
+    def constraints(self, st: CoreState, job: Job, kind: TaskKind) -> Constraints | None:
+        """Workers go to spot agents first: while the spot agents' last offers had room
+        for all of the job's pending workers, they may only go there. Masters (whose loss
+        pauses the job) and deadline jobs at risk go wherever placement puts them."""
+        if not self.config.prefer_spot or kind is not TaskKind.WORKER or not self._spot \
+                or job.key in self._at_risk or job.spec.tier is Tier.REVOCABLE:
+            return None  # (revocable workers go to oversubscribed resources anyway)
+        size = job.policy.worker_size or job.spec.workers.template.resources
+        n = sum(1 for key in job.pending if key.kind is TaskKind.WORKER)
+        if self._spot_room[0] + 1e-6 < size.cpus * n or \
+                self._spot_room[1] + 1e-6 < size.mem * n:
+            return None
+        c = job.spec.constraints
+        if any(k == SPOT[0] for k, _ in c.attributes):
+            return None  # the job chose for itself
+        return replace(c, attributes=(*c.attributes, SPOT))
 
     def observe_usage(self, att: Attempt, cpus: float, mem: float) -> None:
         """One usage sample of a worker (cpus in use, resident MiB)."""
@@ -203,22 +279,6 @@ class Elastic(PolicyBase):
         samples.append((cpus, mem))
 
     # ------------------------------------------------------------ the pass
-
-    def _rate(self, job: Job, done: int, now: float) -> PolicyMemory:
-        """The job's memory with its measured rate updated from ``done`` at ``now``."""
-        m = job.policy
-        if m.rate_at is None or done < m.rate_done:
-            # First report, or the count went back (a new master): measure afresh.
-            return replace(m, rate_at=now, rate_done=done, rate_per_s=0.0,
-                           rate_measured=False)
-        dt = now - m.rate_at
-        if dt > 0 and done > m.rate_done:
-            sample = (done - m.rate_done) / dt
-            per_s = sample if not m.rate_measured else (
-                self.smoothing * sample + (1 - self.smoothing) * m.rate_per_s)
-            return replace(m, rate_at=now, rate_done=done, rate_per_s=per_s,
-                           rate_measured=True)
-        return m
 
     def _measured(self, job: Job) -> tuple[Resources | None, Resources | None, int]:
         """(percentile use per worker, peak use, samples) from the usage samples."""
@@ -240,14 +300,18 @@ class Elastic(PolicyBase):
     def _demand(self, job: Job, memory: PolicyMemory, measured: Resources | None,
                 peak: Resources | None, now: float) -> JobDemand:
         workers = []
-        held = ZERO
+        c = m = d = g = 0.0   # what they hold, summed as floats (this runs per worker)
         for index, slot in sorted(job.workers.items()):
             att = slot.current
             if att is None or not att.live or not att.life.active:
                 continue  # nothing there, or being stopped (a kill sent): not the job's
-            workers.append(WorkerState(att.task_id, index, checkpoint_age_s=at_risk(att, now)))
-            held = held + att.resources
+            ckpt = slot.checkpoint[2] if slot.checkpoint else None
+            workers.append(WorkerState(att.task_id, index, checkpoint_age_s=acct.work_lost(
+                now, att.running_since, ckpt)))
+            r = att.resources
+            c, m, d, g = c + r.cpus, m + r.mem, d + r.disk, g + r.gpus
         n = len(workers)
+        held = Resources(c, m, d, g)
         per_worker = memory.rate_per_s / n if memory.rate_measured and n > 0 else 0.0
         progress = job.progress_total()
         # A job that never reported progress has an unknown load, not an empty one: NaN
@@ -281,18 +345,21 @@ class Elastic(PolicyBase):
         for key in [k for k in self._usage if k not in st.jobs]:
             del self._usage[key]
             self._persisted_rate.pop(key, None)
+        self._at_risk &= {j.key for j in st.active_jobs()}
         capacity, revocable = self.capacity(st)
         if not jobs or capacity.is_empty():
             return []  # nothing to size, or no offer seen yet: keep today's targets
         if not self._seeded:
             self._seed_window(st, now)
+        self._forget_lost(st)
         memories: dict[str, PolicyMemory] = {}
         sizes: dict[str, tuple[Resources | None, Resources | None, int]] = {}
         demands = []
         desired: dict[str, int] = {}
         scale: dict[str, ScaleMemory] = {}
         for j in jobs:
-            mem = self._rate(j, j.progress_total().done, now) if j.progress else j.policy
+            mem = measured_rate(j.policy, j.progress_total().done, now, self.smoothing) \
+                if j.progress else j.policy
             memories[j.key] = mem
             sizes[j.key] = self._measured(j)
             demands.append(self._demand(j, mem, sizes[j.key][0], sizes[j.key][1], now))
@@ -324,6 +391,10 @@ class Elastic(PolicyBase):
             reason = f"{target.reason}: {target.detail}; fair share {target.fair_share:.0%}"
             if target.deadline_risk:
                 reason += f"; deadline at risk: {target.deadline_risk}"
+            if target.deadline_risk:
+                self._at_risk.add(job.key)
+            else:
+                self._at_risk.discard(job.key)
             ids, why = victims.get(job.key, ((), ""))
             out.append(Decision(job.key, target.workers, reason, preempt=ids,
                                 preempt_reason=why, retire=target.retire, memory=mem,

@@ -121,6 +121,7 @@ class PolicyConfig:
     preemption_budget: int = 20  # preemptions per victim role per window
     preemption_window_s: float = 3600.0
     min_share_diff: float = 0.05  # weighted dominant share gap before preempting
+    prefer_spot: bool = True  # workers go to spot agents first (``elastic.SPOT``)
 
 
 @dataclass(frozen=True, slots=True)

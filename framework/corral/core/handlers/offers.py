@@ -18,9 +18,10 @@ from corral.core import effects as fx
 from corral.core import events as ev
 from corral.core.handlers import lifecycle as lc
 from corral.core.handlers.context import Ctx
-from corral.core.model import Offer, TaskKey, TaskKind, task_id_for
+from corral.core.model import Constraints, Offer, TaskKey, TaskKind, task_id_for
 from corral.core.placement import JobFacts, PendingTask, PlacementFacts, Plan, place
 from corral.core.placement.types import Assignment
+from corral.core.resources import Resources
 from corral.core.slot_state import Input, Life, step
 from corral.core.state import Attempt, CoreState, Job
 from corral.core.task_state import TaskState
@@ -92,7 +93,8 @@ def placement_inputs(st: CoreState, ctx: Ctx) -> tuple[list[PendingTask], Placem
 
     The order is priority, then submission; a policy may reorder the jobs (``order``: a
     baseline's placement order, e.g. lowest role share first) and constrain a job's
-    tasks to agent attributes (``constraints``); placement itself is the same."""
+    masters or workers to agent attributes (``constraints``: e.g. spot agents first);
+    placement itself is the same."""
     cfg = ctx.config
     order = sorted(st.pending_jobs, key=lambda k: (-st.jobs[k].spec.priority, st.jobs[k].seq))
     policy = ctx.elastic
@@ -103,17 +105,22 @@ def placement_inputs(st: CoreState, ctx: Ctx) -> tuple[list[PendingTask], Placem
     for k in order:
         job = st.jobs[k]
         spec = job.spec
-        constraints = spec.constraints
-        if policy is not None:
-            constraints = policy.constraints(st, job) or constraints
-        if constraints.spread_over is None and cfg.default_spread:
-            # Diversify by default: one spot market's reclaim takes only its share.
-            constraints = replace(constraints, spread_over=cfg.default_spread)
+        # What a task takes and where it may go are the same for a job's workers: work
+        # them out once per kind.
+        by_kind: dict[TaskKind, tuple[Resources, int, Constraints]] = {}
         for key in job.pending:
-            t = job.template(key)
-            pending.append(PendingTask(key, lc.launch_resources(job, key)
-                                       + cfg.executor_overhead, t.ports, spec.tier,
-                                       constraints))
+            how = by_kind.get(key.kind)
+            if how is None:
+                constraints = spec.constraints
+                if policy is not None:
+                    constraints = policy.constraints(st, job, key.kind) or constraints
+                if constraints.spread_over is None and cfg.default_spread:
+                    # Diversify by default: one spot market's reclaim takes only its share.
+                    constraints = replace(constraints, spread_over=cfg.default_spread)
+                how = by_kind[key.kind] = (
+                    lc.launch_resources(job, key) + cfg.executor_overhead,
+                    job.template(key).ports, constraints)
+            pending.append(PendingTask(key, how[0], how[1], spec.tier, how[2]))
         jobs[k] = job_facts(st, ctx, job)
     return pending, PlacementFacts(jobs=jobs, draining=st.draining_agents(), now=ctx.now)
 
