@@ -75,3 +75,17 @@ def test_file_errors_name_the_file(tmp_path: Path) -> None:
     good = tmp_path / "good.yaml"
     good.write_text("roles:\n  - {name: x, weight: 3}\n")
     assert load_policy_file(good).roles["x"].weight == 3.0
+
+
+def test_right_sizing_and_spot_knobs() -> None:
+    cfg = parse_policy({"policy": {"rightsizing_headroom": 1.5, "rightsizing_band_low": 0.25,
+                                   "rightsizing_percentile": 90,
+                                   "rightsizing_min_samples": 3, "prefer_spot": 0}}).config
+    rs = cfg.rightsizing
+    assert (rs.headroom, rs.band_low, rs.percentile, rs.min_samples) == (1.5, 0.25, 90.0, 3)
+    assert cfg.prefer_spot is False
+    assert parse_policy(None).config.prefer_spot is True
+    with pytest.raises(PolicyFileError) as err:
+        parse_policy({"policy": {"rightsizing_band_low": 0, "prefer_spot": 2}})
+    assert "policy.rightsizing_band_low" in str(err.value)
+    assert "policy.prefer_spot" in str(err.value)

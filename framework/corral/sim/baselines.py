@@ -30,8 +30,9 @@ would leave most of the cluster idle in these scenarios.
   uniform schedule to its deadline (progress = elapsed / deadline), and switches to
   on-demand agents when it falls behind or when the time left no longer covers its
   remaining work plus a restart (the paper's safety net): its spot workers are retired
-  and relaunched on on-demand; back ahead, new workers go to spot again (running ones
-  stay). Jobs without a deadline run anywhere (the core's default spread).
+  (as many per pass as its minimum allows) and relaunched on on-demand; back ahead, new
+  workers go to spot again (running ones stay). Jobs without a deadline run anywhere
+  (the core's default spread).
 """
 
 from __future__ import annotations
@@ -246,23 +247,22 @@ class UniformProgress(PolicyBase):
                 out.append(Decision(job.key, back, "uniform progress: relaunch on "
                                     f"{self._mode.get(job.key, self.spot)}", memory=mem))
                 continue
-            was = self._mode.get(job.key, self.spot)
             mode = self.on_demand if self._behind(job, per_worker, now) else self.spot
             self._mode[job.key] = mode
-            if mode == self.on_demand and was == self.spot:
+            if mode == self.on_demand:
+                # Move the job's spot workers (as many as its minimum allows per pass).
                 movers = tuple(sorted(
                     s.current.task_id for s in job.workers.values()
                     if s.current is not None and s.current.live and s.current.life.active
-                    and s.current.key.kind is TaskKind.WORKER
                     and st.agents.get(s.current.agent_id or "") is not None
                     and st.agents[s.current.agent_id or ""].attributes.get(self.attribute)
                     == self.spot))
-                if movers:
+                k = min(len(movers), job.desired - job.spec.workers.min)
+                if k > 0:
                     self._restore[job.key] = job.spec.workers.max
-                    out.append(Decision(job.key, max(job.spec.workers.min,
-                                                     job.desired - len(movers)),
+                    out.append(Decision(job.key, job.desired - k,
                                         "uniform progress: behind schedule, moving to "
-                                        "on-demand", retire=movers, memory=mem))
+                                        "on-demand", retire=movers[:k], memory=mem))
                     continue
             out.append(Decision(job.key, memory=mem))
         return out
