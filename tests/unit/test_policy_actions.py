@@ -139,6 +139,13 @@ def test_right_sizing_changes_new_launches_within_the_band_never_below_use() -> 
     assert view.policy.size_reason == (
         "right-sized to 0.66 cpus from 1, 256 MiB from 512: used 0.55 cpus, 200 MiB p95 "
         "of 12 samples"), view.policy.size_reason
+    # More samples like these change the words (the count) but not the size: no store
+    # write for that.
+    for tid in ws.values():
+        usage(h, tid, 0.3, 200)
+    out = h(ev.Tick(), dt=6)
+    assert fx.PersistJob(KEY) not in out
+    assert "of 14 samples" in h.s.view(KEY).policy.size_reason
     # A replacement is launched at the new size; running workers keep theirs.
     h.status(ws[0], "TASK_LOST", reason="REASON_AGENT_REMOVED")
     (t,) = launches(h.offers(2))
@@ -196,3 +203,34 @@ def test_old_records_without_policy_or_holes_still_load() -> None:
     assert b'"policy"' not in doc and b'"holes"' not in doc   # nothing new written
     head, _, _ = decode_job("/jobs/x", KEY, doc)
     assert head.policy.is_empty() and head.holes == ()
+
+
+def test_a_new_leader_counts_the_preemptions_its_predecessor_made() -> None:
+    h, _ = two_roles(budget=2)
+    h(ev.Subscribed("fw"))
+    h(ev.SubmitJob(spec("ml", 9, 9), "a"))
+    (m,) = launches(h(ev.OffersReceived((Offer("O1", "S1", "h1", Resources(10, 10_000)),))))
+    h.status(m.task_id, "TASK_RUNNING")
+    for t in launches(h(ev.OffersReceived((Offer("O2", "S1", "h1", Resources(9, 9_000)),)))):
+        h.status(t.task_id, "TASK_RUNNING")
+    h(ev.Tick(), dt=5)
+    h(ev.SubmitJob(spec("cv", 4, 4), "b"))
+    h(ev.Tick(), dt=6)
+    assert h.s.view("ml/e/j").policy.preempted == 2          # the budget, spent
+    # A new leader restores both jobs; its first pass must not preempt again.
+    new_el = Elastic(roles={"ml": RolePolicy(), "cv": RolePolicy()},
+                     config=PolicyConfig(scaling=FAST.scaling, preemption_budget=2),
+                     interval=5.0)
+    new = Scheduler(elastic=new_el)
+    restore(new, "fw", [h.s.intent("ml/e/j"), h.s.intent("cv/e/j")], now=h.now)
+    now = h.now + 1
+    new.handle(ev.Subscribed("fw"), now)
+    for att in list(new.state.attempts.values()):
+        if att.live:
+            new.handle(ev.StatusUpdate(att.task_id, "TASK_RUNNING", "S1",
+                                       reason="REASON_RECONCILIATION"), now)
+    new.handle(ev.OffersReceived((Offer("O9", "S1", "h1", Resources(1, 1000)),)), now)
+    out = new.handle(ev.Tick(), now + 6)
+    assert len(new_el.window["ml"]) == 2                       # seeded from the jobs
+    assert not [k for k in of(out, fx.KillTask) if k.task_id.startswith("corral.ml.")]
+    new.validate()

@@ -176,6 +176,14 @@ def test_every_policy_runs_and_is_deterministic(policy: str) -> None:
     assert a["policy"] == policy and a["jobs"]["arrived"] == 6
 
 
+def test_every_policy_meets_the_same_jobs_and_faults() -> None:
+    sc = tiny(horizon_s=400)
+    reports = [run_scenario(sc, p, seed=9) for p in POLICIES]
+    assert len({json.dumps(r["spot"], sort_keys=True) for r in reports}) == 1
+    assert reports[0]["spot"]["terminations"] > 0
+    assert len({r["jobs"]["arrived"] for r in reports}) == 1
+
+
 def test_seed_changes_the_run() -> None:
     sc = tiny(horizon_s=400)
     assert without_timing(run_scenario(sc, seed=1)) != without_timing(run_scenario(sc, seed=2))

@@ -423,10 +423,14 @@ class Elastic(PolicyBase):
             peak=peak if peak is not None else mem.peak)
 
     def _durable(self, job: Job, new: PolicyMemory) -> bool:
-        """Whether the change is one a new leader must see (not a small rate move)."""
+        """Whether the change is one a new leader must see (not a small rate move, not a
+        new wording of the same size)."""
         old = job.policy
+        # The rate and the words of the size's reason move at every pass: alone, they are
+        # kept in memory and written with the job's next durable change.
         if replace(new, rate_at=old.rate_at, rate_done=old.rate_done,
-                   rate_per_s=old.rate_per_s, rate_measured=old.rate_measured) != old:
+                   rate_per_s=old.rate_per_s, rate_measured=old.rate_measured,
+                   size_reason=old.size_reason) != old:
             return True
         if new.rate_measured != old.rate_measured:
             self._persisted_rate[job.key] = new.rate_per_s

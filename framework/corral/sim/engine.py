@@ -31,9 +31,11 @@ around it, and carries out the effects the core returns, as Mesos would:
   its workload checkpoints on SIGTERM); a drained worker (a notice) checkpoints and exits.
   When the work is done the master exits 0.
 
-Events sit on a heap ordered by (time, kind, sequence); all randomness comes from one
-``random.Random(seed)`` and the core is deterministic, so the same seed gives the same
-report byte for byte. Wall-clock time is measured only for the optional timing figures.
+Events sit on a heap ordered by (time, kind, sequence); all randomness comes from three
+``random.Random`` streams derived from the seed (the jobs, the faults, the rest), so every
+policy meets the same jobs and the same machine terminations, and, the core being
+deterministic, the same seed gives the same report byte for byte. Wall-clock time is
+measured only for the optional timing figures.
 """
 
 from __future__ import annotations
@@ -140,7 +142,12 @@ class Simulation:
                  clock: Callable[[], float] = time.perf_counter) -> None:
         self.sc = sc
         self.seed = sc.seed if seed is None else seed
-        self.rng = random.Random(self.seed)
+        # Three streams from the seed, so every policy sees the same jobs and the same
+        # faults (which a policy's own choices must not shift): the workloads, the
+        # machines' terminations and revocations, and the rest (offer order, usage noise).
+        self.rng = random.Random(f"{self.seed}/jobs")
+        self.faults = random.Random(f"{self.seed}/faults")
+        self.noise = random.Random(f"{self.seed}/noise")
         self.policy_name = policy
         self.policy: PolicyHooks = make_policy(policy, sc)
         self.sched = Scheduler(elastic=self.policy,
@@ -353,7 +360,7 @@ class Simulation:
                  and a.filtered_until <= self.now and a.has_free()]
         if not ready:
             return
-        self.rng.shuffle(ready)
+        self.noise.shuffle(ready)
         offers = []
         for a in ready:
             self._ids += 1
@@ -592,8 +599,8 @@ class Simulation:
             self._push(self.now + every, REPORT, ("progress", task, gen))
         elif what == "usage":
             wl = job.wl
-            cpus = wl.worker.cpus * wl.usage * self.rng.uniform(0.85, 1.15)
-            mem = wl.worker.mem * min(1.0, wl.usage) * self.rng.uniform(0.9, 1.0)
+            cpus = wl.worker.cpus * wl.usage * self.noise.uniform(0.85, 1.15)
+            mem = wl.worker.mem * min(1.0, wl.usage) * self.noise.uniform(0.9, 1.0)
             self._message_to_core(task, {"kind": "usage", "task_id": task.id,
                                          "cpu_percent": round(cpus * 100, 2),
                                          "cpu_seconds": 0.0, "rss_mb": round(mem, 2)})
@@ -663,7 +670,7 @@ class Simulation:
         if g.market == "spot" and self.sc.market.max_rate() > 0:
             self._next_termination(a, now)
         if a.rev_cpus > 0 and self.sc.market.revocation_rate_per_hour > 0:
-            at = now + self.rng.expovariate(self.sc.market.revocation_rate_per_hour / 3600)
+            at = now + self.faults.expovariate(self.sc.market.revocation_rate_per_hour / 3600)
             self._push(at, AGENT, ("revoke", a.idx, 0))
         return a
 
@@ -673,14 +680,14 @@ class Simulation:
         top = m.max_rate() / 3600.0
         t = after
         for _ in range(10_000):
-            t += self.rng.expovariate(top)
+            t += self.faults.expovariate(top)
             if t > self.sc.horizon_s:
                 return
-            if self.rng.random() * top <= m.rate_at(t) / 3600.0:
+            if self.faults.random() * top <= m.rate_at(t) / 3600.0:
                 break
         else:
             return
-        if self.rng.random() < m.notice_fraction:
+        if self.faults.random() < m.notice_fraction:
             self._push(max(after, t - m.notice_s), AGENT, ("notice", a.idx, t))
         self._push(t, AGENT, ("terminate", a.idx, 0))
 
@@ -710,7 +717,8 @@ class Simulation:
             a.revoked = False
             a.filtered_until = 0.0
             self._mark(a)
-            at = self.now + self.rng.expovariate(self.sc.market.revocation_rate_per_hour / 3600)
+            at = self.now + self.faults.expovariate(
+                self.sc.market.revocation_rate_per_hour / 3600)
             self._push(at, AGENT, ("revoke", a.idx, 0))
 
     def _terminate(self, a: SimAgent) -> None:
