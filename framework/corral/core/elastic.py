@@ -270,7 +270,7 @@ class Elastic(PolicyBase):
 
     def observe_usage(self, att: Attempt, cpus: float, mem: float) -> None:
         """One usage sample of a worker (cpus in use, resident MiB)."""
-        if att.key.kind.value != "worker":
+        if att.key.kind is not TaskKind.WORKER:
             return
         key = att.job.key
         samples = self._usage.get(key)

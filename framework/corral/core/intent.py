@@ -6,9 +6,9 @@ which worker indexes it means (``holes``: indexes retired while higher ones ran 
 job's phase, per-slot counters (attempts so far, so a task id is never reused; failures
 against the restart limit; completed workers), checkpoint markers, the elastic policy's
 memory of the job (``core.memory``: cooldowns, measured throughput, preemptions suffered,
-the right-sized worker reservation), and every task that may be alive (its id, agent, host
-and ports). Task *states* are not kept: a restored attempt
-starts as ``LAUNCHED`` and Mesos tells the new leader the truth through reconciliation
+the right-sized worker reservation), and every task that may be alive (its id, agent, host,
+ports, and what it holds if not its spec's size). Task *states* are not kept: a restored
+attempt starts as ``LAUNCHED`` and Mesos tells the new leader the truth through reconciliation
 (the gate after subscribing; and the staging timeout for any it never answers), which then
 moves the job (a running master makes it RUNNING again; a task Mesos does not know ends as
 lost and its slot is relaunched, never counted as the job's failure).

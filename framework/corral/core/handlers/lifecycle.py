@@ -389,7 +389,8 @@ def resize(st: CoreState, ctx: Ctx, job: Job,
 def drop_order(job: Job, indexes: Sequence[int], named: Mapping[str, tuple[str, str]],
                now: float) -> list[int]:
     """The worker indexes to stop first when a job shrinks: slots whose worker completed
-    (they hold nothing), vacant slots, attempts not running yet (highest index first),
+    (they hold nothing), vacant slots and attempts already being stopped, attempts not
+    running yet (highest index first),
     then the workers ``named`` by the policy in its order, then running workers by least
     work lost (the most recent checkpoint: ``elastic.at_risk``), then highest index."""
     rank_named = {tid: k for k, tid in enumerate(named)}
@@ -399,6 +400,8 @@ def drop_order(job: Job, indexes: Sequence[int], named: Mapping[str, tuple[str, 
         att = slot.current if slot is not None else None
         if att is None:
             return (0 if slot is not None and slot.vacancy is Life.COMPLETED else 1, 0.0, -i)
+        if not att.life.active:
+            return (1, 0.0, -i)  # already being stopped (a kill sent)
         if att.task_id in rank_named:
             return (3, float(rank_named[att.task_id]), -i)
         if att.mesos is not TaskState.RUNNING:
@@ -412,8 +415,8 @@ def _record_drop(st: CoreState, ctx: Ctx, job: Job, index: int,
                  named: Mapping[str, tuple[str, str]], why: str) -> None:
     slot = job.workers.get(index)
     att = slot.current if slot is not None else None
-    if att is None:
-        return
+    if att is None or not att.life.active:
+        return  # nothing there, or already being stopped
     kind, reason = named.get(att.task_id, (RETIRED, why))
     if att.mesos is not TaskState.RUNNING:
         loss = "not running yet: loses nothing"
