@@ -342,10 +342,12 @@ class Elastic(PolicyBase):
             return []
         self._last_pass = now
         jobs = st.active_jobs()
-        for key in [k for k in self._usage if k not in st.jobs]:
+        active = {j.key for j in jobs}
+        for key in [k for k in self._usage if k not in active]:
             del self._usage[key]
-            self._persisted_rate.pop(key, None)
-        self._at_risk &= {j.key for j in st.active_jobs()}
+        for key in [k for k in self._persisted_rate if k not in active]:
+            del self._persisted_rate[key]
+        self._at_risk &= active
         capacity, revocable = self.capacity(st)
         if not jobs or capacity.is_empty():
             return []  # nothing to size, or no offer seen yet: keep today's targets
