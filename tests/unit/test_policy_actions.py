@@ -83,8 +83,9 @@ def spec(role: str, workers: int, hi: int) -> JobSpec:
                    kill_grace_seconds=5.0)
 
 
-def test_preemption_takes_victims_by_least_work_lost_within_the_budget() -> None:
-    h, _ = two_roles(budget=2)
+def ml_fills_the_cluster(budget: int) -> tuple[Harness, fx.TaskLaunch, list[fx.TaskLaunch]]:
+    """Role ml's job runs its master and 9 workers on the one 10-cpu agent."""
+    h, _ = two_roles(budget=budget)
     h(ev.Subscribed("fw"))
     h(ev.SubmitJob(spec("ml", 9, 9), "a"))
     (m,) = launches(h(ev.OffersReceived((Offer("O1", "S1", "h1", Resources(10, 10_000)),))))
@@ -93,6 +94,11 @@ def test_preemption_takes_victims_by_least_work_lost_within_the_budget() -> None
     assert len(ws) == 9
     for t in ws:
         h.status(t.task_id, "TASK_RUNNING")
+    return h, m, ws
+
+
+def test_preemption_takes_victims_by_least_work_lost_within_the_budget() -> None:
+    h, m, ws = ml_fills_the_cluster(budget=2)
     progress(h, m.task_id, 0, 10**6, dt=1)
     h(ev.Tick(), dt=5)
     h(ev.Tick(), dt=200)
@@ -206,13 +212,7 @@ def test_old_records_without_policy_or_holes_still_load() -> None:
 
 
 def test_a_new_leader_counts_the_preemptions_its_predecessor_made() -> None:
-    h, _ = two_roles(budget=2)
-    h(ev.Subscribed("fw"))
-    h(ev.SubmitJob(spec("ml", 9, 9), "a"))
-    (m,) = launches(h(ev.OffersReceived((Offer("O1", "S1", "h1", Resources(10, 10_000)),))))
-    h.status(m.task_id, "TASK_RUNNING")
-    for t in launches(h(ev.OffersReceived((Offer("O2", "S1", "h1", Resources(9, 9_000)),)))):
-        h.status(t.task_id, "TASK_RUNNING")
+    h, _, _ = ml_fills_the_cluster(budget=2)
     h(ev.Tick(), dt=5)
     h(ev.SubmitJob(spec("cv", 4, 4), "b"))
     h(ev.Tick(), dt=6)
