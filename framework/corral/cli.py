@@ -260,6 +260,7 @@ def _print_status(v: Any, out: TextIO) -> None:
         out.write(f"finished   {_ago(v.finished_at, now)} ago\n")
     _print_resilience(v, out)
     _print_cost(v, out)
+    _print_policy(v, out, now)
     if not v.tasks:
         out.write("\nno tasks yet\n")
         return
@@ -366,6 +367,20 @@ def _cmd_cost(args: argparse.Namespace, client: Any, out: TextIO) -> int:
     if roles and not roles[0]["cost"]["currency"]:
         out.write("(the scheduler has no price table (--prices): amounts are 0)\n")
     return EXIT_OK
+
+
+def _print_policy(v: Any, out: TextIO, now: float) -> None:
+    """The size new workers get and the workers the policy preempted or retired, why."""
+    p = getattr(v, "policy", None)
+    if p is None:
+        return
+    if p.size_reason:
+        out.write(f"sizing     {p.size_reason}\n")
+    if p.preempted or p.retired:
+        out.write(f"stopped    {p.preempted} preempted, {p.retired} retired by the policy\n")
+    for a in p.recent[-5:]:
+        out.write(f"  {a.kind:<11} {a.slot:<10} {a.task_id}  {_ago(a.at, now)} ago: "
+                  f"{a.why}\n")
 
 
 def _line(v: Any) -> str:

@@ -5,7 +5,8 @@ above the target, every update acknowledged, and duplicate (reconciliation) upda
 change nothing. The sequences mix offers, status updates in every Mesos state, scaling,
 kills, lost agents, inverse offers and their rescinds, unavailability windows, offer
 rescinds, executor messages (progress, checkpoints, garbage), effects the shell failed to
-carry out, re-subscriptions, and the elastic policy's passes."""
+carry out, re-subscriptions, and the elastic policy's passes over two roles (targets,
+preemption victims, retirees, holes in the wanted workers, right-sized launches)."""
 
 from __future__ import annotations
 
@@ -21,11 +22,13 @@ from corral.core.model import JobSpec, Offer, RestartPolicy, TaskKind, TaskTempl
 from corral.core.placement.pool import milli
 from corral.core.policy import PolicyConfig
 from corral.core.resources import Resources
+from corral.core.rightsizing import RightSizingConfig
 from corral.core.scaling import ScalingConfig
 from corral.core.scheduler import Scheduler
 from corral.core.slot_state import Life
 from corral.core.task_state import MESOS_STATES
 
+ROLE = {0: "r", 1: "r", 2: "q"}
 REASONS = [None, "REASON_AGENT_REMOVED", "REASON_COMMAND_EXECUTOR_FAILED",
            "REASON_EXECUTOR_TERMINATED", "REASON_CONTAINER_PREEMPTED"]
 MARKETS = ["spot-a", "spot-b", "on-demand"]
@@ -33,7 +36,8 @@ MARKETS = ["spot-a", "spot-b", "on-demand"]
 
 def spec(j: int, workers: int) -> JobSpec:
     t = TaskTemplate("x", Resources(1, 256), ports=1)
-    return JobSpec("r", "e", f"j{j}", master=t, workers=WorkerPool(t, 0, 6, workers),
+    # Two roles, so the policy's fairness preempts across them.
+    return JobSpec(ROLE[j], "e", f"j{j}", master=t, workers=WorkerPool(t, 0, 6, workers),
                    restart=RestartPolicy(max_failures=2, backoff_seconds=1,
                                          backoff_max_seconds=4))
 
@@ -97,7 +101,7 @@ def check_state(s: Scheduler) -> None:
                 active_masters[att.key.job] += 1
             else:
                 active_workers[att.key.job] += 1
-                assert att.key.index < job.effective_workers()
+                assert job.wants(att.key)
     assert all(n <= 1 for n in active_masters.values())
     for job, n in active_workers.items():
         assert n <= s.state.jobs[job].effective_workers()
@@ -108,7 +112,9 @@ def check_state(s: Scheduler) -> None:
        st.lists(action, min_size=15, max_size=90), st.booleans())
 def test_random_runs_keep_invariants(initial: list[int], actions: list, elastic: bool) -> None:
     policy = Elastic(config=PolicyConfig(scaling=ScalingConfig(
-        target_duration_s=10.0, cooldown_up_s=0.0, cooldown_down_s=5.0)), interval=5.0)
+        target_duration_s=10.0, cooldown_up_s=0.0, cooldown_down_s=5.0),
+        rightsizing=RightSizingConfig(min_samples=2), preemption_budget=3,
+        min_share_diff=0.0), interval=5.0)
     s = Scheduler(elastic=policy if elastic else None, staging_timeout=30.0,
                   reconcile_timeout=20.0)
     now = 0.0
@@ -142,9 +148,9 @@ def test_random_runs_keep_invariants(initial: list[int], actions: list, elastic:
             now += a[1]
             e = ev.Tick()
         elif a[0] == "scale":
-            e = ev.ScaleJob(f"r/e/j{a[1]}", a[2])
+            e = ev.ScaleJob(f"{ROLE[a[1]]}/e/j{a[1]}", a[2])
         elif a[0] == "kill":
-            e = ev.KillJob(f"r/e/j{a[1]}")
+            e = ev.KillJob(f"{ROLE[a[1]]}/e/j{a[1]}")
         elif a[0] == "lost":
             e = ev.AgentLost(f"S{a[1]}")
         elif a[0] == "inverse":
@@ -164,7 +170,7 @@ def test_random_runs_keep_invariants(initial: list[int], actions: list, elastic:
             elif a[2] == "checkpoint":
                 data.update(uri="file:///ck", seq=a[3])
             elif a[2] == "usage":
-                data.update(cpu_percent=a[3])
+                data.update(cpu_percent=a[3], rss_mb=a[3] * 2)
             e = ev.ExecutorMessage("S0", tid, data)
         elif a[0] == "failed":
             calls = [x for x in sent if isinstance(x, fx.LaunchTasks | fx.KillTask)]
@@ -188,6 +194,8 @@ def test_random_runs_keep_invariants(initial: list[int], actions: list, elastic:
 
     event(f"tasks launched: {min(len(s.state.attempts), 8)}")
     event(f"drained: {any(a.life is Life.DRAINING for a in s.state.attempts.values())}")
+    event(f"policy stopped workers: {any(j.actions for j in s.state.jobs.values())}")
+    event(f"holes: {any(j.holes for j in s.state.jobs.values())}")
     # Reconciliation answers every task with the state we already hold. The first round
     # may finish a reconciliation in progress (the gate opens); after that, answering
     # again (twice) changes nothing and only kills what Corral wrote off.

@@ -50,10 +50,14 @@ def test_max_step_limits_each_move() -> None:
     assert (d.workers, d.note) == (8, "max step")
 
 
-def test_retirees_idle_first_then_highest_index() -> None:
+def test_retirees_idle_first_then_least_work_lost_then_highest_index() -> None:
     ws = [WorkerState("w0", 0), WorkerState("w1", 1, idle=True), WorkerState("w2", 2),
           WorkerState("w3", 3)]
-    assert choose_retirees(ws, 2) == ("w1", "w3")
+    assert choose_retirees(ws, 2) == ("w1", "w3")   # unknown ages: highest index
+    aged = [WorkerState("w0", 0, checkpoint_age_s=5.0), WorkerState("w1", 1,
+                                                                     checkpoint_age_s=50.0),
+            WorkerState("w2", 2, checkpoint_age_s=1.0), WorkerState("w3", 3)]
+    assert choose_retirees(aged, 3) == ("w2", "w0", "w1")  # never-known age goes last
     assert choose_retirees(ws, 0) == ()
 
 

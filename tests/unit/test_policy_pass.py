@@ -40,11 +40,12 @@ def test_min_and_max_reasons() -> None:
     assert (r.targets["b/e/y"].workers, r.targets["b/e/y"].reason) == (5, "max")
 
 
-def test_load_scale_down_retires_highest_index() -> None:
+def test_load_scale_down_retires_the_workers_that_lose_least() -> None:
+    # Worker i last checkpointed 10 + i seconds ago: the low indexes lose least.
     j = job("a/e/x", running=10, backlog=3000)  # wants 5
     r = compute_targets([j], CAP, {}, PolicyState(), 0.0, FAST)
     t = r.targets["a/e/x"]
-    assert t.workers == 5 and t.retire == tuple(f"a/e/x-{i}" for i in (9, 8, 7, 6, 5))
+    assert t.workers == 5 and t.retire == tuple(f"a/e/x-{i}" for i in (0, 1, 2, 3, 4))
     assert r.preemptions == ()
 
 

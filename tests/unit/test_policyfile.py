@@ -101,3 +101,15 @@ def test_quotas_are_read_for_the_scheduler_only() -> None:
     r = Reader()
     r.roles([{"name": "a", "quota": {"jobs": 1}}])  # a simulation has no admission
     assert any("quota: unknown field" in e for e in r.errors)
+def test_right_sizing_and_spot_knobs() -> None:
+    cfg = parse_policy({"policy": {"rightsizing_headroom": 1.5, "rightsizing_band_low": 0.25,
+                                   "rightsizing_percentile": 90,
+                                   "rightsizing_min_samples": 3, "prefer_spot": 0}}).config
+    rs = cfg.rightsizing
+    assert (rs.headroom, rs.band_low, rs.percentile, rs.min_samples) == (1.5, 0.25, 90.0, 3)
+    assert cfg.prefer_spot is False
+    assert parse_policy(None).config.prefer_spot is True
+    with pytest.raises(PolicyFileError) as err:
+        parse_policy({"policy": {"rightsizing_band_low": 0, "prefer_spot": 2}})
+    assert "policy.rightsizing_band_low" in str(err.value)
+    assert "policy.prefer_spot" in str(err.value)

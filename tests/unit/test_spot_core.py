@@ -310,13 +310,26 @@ def test_overprovision_keeps_spares_from_termination_peak() -> None:
     # Within workers.max: desired 2 + 3 spare = 5 <= 6; the cap would show otherwise.
     for a, t in placed:
         h.status(t.task_id, "TASK_RUNNING", a)
-    # After the horizon the spares go, highest index first.
+    # After the horizon the spares go: the workers that lose least, here the ones that
+    # keep checkpointing (0, 2, 4); the others never did.
+    tids = {t.key.index: (a, t.task_id) for a, t in placed}
     kills: list[fx.KillTask] = []
-    for _ in range(20):
+    for n in range(20):
+        for i in (0, 2, 4):
+            a, tid = tids[i]
+            h(ev.ExecutorMessage(a, tid, {"kind": "checkpoint", "task_id": tid,
+                                          "uri": "file:///ck", "seq": n}), 0.0)
         kills += of(h(ev.Tick(), 5.0), fx.KillTask)
     assert sorted({k.task_id.rsplit(".", 2)[1] for k in kills}) == [
-        "worker-2", "worker-3", "worker-4"]
-    assert h.s.view(KEY).resilience.spare_workers == 0
+        "worker-0", "worker-2", "worker-4"]
+    view = h.s.view(KEY)
+    assert view.resilience.spare_workers == 0
+    assert sorted(a.slot for a in view.policy.recent) == ["worker-0", "worker-2", "worker-4"]
+    assert all(a.kind == "retired" and "since its last checkpoint" in a.why
+               for a in view.policy.recent)
+    # The job keeps workers 1 and 3: indexes 0 and 2 are holes until it grows again.
+    job = h.s.state.jobs[KEY]
+    assert job.wanted_indexes() == [1, 3]
 
 
 def test_overprovision_label_and_cap() -> None:

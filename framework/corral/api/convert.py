@@ -24,6 +24,8 @@ from corral.core.views import (
     JobState,
     JobView,
     LossView,
+    PolicyActionView,
+    PolicyView,
     Progress,
     Resilience,
     TaskView,
@@ -228,6 +230,7 @@ def job_to_proto(v: JobView, now: float | None = None) -> pb.Job:
     msg.resilience.CopyFrom(resilience_to_proto(v.resilience))
     if v.cost is not None:
         msg.cost.CopyFrom(cost_to_proto(v.cost))
+    msg.policy.CopyFrom(policy_to_proto(v.policy))
     return msg
 
 
@@ -252,6 +255,23 @@ def cost_to_dict(c: CostView) -> dict[str, Any]:
             "checkpoint": c.checkpoint, "spare": c.spare, "total": c.total,
             "on_demand": c.on_demand, "savings": c.savings,
             "cpu_hours": dict(c.cpu_hours), "by_market": dict(c.by_market)}
+
+
+def policy_to_proto(p: PolicyView) -> pb.PolicyActions:
+    msg = pb.PolicyActions(worker_cpus=p.worker_cpus, worker_mem=p.worker_mem,
+                           size_reason=p.size_reason, preempted=p.preempted,
+                           retired=p.retired)
+    for a in p.recent:
+        msg.recent.add(at=a.at, kind=a.kind, slot=a.slot, task_id=a.task_id, why=a.why)
+    return msg
+
+
+def policy_from_proto(msg: pb.PolicyActions) -> PolicyView:
+    return PolicyView(
+        worker_cpus=msg.worker_cpus, worker_mem=msg.worker_mem, size_reason=msg.size_reason,
+        preempted=msg.preempted, retired=msg.retired,
+        recent=tuple(PolicyActionView(a.at, a.kind, a.slot, a.task_id, a.why)
+                     for a in msg.recent))
 
 
 def resilience_to_proto(r: Resilience) -> pb.Resilience:
@@ -305,6 +325,7 @@ def job_from_proto(msg: pb.Job) -> JobView:
         version=msg.version,
         resilience=resilience_from_proto(msg.resilience),
         cost=cost_from_proto(msg.cost) if msg.HasField("cost") else None,
+        policy=policy_from_proto(msg.policy),
     )
 
 
@@ -329,6 +350,7 @@ def view_to_dict(v: JobView, now: float | None = None) -> dict[str, Any]:
         "request_id": v.request_id,
         "version": v.version,
         "resilience": asdict(v.resilience),
+        "policy": asdict(v.policy),
         "spec": spec_to_dict(v.spec),
     }
     if v.cost is not None:

@@ -1,40 +1,98 @@
-"""Elastic targets in the running scheduler: the policy pass, fed from the core's state.
+"""The policy the scheduler core calls, and Corral's own: the elastic policy.
 
-``core.policy.compute_targets`` is a pure function of job demands, capacity and role
-policies. This module owns what the scheduler must remember to call it: the capacity
-Corral can use (estimated per agent from offers plus what our own tasks hold there —
-a framework never sees a Mesos cluster's total), each job's measured throughput (from
-the progress its master reports through the SDK), and the policy's own state between
-passes. Every ``interval`` seconds of ``now`` it runs one pass and applies the targets
-through the core's target setter with a reason a user can read in ``corral status``:
-what bound the target (load, deadline, share, quota, min, max) and
-the job's fair share.
+The core talks to one *policy object* through ``PolicyHooks``: it reports what offers
+showed (``observe_offers``, ``observe_launch``) and what executors measured
+(``observe_usage``), asks at every tick for ``Decision``s (``step``), and asks two
+placement questions: in which order pending jobs are placed (``order``) and whether a
+job's tasks must go on agents with particular attributes (``constraints``). The timers
+handler applies the decisions through ``lifecycle.apply_decision``: the job's new target,
+the workers to preempt or retire first, and the policy's new memory of the job. Placement
+itself is always the core's (``core.placement``); a policy only orders and constrains it.
+The simulator's baselines (``corral.sim.baselines``) are other implementations of the same
+hooks.
+
+``Elastic`` is Corral's policy. ``core.policy.compute_targets`` is a pure function of
+job demands, capacity and role policies; this class owns what the scheduler must remember
+to call it: the capacity Corral can use (estimated per agent from offers plus what our own
+tasks hold there — a framework never sees a Mesos cluster's total), each job's measured
+throughput (from the progress its master reports through the SDK), its workers' usage
+samples (for right-sizing), and the preemption window. Every ``interval`` seconds of
+``now`` it runs one pass. Per-job memory (cooldowns, the load target, the measured rate,
+preemptions suffered, the right-sized worker reservation) lives in the job
+(``Job.policy``, ``core.memory``) and is persisted with its intent, so it survives a
+failover; the usage samples and the offered capacity are measured again by a new leader.
 
 A job scaled by hand (``corral scale``) is pinned: the policy leaves its target alone.
 The size a job is submitted with counts as its first scaling decision, so the policy's
-cooldowns run from submission: a job is not shrunk within ``cooldown_down_s`` of being
-submitted (nor grown within ``cooldown_up_s``), however small its backlog looks at first.
-Like the scheduler it is deterministic: no clock, no I/O.
+cooldowns run from submission. Like the scheduler it is deterministic: no clock, no I/O.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
+from corral.core import accounting as acct
 from corral.core.fairness import RolePolicy
-from corral.core.model import Offer
+from corral.core.memory import PolicyMemory
+from corral.core.model import Constraints, Offer, TaskKind, Tier
 from corral.core.policy import JobDemand, PolicyConfig, PolicyState, compute_targets
 from corral.core.resources import ZERO, Resources
+from corral.core.rightsizing import explain, percentile
 from corral.core.scaling import ScaleMemory, WorkerState
 from corral.core.workload import usable_load
 
 if TYPE_CHECKING:
-    from corral.core.state import CoreState, Job
+    from corral.core.state import Attempt, CoreState, Job
 
 MANUAL_REASON = "scaled by request"
+# The agent attribute that marks a spot machine (localmesos sets it on its spot agents;
+# label real spot agents the same way for Corral to put workers there first).
+SPOT = ("spot", "true")
+# A measured rate that moved by more than this fraction since it was last persisted is
+# persisted again (smaller moves are kept in memory only: no store write per pass).
+RATE_PERSIST_CHANGE = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What a policy pass decided for one job.
+
+    ``workers``: the new target (None: keep it). ``preempt``: workers (task ids) to stop
+    now for other roles' fair share, with ``preempt_reason``; ``retire``: workers the
+    policy would retire first when the target falls. ``memory``: the policy's new memory
+    of the job (None: unchanged); ``durable``: it must be written with the job's intent.
+    """
+
+    job: str
+    workers: int | None = None
+    reason: str = ""
+    preempt: tuple[str, ...] = ()
+    preempt_reason: str = ""
+    retire: tuple[str, ...] = ()
+    memory: PolicyMemory | None = None
+    durable: bool = False
+
+
+class PolicyHooks(Protocol):
+    """The interface between the scheduler core and its policy object."""
+
+    name: str
+
+    def observe_offers(self, offers: Sequence[Offer]) -> None: ...
+
+    def observe_launch(self, agent_id: str, taken: Resources, revocable: bool) -> None: ...
+
+    def observe_usage(self, att: Attempt, cpus: float, mem: float) -> None: ...
+
+    def step(self, st: CoreState, now: float) -> list[Decision]: ...
+
+    def order(self, st: CoreState, keys: list[str]) -> list[str]: ...
+
+    def constraints(self, st: CoreState, job: Job, kind: TaskKind) -> Constraints | None: ...
 
 
 def _at_least_zero(r: Resources) -> Resources:
@@ -42,30 +100,12 @@ def _at_least_zero(r: Resources) -> Resources:
 
 
 @dataclass(slots=True)
-class _Rate:
-    """Exponentially smoothed work units per second of one job."""
+class PolicyBase:
+    """Defaults every policy shares: the capacity estimate from offers, no usage
+    interest, the core's placement order and no extra constraints."""
 
-    t: float
-    done: int
-    per_second: float = 0.0
-    measured: bool = False
-
-
-@dataclass(slots=True)
-class Elastic:
-    """The policy loop's memory; call ``observe_offers`` and ``step`` from the core."""
-
-    roles: Mapping[str, RolePolicy] = field(default_factory=dict)
-    config: PolicyConfig = field(default_factory=PolicyConfig)
-    interval: float = 5.0
-    smoothing: float = 0.5
-    state: PolicyState = field(default_factory=PolicyState)
+    name: str = "base"
     _offered: dict[str, tuple[Resources, Resources]] = field(default_factory=dict)
-    _rates: dict[str, _Rate] = field(default_factory=dict)
-    _last_pass: float | None = None
-    last_shares: dict[str, float] = field(default_factory=dict)
-
-    # ------------------------------------------------------------ observations
 
     def observe_offers(self, offers: Sequence[Offer]) -> None:
         """Remember what each agent offers now (non-revocable, revocable)."""
@@ -86,45 +126,195 @@ class Elastic:
             res = _at_least_zero(res - taken)
         self._offered[agent_id] = (res, rev)
 
+    def observe_usage(self, att: Attempt, cpus: float, mem: float) -> None:
+        return None
+
     def capacity(self, st: CoreState) -> tuple[Resources, Resources]:
         """(non-revocable, revocable) capacity: last offers plus what our tasks hold on
         every agent not reported lost."""
-        total, total_rev = ZERO, ZERO
-        for agent_id in set(self._offered) | {a for a, ag in st.agents.items() if ag.tasks}:
-            agent = st.agents.get(agent_id)
+        c = [0.0, 0.0, 0.0, 0.0]
+        r = [0.0, 0.0, 0.0, 0.0]
+        agents = st.agents
+        for agent_id in set(self._offered) | {a for a, ag in agents.items() if ag.tasks}:
+            agent = agents.get(agent_id)
             if agent is not None and agent.lost:
                 continue
             o_res, o_rev = self._offered.get(agent_id, (ZERO, ZERO))
-            h_res, h_rev = agent.held.pools() if agent is not None else (ZERO, ZERO)
-            total, total_rev = total + o_res + h_res, total_rev + o_rev + h_rev
-        return total, total_rev
+            c[0] += o_res.cpus
+            c[1] += o_res.mem
+            c[2] += o_res.disk
+            c[3] += o_res.gpus
+            r[0] += o_rev.cpus
+            r[1] += o_rev.mem
+            r[2] += o_rev.disk
+            r[3] += o_rev.gpus
+            if agent is not None:
+                h = agent.held
+                c[0] += max(h.cpus, 0.0)
+                c[1] += max(h.mem, 0.0)
+                c[2] += max(h.disk, 0.0)
+                c[3] += max(h.gpus, 0.0)
+                r[0] += max(h.rcpus, 0.0)
+                r[1] += max(h.rmem, 0.0)
+                r[2] += max(h.rdisk, 0.0)
+                r[3] += max(h.rgpus, 0.0)
+        return Resources(*c), Resources(*r)
 
-    def _throughput(self, key: str, done: int, workers: int, now: float) -> float:
-        rate = self._rates.get(key)
-        if rate is None or done < rate.done:
-            self._rates[key] = _Rate(now, done)
-            return 0.0
-        dt = now - rate.t
-        if dt > 0 and done > rate.done:
-            sample = (done - rate.done) / dt
-            rate.per_second = sample if not rate.measured else (
-                self.smoothing * sample + (1 - self.smoothing) * rate.per_second)
-            rate.measured = True
-            rate.t, rate.done = now, done
-        return rate.per_second / workers if rate.measured and workers > 0 else 0.0
+    def step(self, st: CoreState, now: float) -> list[Decision]:
+        return []
+
+    def order(self, st: CoreState, keys: list[str]) -> list[str]:
+        return keys
+
+    def constraints(self, st: CoreState, job: Job, kind: TaskKind) -> Constraints | None:
+        return None
+
+
+def measured_rate(m: PolicyMemory, done: int, now: float, smoothing: float) -> PolicyMemory:
+    """``m`` with the job's rate updated from its progress count ``done`` at ``now``
+    (exponentially smoothed units per second; measured again from a count that went
+    back, e.g. after a new master)."""
+    if m.rate_at is None or done < m.rate_done:
+        return replace(m, rate_at=now, rate_done=done, rate_per_s=0.0, rate_measured=False)
+    dt = now - m.rate_at
+    if dt > 0 and done > m.rate_done:
+        sample = (done - m.rate_done) / dt
+        per_s = sample if not m.rate_measured else (
+            smoothing * sample + (1 - smoothing) * m.rate_per_s)
+        return replace(m, rate_at=now, rate_done=done, rate_per_s=per_s, rate_measured=True)
+    return m
+
+
+def at_risk(att: Attempt, now: float) -> float:
+    """Seconds of work stopping ``att`` now would lose: since its slot's last checkpoint
+    or its start, whichever is later (0 while it is not running yet)."""
+    slot = att.job.slot_if(att.key)
+    ckpt = slot.checkpoint[2] if slot is not None and slot.checkpoint else None
+    return acct.work_lost(now, att.running_since, ckpt)
+
+
+@dataclass(slots=True)
+class Elastic(PolicyBase):
+    """Corral's policy: load, deadlines, weighted fairness with preemption, right-sizing."""
+
+    name: str = "corral"
+    roles: Mapping[str, RolePolicy] = field(default_factory=dict)
+    config: PolicyConfig = field(default_factory=PolicyConfig)
+    interval: float = 5.0
+    smoothing: float = 0.5
+    window: dict[str, tuple[float, ...]] = field(default_factory=dict)  # role -> times
+    _usage: dict[str, deque[tuple[float, float]]] = field(default_factory=dict)
+    _spot: set[str] = field(default_factory=set)          # agents offered as spot
+    _spot_room: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    _at_risk: set[str] = field(default_factory=set)       # deadline jobs at risk
+    _persisted_rate: dict[str, float] = field(default_factory=dict)
+    _seeded: bool = False
+    _last_pass: float | None = None
+    last_shares: dict[str, float] = field(default_factory=dict)
+
+    # ------------------------------------------------------------ observations
+
+    def observe_offers(self, offers: Sequence[Offer]) -> None:
+        """As every policy, and: which agents are spot, and the room they offer."""
+        if not self.config.prefer_spot:
+            PolicyBase.observe_offers(self, offers)
+            return
+        for o in offers:
+            if SPOT in o.attributes:
+                self._spot.add(o.agent_id)
+        before = {a: self._offered.get(a) for a in {o.agent_id for o in offers}
+                  if a in self._spot}
+        PolicyBase.observe_offers(self, offers)
+        self._spot_moved(before)
+
+    def observe_launch(self, agent_id: str, taken: Resources, revocable: bool) -> None:
+        before = {agent_id: self._offered.get(agent_id)} if agent_id in self._spot else {}
+        PolicyBase.observe_launch(self, agent_id, taken, revocable)
+        self._spot_moved(before)
+
+    def _spot_moved(self, before: Mapping[str, tuple[Resources, Resources] | None],
+                    drop: bool = False) -> None:
+        """Keep ``_spot_room`` (the room spot agents offered) in step with ``_offered``:
+        ``before`` holds the entries as they were; ``drop``: they go away."""
+        for agent_id, old in before.items():
+            new = None if drop else self._offered.get(agent_id)
+            for r, sign in ((old, -1.0), (new, 1.0)):
+                if r is not None:
+                    self._spot_room[0] += sign * r[0].cpus
+                    self._spot_room[1] += sign * r[0].mem
+
+    def _forget_lost(self, st: CoreState) -> None:
+        """Agents Mesos reported lost no longer offer room (a replacement has a new id)."""
+        gone = [a for a in self._spot if a in st.agents and st.agents[a].lost]
+        if gone:
+            self._spot_moved({a: self._offered.get(a) for a in gone}, drop=True)
+            for a in gone:
+                self._spot.discard(a)
+                self._offered.pop(a, None)
+
+    def constraints(self, st: CoreState, job: Job, kind: TaskKind) -> Constraints | None:
+        """Workers go to spot agents first: while the spot agents' last offers had room
+        for all of the job's pending workers, they may only go there. Masters (whose loss
+        pauses the job) and deadline jobs at risk go wherever placement puts them."""
+        if not self.config.prefer_spot or kind is not TaskKind.WORKER or not self._spot \
+                or job.key in self._at_risk or job.spec.tier is Tier.REVOCABLE:
+            return None  # (revocable workers go to oversubscribed resources anyway)
+        size = job.policy.worker_size or job.spec.workers.template.resources
+        n = sum(1 for key in job.pending if key.kind is TaskKind.WORKER)
+        if self._spot_room[0] + 1e-6 < size.cpus * n or \
+                self._spot_room[1] + 1e-6 < size.mem * n:
+            return None
+        c = job.spec.constraints
+        if any(k == SPOT[0] for k, _ in c.attributes):
+            return None  # the job chose for itself
+        return replace(c, attributes=(*c.attributes, SPOT))
+
+    def observe_usage(self, att: Attempt, cpus: float, mem: float) -> None:
+        """One usage sample of a worker (cpus in use, resident MiB)."""
+        if att.key.kind is not TaskKind.WORKER:
+            return
+        key = att.job.key
+        samples = self._usage.get(key)
+        if samples is None:
+            samples = self._usage[key] = deque(maxlen=self.config.rightsizing.window)
+        samples.append((cpus, mem))
 
     # ------------------------------------------------------------ the pass
 
-    def _demand(self, job: Job, now: float) -> JobDemand:
+    def _measured(self, job: Job) -> tuple[Resources | None, Resources | None, int]:
+        """(percentile use per worker, peak use, samples) from the usage samples."""
+        samples = self._usage.get(job.key)
+        peak = job.policy.peak
+        if not samples:
+            return None, peak, 0
+        cfg = self.config.rightsizing
+        cpus = [c for c, _ in samples]
+        mem = [m for _, m in samples]
+        top = Resources(cpus=max(cpus), mem=max(mem))
+        if peak is not None:
+            top = Resources(cpus=max(top.cpus, peak.cpus), mem=max(top.mem, peak.mem))
+        if len(samples) < cfg.min_samples:
+            return None, top, len(samples)
+        return (Resources(cpus=percentile(cpus, cfg.percentile),
+                          mem=percentile(mem, cfg.percentile)), top, len(samples))
+
+    def _demand(self, job: Job, memory: PolicyMemory, measured: Resources | None,
+                peak: Resources | None, now: float) -> JobDemand:
         workers = []
+        c = m = d = g = 0.0   # what they hold, summed as floats (this runs per worker)
         for index, slot in sorted(job.workers.items()):
             att = slot.current
-            if att is None or not att.live:
-                continue
-            age = None if slot.checkpoint is None else max(0.0, now - slot.checkpoint[2])
-            workers.append(WorkerState(att.task_id, index, checkpoint_age_s=age))
+            if att is None or not att.live or not att.life.active:
+                continue  # nothing there, or being stopped (a kill sent): not the job's
+            ckpt = slot.checkpoint[2] if slot.checkpoint else None
+            workers.append(WorkerState(att.task_id, index, checkpoint_age_s=acct.work_lost(
+                now, att.running_since, ckpt)))
+            r = att.resources
+            c, m, d, g = c + r.cpus, m + r.mem, d + r.disk, g + r.gpus
+        n = len(workers)
+        held = Resources(c, m, d, g)
+        per_worker = memory.rate_per_s / n if memory.rate_measured and n > 0 else 0.0
         progress = job.progress_total()
-        throughput = self._throughput(job.key, progress.done, len(workers), now)
         # A job that never reported progress has an unknown load, not an empty one: NaN
         # keeps it at its current size instead of shrinking it to its minimum.
         backlog = float(progress.backlog or max(0, progress.total - progress.done)) \
@@ -133,43 +323,128 @@ class Elastic:
         load = usable_load(job.load, master.task_id if master else None, now)
         return JobDemand.from_spec(
             job.spec, job.submitted_at, workers=tuple(workers), backlog=backlog,
-            throughput_per_worker=throughput,
+            throughput_per_worker=per_worker, measured_per_worker=measured,
+            peak_per_worker=peak,
+            running_resources=held.scale(1.0 / n) if n else None,
             wanted_workers=load.workers if load else None,
             load_detail=load.detail if load else "",
         )
 
-    def _seed_memory(self, jobs: Sequence[Job]) -> None:
-        """Jobs the policy has not sized yet: their submission is their last change."""
-        fresh = {j.key: ScaleMemory(last_up_at=j.submitted_at) for j in jobs
-                 if j.key not in self.state.memory}
-        if fresh:
-            self.state = replace(self.state, memory={**self.state.memory, **fresh})
+    def _seed_window(self, st: CoreState, now: float) -> None:
+        """A new leader's first pass: the preemptions jobs remember count again."""
+        horizon = now - self.config.preemption_window_s
+        for job in st.jobs.values():
+            kept = tuple(t for t in job.policy.preempted_at if t > horizon)
+            if kept:
+                role = job.spec.role
+                self.window[role] = tuple(sorted(self.window.get(role, ()) + kept))
+        self._seeded = True
 
-    def step(self, st: CoreState, now: float) -> list[tuple[str, int, str]]:
-        """One policy pass if ``interval`` has passed: ``(job, workers, reason)`` for
-        every job the policy sizes (the core applies them)."""
+    def step(self, st: CoreState, now: float) -> list[Decision]:
+        """One policy pass if ``interval`` has passed: a ``Decision`` for every active job
+        (the core applies them)."""
         if self._last_pass is not None and now - self._last_pass < self.interval:
             return []
         self._last_pass = now
         jobs = st.active_jobs()
-        for key in [k for k in self._rates if k not in st.jobs]:
-            del self._rates[key]
+        active = {j.key for j in jobs}
+        for key in [k for k in self._usage if k not in active]:
+            del self._usage[key]
+        for key in [k for k in self._persisted_rate if k not in active]:
+            del self._persisted_rate[key]
+        self._at_risk &= active
         capacity, revocable = self.capacity(st)
         if not jobs or capacity.is_empty():
             return []  # nothing to size, or no offer seen yet: keep today's targets
-        demands = [self._demand(j, now) for j in jobs]
-        self._seed_memory(jobs)
-        result = compute_targets(demands, capacity, self.roles, self.state, now, self.config,
+        if not self._seeded:
+            self._seed_window(st, now)
+        self._forget_lost(st)
+        memories: dict[str, PolicyMemory] = {}
+        sizes: dict[str, tuple[Resources | None, Resources | None, int]] = {}
+        demands = []
+        desired: dict[str, int] = {}
+        scale: dict[str, ScaleMemory] = {}
+        for j in jobs:
+            mem = measured_rate(j.policy, j.progress_total().done, now, self.smoothing) \
+                if j.progress else j.policy
+            memories[j.key] = mem
+            sizes[j.key] = self._measured(j)
+            demands.append(self._demand(j, mem, sizes[j.key][0], sizes[j.key][1], now))
+            if mem.load_target is not None:
+                desired[j.key] = mem.load_target
+            # A job the policy has not sized yet: its submission is its last change.
+            scale[j.key] = ScaleMemory(mem.last_up_at, mem.last_down_at) \
+                if mem.last_up_at is not None or mem.last_down_at is not None \
+                else ScaleMemory(last_up_at=j.submitted_at)
+        state = PolicyState(desired=desired, memory=scale, preemptions=self.window)
+        result = compute_targets(demands, capacity, self.roles, state, now, self.config,
                                  revocable_capacity=revocable)
-        self.state = result.state
+        self.window = dict(result.state.preemptions)
         self.last_shares = dict(result.role_shares)
-        out: list[tuple[str, int, str]] = []
+        victims: dict[str, tuple[tuple[str, ...], str]] = {}
+        for p in result.preemptions:
+            ids, _ = victims.get(p.job, ((), ""))
+            victims[p.job] = (ids + p.victims, p.reason)
+        out: list[Decision] = []
         for job in jobs:
             target = result.targets.get(job.key)
+            mem = self._remember(job, memories[job.key], result.state.memory.get(job.key),
+                                 result.state.desired.get(job.key), target, sizes[job.key],
+                                 victims.get(job.key, ((), ""))[0], now)
+            durable = self._durable(job, mem)
             if target is None or job.target_reason == MANUAL_REASON:
+                out.append(Decision(job.key, memory=mem, durable=durable))
                 continue
             reason = f"{target.reason}: {target.detail}; fair share {target.fair_share:.0%}"
             if target.deadline_risk:
                 reason += f"; deadline at risk: {target.deadline_risk}"
-            out.append((job.key, target.workers, reason))
+            if target.deadline_risk:
+                self._at_risk.add(job.key)
+            else:
+                self._at_risk.discard(job.key)
+            ids, why = victims.get(job.key, ((), ""))
+            out.append(Decision(job.key, target.workers, reason, preempt=ids,
+                                preempt_reason=why, retire=target.retire, memory=mem,
+                                durable=durable))
         return out
+
+    def _remember(self, job: Job, mem: PolicyMemory, scale: ScaleMemory | None,
+                  load: int | None, target: object, size: tuple, preempted: tuple[str, ...],
+                  now: float) -> PolicyMemory:
+        measured, peak, samples = size
+        horizon = now - self.config.preemption_window_s
+        times = tuple(t for t in mem.preempted_at if t > horizon) + (now,) * len(preempted)
+        worker_size, size_reason = mem.worker_size, mem.size_reason
+        new_size = getattr(target, "worker_resources", None)
+        reserved = job.spec.workers.template.resources
+        if measured is not None and new_size is not None and self.config.rightsizing.enabled:
+            worker_size = None if new_size == reserved else new_size
+            size_reason = explain(reserved, new_size, measured, self.config.rightsizing,
+                                  samples)
+        return replace(
+            mem,
+            last_up_at=scale.last_up_at if scale is not None else mem.last_up_at,
+            last_down_at=scale.last_down_at if scale is not None else mem.last_down_at,
+            load_target=load if load is not None else mem.load_target,
+            preempted_at=times, worker_size=worker_size, size_reason=size_reason,
+            peak=peak if peak is not None else mem.peak)
+
+    def _durable(self, job: Job, new: PolicyMemory) -> bool:
+        """Whether the change is one a new leader must see (not a small rate move, not a
+        new wording of the same size)."""
+        old = job.policy
+        # The rate and the words of the size's reason move at every pass: alone, they are
+        # kept in memory and written with the job's next durable change.
+        if replace(new, rate_at=old.rate_at, rate_done=old.rate_done,
+                   rate_per_s=old.rate_per_s, rate_measured=old.rate_measured,
+                   size_reason=old.size_reason) != old:
+            return True
+        if new.rate_measured != old.rate_measured:
+            self._persisted_rate[job.key] = new.rate_per_s
+            return True
+        last = self._persisted_rate.get(job.key)
+        if new.rate_measured and (last is None or abs(new.rate_per_s - last)
+                                  > RATE_PERSIST_CHANGE * max(last, 1e-9)):
+            self._persisted_rate[job.key] = new.rate_per_s
+            return True
+        return False

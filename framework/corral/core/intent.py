@@ -1,15 +1,18 @@
 """A job's durable intent: the one schema the core exports, the store keeps and a new
 leader restores from.
 
-What survives a failover is *intent*, not facts: the spec, the desired worker count, the
+What survives a failover is *intent*, not facts: the spec, the desired worker count and
+which worker indexes it means (``holes``: indexes retired while higher ones ran on), the
 job's phase, per-slot counters (attempts so far, so a task id is never reused; failures
 against the restart limit; completed workers), checkpoint markers, the cost ledger's usage
-(``core.cost``), and every task that may be alive (its id, agent, host and ports). Task
-*states* are not kept: a restored attempt starts as ``LAUNCHED`` and Mesos tells the new
-leader the truth through reconciliation (the gate after subscribing; and the staging
-timeout for any it never answers), which then moves the job (a running master makes it
-RUNNING again; a task Mesos does not know ends as lost and its slot is relaunched, never
-counted as the job's failure).
+(``core.cost``), the elastic policy's memory of the job (``core.memory``: cooldowns,
+measured throughput, preemptions suffered, the right-sized worker reservation), and every
+task that may be alive (its id, agent, host, ports, and what it holds if not its spec's
+size). Task *states* are not kept: a restored attempt starts as ``LAUNCHED`` and Mesos
+tells the new leader the truth through reconciliation (the gate after subscribing; and the
+staging timeout for any it never answers), which then moves the job (a running master
+makes it RUNNING again; a task Mesos does not know ends as lost and its slot is
+relaunched, never counted as the job's failure).
 
 ``export_job`` reads the core through its public state; ``restore`` fills a fresh core
 through the state's mutators. Restoring into a core that already has jobs is refused: a
@@ -25,7 +28,9 @@ from typing import TYPE_CHECKING
 from corral.core.handlers import lifecycle as lc
 from corral.core.handlers.context import Ctx
 from corral.core.job_state import JobPhase
+from corral.core.memory import EMPTY_MEMORY, PolicyMemory
 from corral.core.model import JobSpec, TaskKey, TaskKind, parse_task_id
+from corral.core.resources import ZERO, Resources
 from corral.core.slot_state import Life
 from corral.core.state import Attempt, Job, Slot
 from corral.core.task_state import TaskState
@@ -42,6 +47,7 @@ class TaskIntent:
     agent_id: str
     hostname: str = ""
     ports: tuple[int, ...] = ()
+    held: Resources | None = None   # what it holds on its agent, if not the spec's size
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +76,8 @@ class JobIntent:
     target_reason: str = ""
     # The cost ledger's usage: market -> category -> [cpu-s, MiB-s, MiB-s, gpu-s].
     cost: Mapping[str, Mapping[str, tuple[float, ...]]] = field(default_factory=dict)
+    holes: tuple[int, ...] = ()      # worker indexes not wanted below the highest wanted
+    policy: PolicyMemory = EMPTY_MEMORY  # the elastic policy's memory (``core.memory``)
 
     @property
     def key(self) -> str:
@@ -89,10 +97,14 @@ def slot_key(job: str, label: str) -> TaskKey | None:
     return None
 
 
-def export_job(job: Job, attempts: Mapping[str, Attempt]) -> JobIntent:
-    """The durable intent of ``job`` as the core holds it now."""
+def export_job(job: Job, attempts: Mapping[str, Attempt],
+               overhead: Resources = ZERO) -> JobIntent:
+    """The durable intent of ``job`` as the core holds it now (``overhead``: the executor
+    overhead every attempt holds besides its task)."""
     tasks = tuple(
-        TaskIntent(a.task_id, a.agent_id or "", a.hostname or "", tuple(a.ports))
+        TaskIntent(a.task_id, a.agent_id or "", a.hostname or "", tuple(a.ports),
+                   None if a.resources == job.template(a.key).resources + overhead
+                   else a.resources)
         for a in (attempts[tid] for tid in sorted(job.live))
     )
     counters = {
@@ -106,6 +118,7 @@ def export_job(job: Job, attempts: Mapping[str, Attempt]) -> JobIntent:
         finished_at=job.finished_at, message=job.message, target_reason=job.target_reason,
         cost={m: {c: tuple(v) for c, v in cats.items()}
               for m, cats in job.cost.stored().items()},
+        holes=tuple(sorted(job.holes)), policy=job.policy,
     )
 
 
@@ -137,7 +150,16 @@ def _restore_job(ctx: Ctx, intent: JobIntent) -> int:
               submitted_at=intent.submitted_at, desired=intent.desired,
               master=Slot(TaskKey(key, TaskKind.MASTER, 0)), phase=phase,
               finished_at=intent.finished_at, message=intent.message,
-              target_reason=intent.target_reason or "initial")
+              target_reason=intent.target_reason or "initial", policy=intent.policy)
+    # The wanted workers as they were: resize below keeps these and grows or shrinks
+    # from them to the effective count.
+    holes = {h for h in intent.holes if h >= 0}
+    job.span = intent.desired + len(holes)
+    job.holes = {h for h in holes if h < job.span}
+    while len(job.holes) < len(holes):  # holes above the span narrow it back
+        holes = job.holes
+        job.span = intent.desired + len(holes)
+        job.holes = {h for h in holes if h < job.span}
     st.add_job(job)
     job.cost.load(intent.cost)
     job.cost.ran = bool(intent.cost)
@@ -162,8 +184,9 @@ def _restore_job(ctx: Ctx, intent: JobIntent) -> int:
         tk, n = parsed
         slot = lc.slot_of(job, tk)
         slot.attempts = max(slot.attempts, n)
-        att = Attempt(job=job, key=tk, number=n, task_id=t.task_id,
-                      resources=job.template(tk).resources + ctx.config.executor_overhead,
+        held = t.held if t.held is not None else \
+            job.template(tk).resources + ctx.config.executor_overhead
+        att = Attempt(job=job, key=tk, number=n, task_id=t.task_id, resources=held,
                       life=Life.LAUNCHED, mesos=TaskState.LAUNCHED,
                       agent_id=t.agent_id or None, hostname=t.hostname or None,
                       executor_id=t.task_id, ports=t.ports, launched_at=ctx.now,

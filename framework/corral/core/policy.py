@@ -64,7 +64,9 @@ class JobDemand:
     ``workers``: the running workers. ``backlog``/``throughput_per_worker``: as reported
     by the job (throughput 0 means not measured yet). ``deadline``: absolute time.
     ``remaining_work``: work left until done (defaults to the backlog).
-    ``measured_per_worker``: peak measured usage per worker, for right-sizing.
+    ``measured_per_worker``: measured usage per worker (the right-sizing percentile of
+    the executors' samples); ``peak_per_worker``: the most any worker was seen to use;
+    ``running_resources``: what a running worker holds on average (None: the reservation).
     ``wanted_workers``: the workers the job's own framework asks for (a Dask scheduler's
     adaptive target, ``core.workload``); when set it replaces the backlog/throughput
     estimate as the load target, and ``load_detail`` says why in the target's reason.
@@ -85,9 +87,16 @@ class JobDemand:
     deadline: float | None = None
     remaining_work: float | None = None
     measured_per_worker: Resources | None = None
+    peak_per_worker: Resources | None = None
+    running_resources: Resources | None = None
     submitted_at: float = 0.0
     wanted_workers: int | None = None
     load_detail: str = ""
+
+    @property
+    def held_per_worker(self) -> Resources:
+        """What one running worker holds (right-sized ones hold less than reserved)."""
+        return self.running_resources or self.worker_resources
 
     @property
     def running(self) -> int:
@@ -117,6 +126,7 @@ class PolicyConfig:
     preemption_budget: int = 20  # preemptions per victim role per window
     preemption_window_s: float = 3600.0
     min_share_diff: float = 0.05  # weighted dominant share gap before preempting
+    prefer_spot: bool = True  # workers go to spot agents first (``elastic.SPOT``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +254,8 @@ def _desire(j: JobDemand, state: PolicyState, now: float, cfg: PolicyConfig) -> 
     else:
         reason, detail = "load", note
     d = _Desire(j, load, load, reason, detail, base=base,
-                new_size=rightsize(j.worker_resources, j.measured_per_worker, cfg.rightsizing),
+                new_size=rightsize(j.worker_resources, j.measured_per_worker, cfg.rightsizing,
+                                   j.peak_per_worker),
                 running=len(j.workers), has_master=not j.master_resources.is_empty())
     if cfg.sla_enabled and j.deadline is not None:
         remaining = j.remaining_work if j.remaining_work is not None else j.backlog
@@ -326,10 +337,10 @@ def _add_workers(segs: list[Segment], d: _Desire, n: int, protected: bool) -> No
     d.emitted = done + n
     old = d.running - done
     if old >= n:
-        segs.append(Segment(d.job.key, d.job.worker_resources, n, protected))
+        segs.append(Segment(d.job.key, d.job.held_per_worker, n, protected))
         return
     if old > 0:
-        segs.append(Segment(d.job.key, d.job.worker_resources, old, protected))
+        segs.append(Segment(d.job.key, d.job.held_per_worker, old, protected))
     else:
         old = 0
     segs.append(Segment(d.job.key, d.new_size, n - old, protected))
@@ -366,7 +377,7 @@ def _preempt(
     for d in ds:
         j = d.job
         r = running.setdefault(j.role, [0.0, 0.0, 0.0, 0.0])
-        w, m, n = vec(j.worker_resources), vec(j.master_resources), j.running
+        w, m, n = vec(j.held_per_worker), vec(j.master_resources), j.running
         for i in range(4):  # tuples, not Resources: this runs for every job every pass
             r[i] += w[i] * n + m[i]
     capv = vec(cap)
@@ -403,7 +414,7 @@ def _preempt(
             # Only workers above what the job would keep on load alone are fair game;
             # load-driven excess is retired gracefully instead.
             per_job[j.key] = min(j.running, d.demand) - _granted_workers(d, alloc[role])
-            cands.extend(Candidate(w.task_id, j.key, role, j.tier, j.worker_resources,
+            cands.extend(Candidate(w.task_id, j.key, role, j.tier, j.held_per_worker,
                                    w.checkpoint_age_s, w.index) for w in j.workers)
         victims = choose_victims(cands, to_res(need), to_res(running[role]), pol.guarantee,
                                  left, per_job)
@@ -456,8 +467,8 @@ def _target(
         kept = max(0, share_excess - len(victims))
         if kept and room is not None:
             # A hard limit is never exceeded: over-limit workers retire like load excess.
-            fit = _units_in(room, vec(j.worker_resources), kept)
-            for i, x in enumerate(vec(j.worker_resources)):
+            fit = _units_in(room, vec(j.held_per_worker), kept)
+            for i, x in enumerate(vec(j.held_per_worker)):
                 room[i] -= x * fit
             load_excess += kept - fit
             kept = fit

@@ -27,7 +27,7 @@ new jobs are held (``core.cost``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from corral.core.admission import DIMENSIONS, Quota
@@ -50,6 +50,12 @@ POLICY_KNOBS: dict[str, tuple[float, float]] = {
     "hysteresis": (0, 10),
     "sla_margin": (0, 10),
     "sla_startup_s": (0, 1e6),
+    # Right-sizing of new workers (band_low 1 keeps every reservation as asked).
+    "rightsizing_headroom": (1, 10),
+    "rightsizing_band_low": (0.01, 1),
+    "rightsizing_percentile": (1, 100),
+    "rightsizing_min_samples": (1, 1e6),
+    "prefer_spot": (0, 1),  # 1: workers go to spot agents (spot=true) first; 0: spread
 }
 
 
@@ -206,13 +212,21 @@ def policy_config(knobs: Mapping[str, float] | None = None,
         max_step_down=int(k.get("max_step_down", base.max_step_down)),
     )
     d = PolicyConfig()
+    rs = d.rightsizing
+    rightsizing = replace(
+        rs, headroom=k.get("rightsizing_headroom", rs.headroom),
+        band_low=k.get("rightsizing_band_low", rs.band_low),
+        percentile=k.get("rightsizing_percentile", rs.percentile),
+        min_samples=int(k.get("rightsizing_min_samples", rs.min_samples)))
     return PolicyConfig(
+        rightsizing=rightsizing,
         scaling=scaling,
         sla=SlaConfig(margin=k.get("sla_margin", d.sla.margin),
                       startup_s=k.get("sla_startup_s", d.sla.startup_s)),
         preemption_budget=int(k.get("preemption_budget", d.preemption_budget)),
         preemption_window_s=k.get("preemption_window_s", d.preemption_window_s),
         min_share_diff=k.get("min_share_diff", d.min_share_diff),
+        prefer_spot=bool(k.get("prefer_spot", 1.0 if d.prefer_spot else 0.0)),
     )
 
 

@@ -2,7 +2,8 @@
 
 ``job_view`` turns one job into a frozen ``JobView``: its state, its slots (the master,
 every worker slot the job wants now, and any other slot still holding a live or
-completed attempt), each with Corral's lifecycle state and, for a slot that is not
+completed attempt), what the policy did to it (right-sized size, workers preempted or
+retired and why), each slot with Corral's lifecycle state and, for a slot that is not
 running, *why* as data (``views.Why``). Session-wide reasons (Corral is not subscribed to
 Mesos, or is reconciling after subscribing) override placement's vetoes for every
 pending slot: they are what the slot really waits for; a job held by its role's budget
@@ -24,6 +25,8 @@ from corral.core.views import (
     WHY_OFFERS,
     WHY_RECONCILING,
     JobView,
+    PolicyActionView,
+    PolicyView,
     Resilience,
     TaskView,
     Why,
@@ -34,10 +37,9 @@ def job_view(st: CoreState, job: Job, prices: PriceTable | None = None) -> JobVi
     """``prices``: with a table, the view carries the job's cost up to the core's latest
     event (``core.cost``)."""
     tasks = [_task_view(st, job, job.master)]
-    keep = job.effective_workers() if job.active() else 0
     for index in sorted(job.workers):
         slot = job.workers[index]
-        shown = index < keep or slot.vacancy is Life.COMPLETED or (
+        shown = job.wants(slot.key) or slot.vacancy is Life.COMPLETED or (
             slot.current is not None and slot.current.live)
         if shown:
             tasks.append(_task_view(st, job, slot))
@@ -49,7 +51,17 @@ def job_view(st: CoreState, job: Job, prices: PriceTable | None = None) -> JobVi
         version=(st.term << 32) + job.version, resilience=_resilience(job),
         cost=job_cost(job, prices, max(st.last_now, job.cost.at or 0.0))
         if prices is not None else None,
+        policy=_policy(job),
     )
+
+
+def _policy(job: Job) -> PolicyView:
+    size = job.policy.worker_size
+    return PolicyView(
+        worker_cpus=size.cpus if size else 0.0, worker_mem=size.mem if size else 0.0,
+        size_reason=job.policy.size_reason, preempted=job.preempted, retired=job.retired,
+        recent=tuple(PolicyActionView(a.at, a.kind, a.slot, a.task_id, a.why)
+                     for a in job.actions))
 
 
 def _resilience(job: Job) -> Resilience:

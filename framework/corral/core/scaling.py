@@ -7,7 +7,9 @@ Vocabulary:
 * *load target*: workers needed to clear the backlog within ``target_duration``.
 * *dampening*: hysteresis (ignore small changes), cooldown (no change soon after the last
   one) and a maximum step per decision, so a noisy throughput does not thrash the cluster.
-* *retiree*: a worker chosen for graceful scale-down (it checkpoints, then stops).
+* *retiree*: a worker chosen for scale-down: the one that loses least (its SDK
+  ``on_terminate`` hook checkpoints within the kill grace; what it did since its last
+  checkpoint is otherwise done again).
 
 Everything here is pure; the time of the last change comes in through ``ScaleMemory`` and
 ``now`` is an argument.
@@ -49,8 +51,9 @@ class ScaleMemory:
 class WorkerState:
     """One running worker, as scale-down and victim choice see it.
 
-    ``checkpoint_age_s``: seconds since its last checkpoint (None: never checkpointed, so
-    losing it loses everything it did). ``idle``: it has no work in hand right now.
+    ``checkpoint_age_s``: seconds of work losing it would lose: since its last checkpoint
+    or its start, whichever is later (0 before it runs; None: unknown, counted as the
+    most). ``idle``: it has no work in hand right now.
     """
 
     task_id: str
@@ -139,13 +142,17 @@ def remember(memory: ScaleMemory, before: int, after: int, now: float) -> ScaleM
 
 
 def choose_retirees(workers: Sequence[WorkerState], count: int) -> tuple[str, ...]:
-    """The ``count`` workers to retire gracefully: idle ones first, then highest index.
+    """The ``count`` workers to retire: idle ones first, then those that lose least (the
+    most recent checkpoint: the least work since it), then the highest index.
 
-    Highest index first keeps the surviving indices dense (0..n-1), which many data-
-    parallel jobs use as their rank; idle first because retiring a busy worker forces it
-    to checkpoint mid-step.
+    Idle first because retiring a busy worker forces it to checkpoint mid-step; least work
+    lost because a retired worker's work since its last checkpoint is done again (unless
+    it checkpoints on SIGTERM within its kill grace); highest index on a tie keeps the
+    surviving indexes as dense as it can.
     """
     if count <= 0:
         return ()
-    ordered = sorted(workers, key=lambda w: (not w.idle, -w.index))
+    ordered = sorted(workers, key=lambda w: (
+        not w.idle, math.inf if w.checkpoint_age_s is None else w.checkpoint_age_s,
+        -w.index))
     return tuple(w.task_id for w in ordered[:count])

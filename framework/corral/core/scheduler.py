@@ -22,7 +22,7 @@ from typing import Any
 from corral.core import cost, readout
 from corral.core import effects as fx
 from corral.core import events as ev
-from corral.core.elastic import Elastic
+from corral.core.elastic import PolicyHooks
 from corral.core.handlers import commands, maintenance, messages, offers, session, status, timers
 from corral.core.handlers.context import CoreConfig, Ctx
 from corral.core.intent import JobIntent, export_job
@@ -62,11 +62,13 @@ class Scheduler:
     def __init__(
         self, *, executor_overhead: Resources = ZERO, refuse_short: float = 5.0,
         refuse_long: float = 30.0, reconcile_interval: float = 600.0,
-        kill_retry_seconds: float = 30.0, elastic: Elastic | None = None,
+        kill_retry_seconds: float = 30.0, elastic: PolicyHooks | None = None,
         overprovision: OverProvision | None = None, default_spread: str | None = "market",
         drain_margin_seconds: float = 1.0, term: int = 0, **timeouts: Any,
     ) -> None:
-        """``overprovision``: the spare-worker rule (``core.spot``); its multiple is the
+        """``elastic``: the policy object (``core.elastic``: Corral's ``Elastic``, or a
+        simulator baseline; None keeps every job at the size it asks for).
+        ``overprovision``: the spare-worker rule (``core.spot``); its multiple is the
         default for jobs without an ``overprovision`` label (None: 0, i.e. off unless a
         job asks). ``default_spread``: the agent attribute workers spread over when a job
         names none (the spot market). ``term``: the leadership term (a job's version
@@ -169,7 +171,8 @@ class Scheduler:
     def intent(self, key: str) -> JobIntent | None:
         """The job's durable intent now (None: no such job)."""
         job = self.state.jobs.get(key)
-        return None if job is None else export_job(job, self.state.attempts)
+        return None if job is None else export_job(job, self.state.attempts,
+                                                   self.config.executor_overhead)
 
     def task_ids_to_reconcile(self) -> list[tuple[str, str | None]]:
         """Every attempt Mesos may still hold, as (task id, agent id)."""

@@ -33,6 +33,7 @@ from corral.core import accounting as acct
 from corral.core import tally as tl
 from corral.core.cost import BudgetState, JobCost
 from corral.core.job_state import JobPhase
+from corral.core.memory import EMPTY_MEMORY, PolicyAction, PolicyMemory
 from corral.core.model import JobSpec, TaskKey, TaskKind, TaskTemplate
 from corral.core.resources import ZERO, Resources
 from corral.core.slot_state import Life
@@ -129,6 +130,16 @@ class Job:
         default_factory=lambda: deque(maxlen=100))
     spare: int = 0
     spare_reason: str = ""
+    # The worker indexes the job wants: [0, span) except the holes (workers retired or
+    # preempted while higher indexes ran on). ``lifecycle.resize`` keeps
+    # span - len(holes) == effective_workers().
+    span: int = 0
+    holes: set[int] = field(default_factory=set)
+    policy: PolicyMemory = EMPTY_MEMORY                # the elastic policy's memory
+    actions: deque[PolicyAction] = field(                # workers the policy stopped, why
+        default_factory=lambda: deque(maxlen=50))
+    preempted: int = 0                                   # totals of ``actions`` by kind
+    retired: int = 0
     load: LoadReport | None = None   # the master's latest load report (core.workload)
     cost: JobCost = field(default_factory=JobCost)   # resource-time by market (core.cost)
     key: str = field(init=False)   # spec.key, read on every hot path (a spec never changes key)
@@ -152,7 +163,14 @@ class Job:
         """Whether the job wants a task in this slot now."""
         if not self.active():
             return False
-        return key.kind is TaskKind.MASTER or key.index < self.effective_workers()
+        return key.kind is TaskKind.MASTER or (
+            key.index < self.span and key.index not in self.holes)
+
+    def wanted_indexes(self) -> list[int]:
+        """The worker indexes the job wants, ascending (empty once it is over)."""
+        if not self.active():
+            return []
+        return [i for i in range(self.span) if i not in self.holes]
 
     def slots(self) -> Iterator[Slot]:
         yield self.master
@@ -339,6 +357,25 @@ class CoreState:
             self.changed[job.key] = None
         if durable:
             self.durable[job.key] = None
+
+    def set_policy(self, job: Job, memory: PolicyMemory, durable: bool) -> None:
+        """The policy's new memory of ``job``; ``durable``: a change a new leader must
+        know (written with the job's intent). A non-durable change (the measured rate
+        moved a little) is kept without waking watchers or writing the store."""
+        if memory == job.policy:
+            return
+        job.policy = memory
+        if durable:
+            self.mark_changed(job, durable=True)
+
+    def record_action(self, job: Job, action: PolicyAction) -> None:
+        """The policy stopped one of the job's workers (shown in its view)."""
+        job.actions.append(action)
+        if action.kind == "preempted":
+            job.preempted += 1
+        else:
+            job.retired += 1
+        self.mark_changed(job)
 
     def next_seq(self) -> int:
         self._seq += 1
@@ -589,6 +626,11 @@ class CoreState:
             if live != job.live:
                 yield f"{key}: live index {sorted(job.live)} != {sorted(live)}"
             seen_live |= live
+            if any(h >= job.span or h < 0 for h in job.holes):
+                yield f"{key}: holes {sorted(job.holes)} outside the span {job.span}"
+            if job.active() and job.span - len(job.holes) != job.effective_workers():
+                yield (f"{key}: wants {job.span - len(job.holes)} workers, effective "
+                       f"{job.effective_workers()}")
             if job.phase.terminal and any(
                     s.current is not None and s.current.life.active for s in job.slots()):
                 yield f"{key}: {job.phase.value} with an active attempt"

@@ -141,6 +141,32 @@ class Resilience:
 
 
 @dataclass(frozen=True)
+class PolicyActionView:
+    """One worker the policy stopped: ``kind`` ``preempted`` (for another role's fair
+    share) or ``retired`` (the job's target fell), at ``at``, and why in words."""
+
+    at: float
+    kind: str
+    slot: str
+    task_id: str
+    why: str
+
+
+@dataclass(frozen=True)
+class PolicyView:
+    """What the policy did to a job beyond its target: the size new workers are launched
+    with (``worker_cpus``/``worker_mem``, right-sized from measured use; 0: the spec's) and
+    why, and the workers it preempted or retired (totals and the latest)."""
+
+    worker_cpus: float = 0.0
+    worker_mem: float = 0.0
+    size_reason: str = ""
+    preempted: int = 0
+    retired: int = 0
+    recent: tuple[PolicyActionView, ...] = ()
+
+
+@dataclass(frozen=True)
 class JobView:
     key: str
     spec: JobSpec
@@ -156,6 +182,7 @@ class JobView:
     version: int = 0             # bumps on every change; watch streams use it
     resilience: Resilience = field(default_factory=Resilience)
     cost: CostView | None = None  # with a price table (core.cost): what the job cost
+    policy: PolicyView = field(default_factory=PolicyView)
 
 
 class NotFound(LookupError):

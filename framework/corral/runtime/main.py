@@ -183,6 +183,11 @@ def build_parser(prog: str = "corral scheduler") -> argparse.ArgumentParser:
     g.add_argument("--history-backlog", type=int, default=100_000, metavar="N",
                    help="job records kept in memory while the history database is "
                         "unavailable; beyond, the oldest are dropped (default %(default)s)")
+    g.add_argument(
+        "--usage-interval", type=float, default=5.0, metavar="SECONDS",
+        help="how often executors report a task's CPU and memory use (what right-sizing "
+             "measures; default %(default)s)",
+    )
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return p
 
@@ -297,6 +302,9 @@ def policy_settings(args: argparse.Namespace, config: RuntimeConfig) -> str | No
 
     if not (args.overprovision >= 0 and math.isfinite(args.overprovision)):
         return f"--overprovision must be a number >= 0, got {args.overprovision}"
+    if not (0.1 <= args.usage_interval <= 3600):
+        return f"--usage-interval must be between 0.1 and 3600 seconds, got {args.usage_interval}"
+    config.usage_interval = args.usage_interval
     config.elastic = args.elastic
     config.overprovision = args.overprovision
     config.spread_attribute = args.spread_attribute or None

@@ -3,7 +3,11 @@
 ``build_report`` returns a plain dict. Everything under it except the ``timing`` key is a
 function of the scenario, policy and seed alone (same seed, byte-identical JSON); floats
 are rounded so platform noise in the last bits cannot leak in. ``timing`` holds wall-clock
-figures (decisions per second) and is left out of JSON unless asked for.
+figures (time in the scheduler core, events per second) and is left out of JSON unless
+asked for.
+
+What the scheduler did is read from the scheduler's own state at the end (the workers its
+policy preempted and retired): the report never recomputes a decision.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ def _r(x: float, nd: int = 6) -> float:
 
 def build_report(sim: Simulation) -> dict[str, Any]:
     sc, s = sim.sc, sim.stats
-    arrived = [j for j in sim.jobs.values() if j.arrival <= sc.horizon_s]
+    arrived = [j for j in sim.jobs.values() if j.submitted]
     finished = [j for j in arrived if j.done_at is not None]
     jct = [j.done_at - j.arrival for j in finished if j.done_at is not None]
     with_deadline = [j for j in arrived if j.deadline is not None]
@@ -41,15 +45,18 @@ def build_report(sim: Simulation) -> dict[str, Any]:
         cycles[role] = s.role_cycles.get(role) if role in s.role_fair_at else None
     new_role_cycles = [c for c in cycles.values() if c is not None]
     hours = sc.horizon_s / 3600.0
+    core_jobs = sim.sched.state.jobs.values()
+    preempted = sum(j.preempted for j in core_jobs)
+    retired = sum(j.retired for j in core_jobs)
+    done = s_done(sim)
     report: dict[str, Any] = {
         "scenario": sc.name,
-        "policy": sim.policy.name,
+        "policy": sim.policy_name,
         "seed": sim.seed,
         "horizon_s": sc.horizon_s,
-        "agents": len(sim.agents),
+        "agents": sum(g.count for g in sc.agents),
         "roles": len(sc.roles),
         "ticks": s.ticks,
-        "decisions": s.decisions,
         "jobs": {
             "arrived": len(arrived),
             "finished": len(finished),
@@ -76,27 +83,44 @@ def build_report(sim: Simulation) -> dict[str, Any]:
             "missed": missed,
             "unresolved": unresolved,
             "met_fraction": _r(met / resolved) if resolved else None,
-            "risk_flags": s.risk_flags,
         },
         "preemptions": {
-            "count": s.preemptions,
-            "per_hour": _r(s.preemptions / hours) if hours else 0.0,
+            "count": preempted,
+            "per_hour": _r(preempted / hours) if hours else 0.0,
         },
-        "spot_terminations": s.spot_kills,
-        "retired_gracefully": s.retired,
+        "retired": retired,
+        "spot": {
+            "terminations": s.spot_terminations,
+            "with_notice": s.noticed,
+            "revocations": s.revocations,
+        },
+        "rightsizing": {
+            "worker_launches": s.launched,
+            "cpus_per_worker_vs_spec": _r(s.launched_cpus / s.spec_cpus) if s.spec_cpus
+            else None,
+        },
         "work": {
-            "done": _r(s.work_done, 3),
+            "done": _r(done, 3),
             "lost": _r(s.work_lost, 3),
-            "lost_fraction": _r(s.work_lost / (s.work_done + s.work_lost))
-            if s.work_done + s.work_lost > 0 else 0.0,
+            "lost_fraction": _r(s.work_lost / (done + s.work_lost))
+            if done + s.work_lost > 0 else 0.0,
+        },
+        "mesos": {
+            "core_events": s.handled,
+            "unacknowledged_updates": s.unacked,
         },
         "timing": {
-            "policy_seconds": s.policy_seconds,
-            "placement_seconds": s.place_seconds,
-            "decisions_per_second": s.decisions / s.policy_seconds if s.policy_seconds else None,
-            "tasks_placed": s.tasks_placed,
-            "tasks_placed_per_second": s.tasks_placed / s.place_seconds if s.place_seconds
-            else None,
+            "core_seconds": s.core_seconds,
+            "core_events_per_second": s.handled / s.core_seconds if s.core_seconds else None,
         },
     }
     return report
+
+
+def s_done(sim: Simulation) -> float:
+    """Work units done and kept (processed minus lost) over every job."""
+    total = 0.0
+    for j in sim.jobs.values():
+        processed = j.done + (j.rate * (sim.now - j.mark) if j.rate > 0 else 0.0)
+        total += min(j.work, processed - j.lost)
+    return total

@@ -2,11 +2,14 @@
 
 Pure: no ZooKeeper here. What is stored is the core's ``JobIntent`` (``core.intent``), the
 one schema of a job's durable intent, split over three kinds of znode so the parts that
-change often are rewritten alone: the job *record* (spec, desired workers, phase, counters,
-times), its *task shards* (the tasks that may be alive) and its *progress* markers
-(checkpoint sequences). Every decoder takes the znode path it read, so any problem becomes
-``StateCorrupt("<path>: <what is wrong>")`` and the scheduler refuses to lead on garbage.
+change often are rewritten alone: the job *record* (spec, desired workers and their holes,
+phase, counters, times, the policy's memory), its *task shards* (the tasks that may be
+alive) and its *progress* markers (checkpoint sequences). Every decoder takes the znode
+path it read, so any problem becomes ``StateCorrupt("<path>: <what is wrong>")`` and the
+scheduler refuses to lead on garbage.
 Every document carries ``"format": 1``; a Corral that meets another format refuses it.
+Fields added later (``holes``, ``policy``, a task's ``held``) are written only when set and
+read as absent from older documents, which therefore load unchanged.
 
 Vocabulary:
   *head*   a ``JobIntent`` without its tasks and progress: what the record znode holds.
@@ -16,6 +19,7 @@ Vocabulary:
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -23,6 +27,8 @@ from typing import Any
 from corral.core.cost import usage_problem
 from corral.core.intent import JobIntent, SlotIntent, TaskIntent
 from corral.core.job_state import JobPhase
+from corral.core.memory import EMPTY_MEMORY, PolicyMemory
+from corral.core.resources import Resources
 from corral.core.spec import SpecError, parse_job_spec, spec_to_dict
 from corral.store.errors import StateCorrupt
 from corral.store.layout import FORMAT
@@ -128,7 +134,87 @@ def encode_job(key: str, intent: JobIntent, gen: int, shards: int) -> bytes:
     if intent.cost:
         doc["cost"] = {m: {c: list(v) for c, v in cats.items()}
                        for m, cats in intent.cost.items()}
+    if intent.holes:
+        doc["holes"] = list(intent.holes)
+    if not intent.policy.is_empty():
+        doc["policy"] = _policy_json(intent.policy)
     return _dumps(doc)
+
+
+# -- the policy's memory (optional in a job record; older records have none) -----------
+
+def _res_json(r: Resources) -> dict[str, float]:
+    return {k: v for k, v in r.as_dict().items() if v}
+
+
+def _policy_json(m: PolicyMemory) -> dict[str, Any]:
+    doc: dict[str, Any] = {}
+    if m.last_up_at is not None:
+        doc["up"] = m.last_up_at
+    if m.last_down_at is not None:
+        doc["down"] = m.last_down_at
+    if m.load_target is not None:
+        doc["load"] = m.load_target
+    if m.rate_at is not None:
+        doc["rate"] = [m.rate_at, m.rate_done, m.rate_per_s, int(m.rate_measured)]
+    if m.preempted_at:
+        doc["preempted"] = list(m.preempted_at)
+    if m.worker_size is not None:
+        doc["size"] = _res_json(m.worker_size)
+    if m.size_reason:
+        doc["size_reason"] = m.size_reason
+    if m.peak is not None:
+        doc["peak"] = _res_json(m.peak)
+    return doc
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _decode_res(path: str, what: str, raw: Any) -> Resources:
+    if not isinstance(raw, dict) or not set(raw) <= {"cpus", "mem", "disk", "gpus"} or \
+            not all(_number(v) and v >= 0 for v in raw.values()):
+        raise StateCorrupt(path, f"{what}: expected {{cpus, mem, disk, gpus}} >= 0")
+    return Resources(**{k: float(v) for k, v in raw.items()})
+
+
+def _decode_policy(path: str, raw: Any) -> PolicyMemory:
+    if not isinstance(raw, dict):
+        raise StateCorrupt(path, "field 'policy' must be an object")
+    known = {"up", "down", "load", "rate", "preempted", "size", "size_reason", "peak"}
+    extra = sorted(set(raw) - known)
+    if extra:
+        raise StateCorrupt(path, f"policy: unknown field(s) {extra}")
+    for k in ("up", "down"):
+        if k in raw and not _number(raw[k]):
+            raise StateCorrupt(path, f"policy.{k} must be a number")
+    load = raw.get("load")
+    if load is not None and (not isinstance(load, int) or isinstance(load, bool) or load < 0):
+        raise StateCorrupt(path, "policy.load must be an integer >= 0")
+    rate = raw.get("rate")
+    if rate is not None and not (
+            isinstance(rate, list) and len(rate) == 4 and _number(rate[0])
+            and isinstance(rate[1], int) and not isinstance(rate[1], bool) and rate[1] >= 0
+            and _number(rate[2]) and rate[2] >= 0 and rate[3] in (0, 1)):
+        raise StateCorrupt(path, "policy.rate: expected [at, done, per_second, 0|1]")
+    pre = raw.get("preempted", [])
+    if not isinstance(pre, list) or not all(_number(t) for t in pre):
+        raise StateCorrupt(path, "policy.preempted must be a list of times")
+    reason = raw.get("size_reason", "")
+    if not isinstance(reason, str):
+        raise StateCorrupt(path, "policy.size_reason must be a string")
+    return PolicyMemory(
+        last_up_at=float(raw["up"]) if "up" in raw else None,
+        last_down_at=float(raw["down"]) if "down" in raw else None,
+        load_target=load,
+        rate_at=float(rate[0]) if rate else None, rate_done=int(rate[1]) if rate else 0,
+        rate_per_s=float(rate[2]) if rate else 0.0, rate_measured=bool(rate[3]) if rate
+        else False,
+        preempted_at=tuple(float(t) for t in pre),
+        worker_size=_decode_res(path, "policy.size", raw["size"]) if "size" in raw else None,
+        size_reason=reason,
+        peak=_decode_res(path, "policy.peak", raw["peak"]) if "peak" in raw else None)
 
 
 def _decode_slots(path: str, raw: Any) -> dict[str, SlotIntent]:
@@ -186,10 +272,16 @@ def decode_job(path: str, key: str, data: bytes) -> tuple[JobIntent, int, int]:
     problem = usage_problem(cost)
     if problem:
         raise StateCorrupt(path, f"field 'cost': {problem}")
+    holes = _optional(path, doc, "holes", list, [])
+    if not all(isinstance(h, int) and not isinstance(h, bool) and h >= 0 for h in holes):
+        raise StateCorrupt(path, "field 'holes' must list worker indexes >= 0")
+    policy = _decode_policy(path, doc["policy"]) if doc.get("policy") is not None \
+        else EMPTY_MEMORY
     head = JobIntent(spec=spec, request_id=request_id, desired=desired, phase=phase,
                      slots=slots, submitted_at=submitted,
                      finished_at=float(finished) if finished is not None else None,
-                     message=message, target_reason=reason,
+                     message=message, target_reason=reason, holes=tuple(sorted(set(holes))),
+                     policy=policy,
                      cost={m: {c: tuple(float(x) for x in v) for c, v in cats.items()}
                            for m, cats in cost.items()})
     return head, gen, shards
@@ -227,6 +319,8 @@ def _task_json(task_id: str, t: TaskIntent) -> str:
         entry["host"] = t.hostname
     if t.ports:
         entry["ports"] = list(t.ports)
+    if t.held is not None:
+        entry["held"] = _res_json(t.held)
     return json.dumps(task_id) + ":" + json.dumps(entry, separators=(",", ":"), sort_keys=True)
 
 
@@ -267,7 +361,9 @@ def decode_shard(path: str, data: bytes) -> dict[str, TaskIntent]:
         if not isinstance(host, str) or not isinstance(ports, list) or not all(
                 isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in ports):
             raise StateCorrupt(path, f"{where}: host must be a string, ports a list of ports")
-        out[task_id] = TaskIntent(task_id, agent, host, tuple(ports))
+        held = _decode_res(path, f"{where}: held", entry["held"]) if "held" in entry \
+            else None
+        out[task_id] = TaskIntent(task_id, agent, host, tuple(ports), held)
     return out
 
 

@@ -3,7 +3,7 @@ the effects of one event collect in.
 
 ``Ctx`` is created by ``Scheduler.handle`` for one event and thrown away after it; the
 handlers append effects with ``emit`` and notes with ``note``. ``CoreConfig`` holds the
-core's settings (timeouts, offer refusal, the policy objects); it never changes during a
+core's settings (timeouts, offer refusal, the over-provisioning rule); it never changes during a
 term.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from corral.core import effects as fx
 from corral.core.cost import CostConfig
-from corral.core.elastic import Elastic
+from corral.core.elastic import PolicyHooks
 from corral.core.resources import ZERO, Resources
 from corral.core.spot import OverProvision
 from corral.core.state import CoreState
@@ -67,7 +67,7 @@ class Ctx:
     now: float
     config: CoreConfig
     state: CoreState
-    elastic: Elastic | None = None
+    elastic: PolicyHooks | None = None   # the policy object (``core.elastic``)
     out: list[fx.Effect] = field(default_factory=list)
 
     def emit(self, effect: fx.Effect) -> None:

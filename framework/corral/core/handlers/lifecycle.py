@@ -4,7 +4,10 @@ Every change of a slot's or an attempt's ``Life`` goes through ``drive`` (attemp
 ``settle`` (vacant slots); both look the edge up in ``slot_state.EDGES`` and carry out
 its actions here, in one fixed order (``_ORDER``). The job-wide consequences (the job's
 own lifecycle table, ``job_state``) are applied here too: a master up or down, a job
-finished, given up or killed, and a job's worker target changing (``set_target``).
+finished, given up or killed, and a job's worker target changing (``set_target``,
+``apply_decision``: the policy's decisions; ``resize`` chooses which workers a smaller
+target stops — the preemption victims and retirees the policy named, else those that lose
+least — and records why).
 
 Timers are armed on entering a state that waits for something (``LAUNCHED``: the staging
 timeout; ``RECONCILING``: the reconciliation timeout; ``BACKOFF``: the restart backoff;
@@ -15,14 +18,18 @@ that fires after the state moved on is ignored.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from corral.core import accounting as acct
 from corral.core import cost, workload
 from corral.core import effects as fx
+from corral.core.elastic import Decision, at_risk
 from corral.core.handlers.context import Ctx
 from corral.core.job_state import JobInput, JobPhase, job_transition
+from corral.core.memory import PREEMPTED, RETIRED, PolicyAction
 from corral.core.model import TaskKey, TaskKind
+from corral.core.resources import Resources
 from corral.core.slot_state import Action, Edge, Input, Life, settle_input, step
 from corral.core.spot import OverProvision, spare_workers
 from corral.core.state import OVERPROVISION_LABEL, Attempt, CoreState, Job, Slot, TimerKind
@@ -342,34 +349,148 @@ def maybe_killed(st: CoreState, ctx: Ctx, job: Job) -> None:
         st.finished(job)
 
 
-def set_target(st: CoreState, ctx: Ctx, job: Job, workers: int, reason: str) -> None:
-    """Change the desired worker count (clamped to the spec's bounds)."""
+def set_target(st: CoreState, ctx: Ctx, job: Job, workers: int, reason: str,
+               named: Mapping[str, tuple[str, str]] | None = None) -> None:
+    """Change the desired worker count (clamped to the spec's bounds). ``named``: workers
+    to stop first if the count falls (task id -> (action kind, why)), e.g. the policy's
+    preemption victims; the rest are chosen by ``drop_order``."""
     workers = max(job.spec.workers.min, min(job.spec.workers.max, workers))
-    if workers == job.desired and reason == job.target_reason:
+    if workers == job.desired and reason == job.target_reason and not named:
         return
+    before = job.desired
     job.desired = workers
     job.target_reason = reason
     st.mark_changed(job, durable=True)
-    resize(st, ctx, job)
+    why = f"target {before} -> {workers}: {reason}" if workers != before else reason
+    resize(st, ctx, job, named, why)
 
 
-def resize(st: CoreState, ctx: Ctx, job: Job) -> None:
-    """Bring the worker slots in line with the effective count: the ones at or above it
-    are killed, highest index first; the ones below it are created and settled."""
-    keep = job.effective_workers() if job.active() else 0
+def apply_decision(st: CoreState, ctx: Ctx, job: Job, d: Decision) -> None:
+    """A policy pass's decision for ``job``: its memory first (a right-sized reservation
+    applies to the launches the new target makes), then its target and the workers to
+    stop first: the preemption victims, then the policy's retirees."""
+    if d.memory is not None:
+        st.set_policy(job, d.memory, d.durable)
+    if d.workers is None:
+        return
+    named: dict[str, tuple[str, str]] = {}
+    for tid in d.preempt:
+        named[tid] = (PREEMPTED, d.preempt_reason)
+    for tid in d.retire:
+        named.setdefault(tid, (RETIRED, d.reason))
+    set_target(st, ctx, job, d.workers, d.reason, named)
+
+
+def launch_resources(job: Job, key: TaskKey) -> Resources:
+    """What a new attempt of slot ``key`` reserves: a worker's right-sized size once the
+    policy measured one, else the spec's."""
+    if key.kind is TaskKind.WORKER and job.policy.worker_size is not None:
+        return job.policy.worker_size
+    return job.template(key).resources
+
+
+def resize(st: CoreState, ctx: Ctx, job: Job,
+           named: Mapping[str, tuple[str, str]] | None = None, why: str = "") -> None:
+    """Bring the wanted worker slots in line with the effective count.
+
+    Growing wants the lowest indexes not wanted yet (holes left by earlier retirements
+    first). Shrinking stops the slots ``drop_order`` ranks first; each worker stopped is
+    recorded with why (``corral status``). Slots no longer wanted are made so through the
+    lifecycle table (``unwant``: an attempt gets ``Input.UNWANTED`` and is killed with the
+    job's grace, so the SDK's ``on_terminate`` can checkpoint); wanted ones are settled.
+    """
+    if not job.active():
+        for index in sorted(job.workers, reverse=True):
+            _unwant_slot(st, ctx, job, job.workers[index], gentle=False)
+        return
+    n = job.effective_workers()
+    current = job.wanted_indexes()
+    if len(current) > n:
+        order = drop_order(job, current, named or {}, ctx.now)
+        dropped = order[:len(current) - n]
+        gone = set(dropped)
+        keep = [i for i in current if i not in gone]
+        for i in dropped:
+            _record_drop(st, ctx, job, i, named or {}, why)
+    elif len(current) < n:
+        have = set(current)
+        add: list[int] = []
+        i = 0
+        while len(add) < n - len(current):
+            if i not in have:
+                add.append(i)
+            i += 1
+        keep = sorted(current + add)
+    else:
+        keep = current
+    job.span = keep[-1] + 1 if keep else 0
+    job.holes = set(range(job.span)).difference(keep)
     for index in sorted(job.workers, reverse=True):
-        if index < keep:
-            break
         slot = job.workers[index]
-        job.accounting.forget(slot.label)
-        unwant(st, ctx, job, slot, gentle=True)
-    for index in range(keep):
-        slot = slot_of(job, TaskKey(job.key, TaskKind.WORKER, index))
-        settle(st, ctx, job, slot)
+        if not job.wants(slot.key):
+            _unwant_slot(st, ctx, job, slot, gentle=True)
+    for index in keep:
+        settle(st, ctx, job, slot_of(job, TaskKey(job.key, TaskKind.WORKER, index)))
+
+
+def drop_order(job: Job, indexes: Sequence[int], named: Mapping[str, tuple[str, str]],
+               now: float) -> list[int]:
+    """The worker indexes to stop first when a job shrinks: slots whose worker completed
+    (they hold nothing), vacant slots and attempts already being stopped, attempts not
+    running yet (highest index first),
+    then the workers ``named`` by the policy in its order, then running workers by least
+    work lost (the most recent checkpoint: ``elastic.at_risk``), then highest index."""
+    rank_named = {tid: k for k, tid in enumerate(named)}
+
+    def rank(i: int) -> tuple[int, float, int]:
+        slot = job.workers.get(i)
+        att = slot.current if slot is not None else None
+        if att is None:
+            return (0 if slot is not None and slot.vacancy is Life.COMPLETED else 1, 0.0, -i)
+        if not att.life.active:
+            return (1, 0.0, -i)  # already being stopped (a kill sent)
+        if att.task_id in rank_named:
+            return (3, float(rank_named[att.task_id]), -i)
+        if att.mesos is not TaskState.RUNNING:
+            return (2, 0.0, -i)
+        return (4, at_risk(att, now), -i)
+
+    return sorted(indexes, key=rank)
+
+
+def _record_drop(st: CoreState, ctx: Ctx, job: Job, index: int,
+                 named: Mapping[str, tuple[str, str]], why: str) -> None:
+    slot = job.workers.get(index)
+    att = slot.current if slot is not None else None
+    if att is None or not att.life.active:
+        return  # nothing there, or already being stopped
+    kind, reason = named.get(att.task_id, (RETIRED, why))
+    if att.mesos is not TaskState.RUNNING:
+        loss = "not running yet: loses nothing"
+    else:
+        ckpt = slot.checkpoint[2] if slot is not None and slot.checkpoint else None
+        lost = at_risk(att, ctx.now)
+        loss = (f"loses least: {lost:.0f}s since its last checkpoint" if ckpt is not None
+                and ckpt >= (att.running_since or 0.0) else
+                f"loses least: never checkpointed, running {lost:.0f}s")
+    text = f"{reason}; {loss}" if reason else loss
+    st.record_action(job, PolicyAction(ctx.now, kind, slot.label, att.task_id, text))
+    ctx.note(f"{job.key}: {kind} {slot.label} ({att.task_id}): {text}")
+
+
+def _unwant_slot(st: CoreState, ctx: Ctx, job: Job, slot: Slot, gentle: bool) -> None:
+    """``unwant`` a slot that still has something to stop or a vacancy to leave
+    (``gentle``: a scale-down, see ``unwant``)."""
+    job.accounting.forget(slot.label)
+    if slot.current is not None or any(a.life is Life.DRAINING
+                                       for a in slot.retiring.values()) \
+            or slot.vacancy in (Life.PENDING, Life.BACKOFF, Life.WAITING):
+        unwant(st, ctx, job, slot, gentle=gentle)
 
 
 def refresh_spare(st: CoreState, ctx: Ctx, job: Job) -> None:
-    """Re-apply the over-provisioning rule; fewer spares kill the highest indexes."""
+    """Re-apply the over-provisioning rule; fewer spares stop the workers that lose
+    least (``drop_order``)."""
     if not job.active():
         return
     now = ctx.now

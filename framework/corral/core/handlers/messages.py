@@ -3,8 +3,10 @@
 The executor relays what the job reports through the SDK. Every field is checked: a
 message with bad numbers is ignored with a note, never trusted. Progress changes the
 job's view; a checkpoint marker is part of the job's durable intent (a successor tells a
-replacement which checkpoint to restore). A checkpoint's reported duration moves that
-much of the task's time to the cost ledger's checkpoint overhead (``core.cost``).
+replacement which checkpoint to restore), and its reported duration moves that much of
+the task's time to the cost ledger's checkpoint overhead (``core.cost``); a usage sample
+(CPU percent, resident MiB) goes to the policy, which right-sizes new workers from them;
+a master's load report (``core.workload``) sizes its job.
 """
 
 from __future__ import annotations
@@ -68,7 +70,14 @@ def on_message(st: CoreState, e: ev.ExecutorMessage, ctx: Ctx) -> None:
             job.progress[tid] = p
             st.mark_changed(job)
     elif kind == "usage":
+        cpu, rss = data.get("cpu_percent"), data.get("rss_mb")
+        if not all(isinstance(x, int | float) and not isinstance(x, bool)
+                   and math.isfinite(x) and 0 <= x < 1e9 for x in (cpu, rss)):
+            ctx.note(f"usage from {tid} ignored: bad numbers {dict(data)}")
+            return
         job.usage[tid] = dict(data)
+        if ctx.elastic is not None:
+            ctx.elastic.observe_usage(att, float(cpu) / 100.0, float(rss))
     elif kind == "load":
         _on_load(st, att, data, ctx)
     elif kind == "checkpoint":

@@ -20,9 +20,10 @@ from corral.core import workload
 from corral.core.checkpoints import task_location
 from corral.core.handlers import lifecycle as lc
 from corral.core.handlers.context import Ctx
-from corral.core.model import Offer, TaskKey, TaskKind, task_id_for
+from corral.core.model import Constraints, Offer, TaskKey, TaskKind, task_id_for
 from corral.core.placement import JobFacts, PendingTask, PlacementFacts, Plan, place
 from corral.core.placement.types import Assignment
+from corral.core.resources import Resources
 from corral.core.slot_state import Input, Life, step
 from corral.core.state import Attempt, CoreState, Job
 from corral.core.task_state import TaskState
@@ -90,8 +91,17 @@ def decide(st: CoreState, ctx: Ctx, offers: tuple[Offer, ...] | list[Offer]) -> 
 
 
 def placement_inputs(st: CoreState, ctx: Ctx) -> tuple[list[PendingTask], PlacementFacts]:
+    """Pending tasks in placement order and what placement must know of their jobs.
+
+    The order is priority, then submission; a policy may reorder the jobs (``order``: a
+    baseline's placement order, e.g. lowest role share first) and constrain a job's
+    masters or workers to agent attributes (``constraints``: e.g. spot agents first);
+    placement itself is the same."""
     cfg = ctx.config
     order = sorted(st.pending_jobs, key=lambda k: (-st.jobs[k].spec.priority, st.jobs[k].seq))
+    policy = ctx.elastic
+    if policy is not None:
+        order = policy.order(st, order)
     pending: list[PendingTask] = []
     jobs: dict[str, JobFacts] = {}
     for k in order:
@@ -99,14 +109,22 @@ def placement_inputs(st: CoreState, ctx: Ctx) -> tuple[list[PendingTask], Placem
         if job.cost.held:
             continue  # its role is over budget (core.cost): not placed, says why
         spec = job.spec
-        constraints = spec.constraints
-        if constraints.spread_over is None and cfg.default_spread:
-            # Diversify by default: one spot market's reclaim takes only its share.
-            constraints = replace(constraints, spread_over=cfg.default_spread)
+        # What a task takes and where it may go are the same for a job's workers: work
+        # them out once per kind.
+        by_kind: dict[TaskKind, tuple[Resources, int, Constraints]] = {}
         for key in job.pending:
-            t = job.template(key)
-            pending.append(PendingTask(key, t.resources + cfg.executor_overhead, t.ports,
-                                       spec.tier, constraints))
+            how = by_kind.get(key.kind)
+            if how is None:
+                constraints = spec.constraints
+                if policy is not None:
+                    constraints = policy.constraints(st, job, key.kind) or constraints
+                if constraints.spread_over is None and cfg.default_spread:
+                    # Diversify by default: one spot market's reclaim takes only its share.
+                    constraints = replace(constraints, spread_over=cfg.default_spread)
+                how = by_kind[key.kind] = (
+                    lc.launch_resources(job, key) + cfg.executor_overhead,
+                    job.template(key).ports, constraints)
+            pending.append(PendingTask(key, how[0], how[1], spec.tier, how[2]))
         jobs[k] = job_facts(st, ctx, job)
     return pending, PlacementFacts(jobs=jobs, draining=st.draining_agents(), now=ctx.now)
 
@@ -149,7 +167,7 @@ def launch(st: CoreState, ctx: Ctx, a: Assignment) -> fx.TaskLaunch:
     lc.arm_staging(st, ctx, att)
     return fx.TaskLaunch(
         task_id=tid, key=key, attempt=n, name=f"{job.key} {key.label()}",
-        command=workload.launch_command(job.spec, key), resources=t.resources,
+        command=workload.launch_command(job.spec, key), resources=lc.launch_resources(job, key),
         ports=a.ports, revocable=a.revocable,
         env=build_env(job, key, n, a.ports), grace_seconds=job.spec.kill_grace_seconds,
         hostname=a.hostname, image=t.image,

@@ -5,9 +5,10 @@ ended settles its slot; a launch without word from Mesos, an unanswered reconcil
 an unconfirmed kill and a draining worker's deadline each drive their attempt. A timer
 that no longer applies (its attempt moved on since it was armed) is dropped.
 
-The tick also runs the periodic work: the elastic policy pass, reconciliation (the gate's
-re-asks, implicit and stale-task explicit rounds), the end of maintenance windows, and the
-over-provisioning rule's decay.
+The tick also runs the periodic work: the policy pass (its decisions applied through
+``lifecycle.apply_decision``: targets, preemptions, retirements, right-sized sizes),
+reconciliation (the gate's re-asks, implicit and stale-task explicit rounds), the end of
+maintenance windows, and the over-provisioning rule's decay.
 """
 
 from __future__ import annotations
@@ -56,10 +57,10 @@ def _fire(st: CoreState, ctx: Ctx, timer: Timer) -> None:
 def on_tick(st: CoreState, e: ev.Tick, ctx: Ctx) -> None:
     now = ctx.now
     if ctx.elastic is not None:
-        for key, workers, reason in ctx.elastic.step(st, now):
-            job = st.jobs.get(key)
+        for decision in ctx.elastic.step(st, now):
+            job = st.jobs.get(decision.job)
             if job is not None and job.active():
-                lc.set_target(st, ctx, job, workers, reason)
+                lc.apply_decision(st, ctx, job, decision)
     session.gate_tick(st, ctx)
     session.reconcile_tick(st, ctx)
     for agent in st.agents.values():

@@ -240,7 +240,7 @@ class Progress(_message.Message):
     def __init__(self, done: _Optional[int] = ..., total: _Optional[int] = ..., backlog: _Optional[int] = ..., rerun: _Optional[int] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("key", "spec", "state", "desired_workers", "target_reason", "tasks", "progress", "submitted_at", "finished_at", "message", "request_id", "version", "resilience", "cost")
+    __slots__ = ("key", "spec", "state", "desired_workers", "target_reason", "tasks", "progress", "submitted_at", "finished_at", "message", "request_id", "version", "resilience", "cost", "policy")
     KEY_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -255,6 +255,7 @@ class Job(_message.Message):
     VERSION_FIELD_NUMBER: _ClassVar[int]
     RESILIENCE_FIELD_NUMBER: _ClassVar[int]
     COST_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
     key: str
     spec: JobSpec
     state: JobState
@@ -269,7 +270,8 @@ class Job(_message.Message):
     version: int
     resilience: Resilience
     cost: Cost
-    def __init__(self, key: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., desired_workers: _Optional[int] = ..., target_reason: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., submitted_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., message: _Optional[str] = ..., request_id: _Optional[str] = ..., version: _Optional[int] = ..., resilience: _Optional[_Union[Resilience, _Mapping]] = ..., cost: _Optional[_Union[Cost, _Mapping]] = ...) -> None: ...
+    policy: PolicyActions
+    def __init__(self, key: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., desired_workers: _Optional[int] = ..., target_reason: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., submitted_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., message: _Optional[str] = ..., request_id: _Optional[str] = ..., version: _Optional[int] = ..., resilience: _Optional[_Union[Resilience, _Mapping]] = ..., cost: _Optional[_Union[Cost, _Mapping]] = ..., policy: _Optional[_Union[PolicyActions, _Mapping]] = ...) -> None: ...
 
 class Cost(_message.Message):
     __slots__ = ("currency", "useful", "lost", "checkpoint", "spare", "total", "on_demand", "savings", "cpu_hours", "by_market")
@@ -308,6 +310,36 @@ class Cost(_message.Message):
     cpu_hours: _containers.ScalarMap[str, float]
     by_market: _containers.ScalarMap[str, float]
     def __init__(self, currency: _Optional[str] = ..., useful: _Optional[float] = ..., lost: _Optional[float] = ..., checkpoint: _Optional[float] = ..., spare: _Optional[float] = ..., total: _Optional[float] = ..., on_demand: _Optional[float] = ..., savings: _Optional[float] = ..., cpu_hours: _Optional[_Mapping[str, float]] = ..., by_market: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class PolicyAction(_message.Message):
+    __slots__ = ("at", "kind", "slot", "task_id", "why")
+    AT_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    WHY_FIELD_NUMBER: _ClassVar[int]
+    at: float
+    kind: str
+    slot: str
+    task_id: str
+    why: str
+    def __init__(self, at: _Optional[float] = ..., kind: _Optional[str] = ..., slot: _Optional[str] = ..., task_id: _Optional[str] = ..., why: _Optional[str] = ...) -> None: ...
+
+class PolicyActions(_message.Message):
+    __slots__ = ("worker_cpus", "worker_mem", "size_reason", "preempted", "retired", "recent")
+    WORKER_CPUS_FIELD_NUMBER: _ClassVar[int]
+    WORKER_MEM_FIELD_NUMBER: _ClassVar[int]
+    SIZE_REASON_FIELD_NUMBER: _ClassVar[int]
+    PREEMPTED_FIELD_NUMBER: _ClassVar[int]
+    RETIRED_FIELD_NUMBER: _ClassVar[int]
+    RECENT_FIELD_NUMBER: _ClassVar[int]
+    worker_cpus: float
+    worker_mem: float
+    size_reason: str
+    preempted: int
+    retired: int
+    recent: _containers.RepeatedCompositeFieldContainer[PolicyAction]
+    def __init__(self, worker_cpus: _Optional[float] = ..., worker_mem: _Optional[float] = ..., size_reason: _Optional[str] = ..., preempted: _Optional[int] = ..., retired: _Optional[int] = ..., recent: _Optional[_Iterable[_Union[PolicyAction, _Mapping]]] = ...) -> None: ...
 
 class Loss(_message.Message):
     __slots__ = ("slot", "task_id", "kind", "detected_at", "work_lost_seconds", "recovered_at", "recovery_seconds", "replacement_task_id", "returned_at")
