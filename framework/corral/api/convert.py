@@ -40,7 +40,11 @@ _TIER_TO_PB = {
 }
 _TIER_FROM_PB = {v: k for k, v in _TIER_TO_PB.items()}
 
-_STATE_TO_PB = {s: pb.JobState.Value(f"JOB_STATE_{s.value}") for s in JobState}
+_STATE_TO_PB: dict[JobState, pb.JobState] = {
+    JobState.PENDING: pb.JOB_STATE_PENDING, JobState.RUNNING: pb.JOB_STATE_RUNNING,
+    JobState.FINISHED: pb.JOB_STATE_FINISHED, JobState.FAILED: pb.JOB_STATE_FAILED,
+    JobState.KILLED: pb.JOB_STATE_KILLED}
+assert set(_STATE_TO_PB) == set(JobState), "a job state with no wire value"
 _STATE_FROM_PB = {v: k for k, v in _STATE_TO_PB.items()}
 
 # Fields copied as-is when set, per message. Maps are handled separately.

@@ -81,6 +81,9 @@ class PolicyHooks(Protocol):
     """The interface between the scheduler core and its policy object."""
 
     name: str
+    last_shares: dict[str, float]   # each role's fair share after the latest pass
+
+    def capacity(self, st: CoreState) -> tuple[Resources, Resources]: ...
 
     def observe_offers(self, offers: Sequence[Offer]) -> None: ...
 
@@ -105,6 +108,7 @@ class PolicyBase:
     interest, the core's placement order and no extra constraints."""
 
     name: str = "base"
+    last_shares: dict[str, float] = field(default_factory=dict)  # role -> fair share
     _offered: dict[str, tuple[Resources, Resources]] = field(default_factory=dict)
 
     def observe_offers(self, offers: Sequence[Offer]) -> None:
@@ -210,7 +214,6 @@ class Elastic(PolicyBase):
     _persisted_rate: dict[str, float] = field(default_factory=dict)
     _seeded: bool = False
     _last_pass: float | None = None
-    last_shares: dict[str, float] = field(default_factory=dict)
 
     # ------------------------------------------------------------ observations
 

@@ -57,7 +57,7 @@ DEFAULT_ROLE = RolePolicy()
 
 
 class Segment(NamedTuple):
-    """``count`` units of ``unit`` for ``job``, in role priority order.
+    """``units`` units of ``unit`` for ``job``, in role priority order.
 
     A NamedTuple rather than a frozen dataclass: a pass builds thousands of these and
     tuple construction is several times cheaper; it is just as immutable.
@@ -65,7 +65,7 @@ class Segment(NamedTuple):
 
     job: str
     unit: Resources
-    count: int
+    units: int   # not ``count``: that would hide tuple.count
     protected: bool = False
 
 
@@ -83,7 +83,7 @@ def vec(r: Resources) -> Vec:
     return (r.cpus, r.mem, r.disk, r.gpus)
 
 
-def to_res(v: Vec) -> Resources:
+def to_res(v: Sequence[float]) -> Resources:
     return Resources(*(max(0.0, x) for x in v))
 
 
@@ -186,7 +186,7 @@ def _leading_protected(segs: Sequence[Segment]) -> int:
     for sg in segs:
         if not sg.protected:
             break
-        n += max(0, sg.count)
+        n += max(0, sg.units)
     return n
 
 

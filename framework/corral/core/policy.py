@@ -408,7 +408,8 @@ def _preempt(
         left = cfg.preemption_budget - len(window.get(role, ()))
         if left <= 0:
             continue
-        cands, per_job = [], {}
+        cands: list[Candidate] = []
+        per_job: dict[str, int] = {}
         for d in over[role]:
             j = d.job
             # Only workers above what the job would keep on load alone are fair game;

@@ -27,6 +27,7 @@ new jobs are held (``core.cost``).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -70,7 +71,8 @@ class Reader:
         self.root = root  # what the top level is called in messages
         self.errors: list[str] = []
 
-    def map(self, d: Any, path: str, allowed: set[str], required: set[str] = frozenset()
+    def map(self, d: Any, path: str, allowed: AbstractSet[str],
+            required: AbstractSet[str] = frozenset()
             ) -> Mapping[str, Any]:
         if not isinstance(d, Mapping):
             self.errors.append(f"{path or self.root}: must be a mapping")

@@ -635,9 +635,9 @@ class Simulation:
                                   source="SOURCE_MASTER")
             return
         for tid, agent_id in pairs:
-            t = self.tasks.get(tid)
-            if t is not None and t.agent.registered:
-                self._deliver(t, t.state, "REASON_RECONCILIATION", False,
+            known = self.tasks.get(tid)
+            if known is not None and known.agent.registered:
+                self._deliver(known, known.state, "REASON_RECONCILIATION", False,
                               source="SOURCE_MASTER")
                 continue
             agent = self._agent_by_id(agent_id)

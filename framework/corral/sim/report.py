@@ -31,7 +31,8 @@ def build_report(sim: Simulation) -> dict[str, Any]:
     finished = [j for j in arrived if j.done_at is not None]
     jct = [j.done_at - j.arrival for j in finished if j.done_at is not None]
     with_deadline = [j for j in arrived if j.deadline is not None]
-    met = sum(1 for j in with_deadline if j.done_at is not None and j.done_at <= j.deadline)
+    met = sum(1 for j in with_deadline
+              if j.done_at is not None and j.deadline is not None and j.done_at <= j.deadline)
     unresolved = sum(1 for j in with_deadline
                      if j.done_at is None and (j.deadline or 0) > sc.horizon_s)
     missed = len(with_deadline) - met - unresolved

@@ -462,7 +462,7 @@ def _record_drop(st: CoreState, ctx: Ctx, job: Job, index: int,
                  named: Mapping[str, tuple[str, str]], why: str) -> None:
     slot = job.workers.get(index)
     att = slot.current if slot is not None else None
-    if att is None or not att.life.active:
+    if slot is None or att is None or not att.life.active:
         return  # nothing there, or already being stopped
     kind, reason = named.get(att.task_id, (RETIRED, why))
     if att.mesos is not TaskState.RUNNING:

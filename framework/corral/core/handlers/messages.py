@@ -44,6 +44,13 @@ def _on_load(st: CoreState, att: Attempt, data: Mapping[str, Any], ctx: Ctx) -> 
     st.mark_changed(att.job)
 
 
+def _sample(x: object) -> float | None:
+    """A usage figure: a finite number in 0..1e9."""
+    if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
+        return None
+    return float(x) if 0 <= x < 1e9 else None
+
+
 def _seconds(x: object) -> float | None:
     """A reported duration: a finite number of seconds, 0..MAX_CHECKPOINT_SECONDS."""
     if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
@@ -70,14 +77,13 @@ def on_message(st: CoreState, e: ev.ExecutorMessage, ctx: Ctx) -> None:
             job.progress[tid] = p
             st.mark_changed(job)
     elif kind == "usage":
-        cpu, rss = data.get("cpu_percent"), data.get("rss_mb")
-        if not all(isinstance(x, int | float) and not isinstance(x, bool)
-                   and math.isfinite(x) and 0 <= x < 1e9 for x in (cpu, rss)):
+        cpu, rss = _sample(data.get("cpu_percent")), _sample(data.get("rss_mb"))
+        if cpu is None or rss is None:
             ctx.note(f"usage from {tid} ignored: bad numbers {dict(data)}")
             return
         job.usage[tid] = dict(data)
         if ctx.elastic is not None:
-            ctx.elastic.observe_usage(att, float(cpu) / 100.0, float(rss))
+            ctx.elastic.observe_usage(att, cpu / 100.0, rss)
     elif kind == "load":
         _on_load(st, att, data, ctx)
     elif kind == "checkpoint":
