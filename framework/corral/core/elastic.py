@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, overload
 
 from corral.core import accounting as acct
 from corral.core.fairness import RolePolicy
@@ -96,6 +96,45 @@ class PolicyHooks(Protocol):
     def order(self, st: CoreState, keys: list[str]) -> list[str]: ...
 
     def constraints(self, st: CoreState, job: Job, kind: TaskKind) -> Constraints | None: ...
+
+
+class RunningWorkers(Sequence[WorkerState]):
+    """A job's running workers as the policy sees them, built on first use: most passes
+    never look at them one by one, and building them is O(workers)."""
+
+    __slots__ = ("_items", "_job", "_now")
+
+    def __init__(self, job: Job, now: float) -> None:
+        self._job, self._now = job, now
+        self._items: tuple[WorkerState, ...] | None = None
+
+    def _all(self) -> tuple[WorkerState, ...]:
+        if self._items is None:
+            out = []
+            for index, slot in sorted(self._job.workers.items()):
+                att = slot.current
+                if att is None or not att.live or not att.life.active:
+                    continue  # nothing there, or being stopped (a kill sent)
+                ckpt = slot.checkpoint[2] if slot.checkpoint else None
+                out.append(WorkerState(att.task_id, index, checkpoint_age_s=acct.work_lost(
+                    self._now, att.running_since, ckpt)))
+            self._items = tuple(out)
+        return self._items
+
+    @overload
+    def __getitem__(self, i: int) -> WorkerState: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[WorkerState]: ...
+
+    def __getitem__(self, i: int | slice) -> WorkerState | Sequence[WorkerState]:
+        return self._all()[i]
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __iter__(self) -> Iterator[WorkerState]:
+        return iter(self._all())
 
 
 def _at_least_zero(r: Resources) -> Resources:
@@ -303,19 +342,10 @@ class Elastic(PolicyBase):
 
     def _demand(self, job: Job, memory: PolicyMemory, measured: Resources | None,
                 peak: Resources | None, now: float) -> JobDemand:
-        workers = []
-        c = m = d = g = 0.0   # what they hold, summed as floats (this runs per worker)
-        for index, slot in sorted(job.workers.items()):
-            att = slot.current
-            if att is None or not att.live or not att.life.active:
-                continue  # nothing there, or being stopped (a kill sent): not the job's
-            ckpt = slot.checkpoint[2] if slot.checkpoint else None
-            workers.append(WorkerState(att.task_id, index, checkpoint_age_s=acct.work_lost(
-                now, att.running_since, ckpt)))
-            r = att.resources
-            c, m, d, g = c + r.cpus, m + r.mem, d + r.disk, g + r.gpus
-        n = len(workers)
-        held = Resources(c, m, d, g)
+        # The state keeps how many workers run and what they hold; the workers one by
+        # one are built only if the pass asks (a job it shrinks or preempts from).
+        n = job.held_workers
+        held = Resources(*job.held_sum) if n else ZERO
         per_worker = memory.rate_per_s / n if memory.rate_measured and n > 0 else 0.0
         progress = job.progress_total()
         # A job that never reported progress has an unknown load, not an empty one: NaN
@@ -325,7 +355,8 @@ class Elastic(PolicyBase):
         master = job.master.current
         load = usable_load(job.load, master.task_id if master else None, now)
         return JobDemand.from_spec(
-            job.spec, job.submitted_at, workers=tuple(workers), backlog=backlog,
+            job.spec, job.submitted_at, workers=RunningWorkers(job, now), running_count=n,
+            backlog=backlog,
             throughput_per_worker=per_worker, measured_per_worker=measured,
             peak_per_worker=peak,
             running_resources=held.scale(1.0 / n) if n else None,

@@ -61,7 +61,10 @@ _NO_MEMORY = ScaleMemory()
 class JobDemand:
     """Everything the policy knows about one job at this pass.
 
-    ``workers``: the running workers. ``backlog``/``throughput_per_worker``: as reported
+    ``workers``: the running workers (any sequence: the policy reads it only for the
+    jobs it shrinks or preempts, so a caller may compute it on first use);
+    ``running_count``: how many run, if known without ``workers`` (-1: its length).
+    ``backlog``/``throughput_per_worker``: as reported
     by the job (throughput 0 means not measured yet). ``deadline``: absolute time.
     ``remaining_work``: work left until done (defaults to the backlog).
     ``measured_per_worker``: measured usage per worker (the right-sizing percentile of
@@ -81,7 +84,8 @@ class JobDemand:
     max_workers: int = 1
     initial_workers: int = 1
     master_resources: Resources = ZERO
-    workers: tuple[WorkerState, ...] = ()
+    workers: Sequence[WorkerState] = ()
+    running_count: int = -1
     backlog: float = 0.0
     throughput_per_worker: float = 0.0
     deadline: float | None = None
@@ -100,7 +104,7 @@ class JobDemand:
 
     @property
     def running(self) -> int:
-        return len(self.workers)
+        return self.running_count if self.running_count >= 0 else len(self.workers)
 
     @classmethod
     def from_spec(cls, spec: JobSpec, submitted_at: float, **observed: object) -> JobDemand:
@@ -256,7 +260,7 @@ def _desire(j: JobDemand, state: PolicyState, now: float, cfg: PolicyConfig) -> 
     d = _Desire(j, load, load, reason, detail, base=base,
                 new_size=rightsize(j.worker_resources, j.measured_per_worker, cfg.rightsizing,
                                    j.peak_per_worker),
-                running=len(j.workers), has_master=not j.master_resources.is_empty())
+                running=j.running, has_master=not j.master_resources.is_empty())
     if cfg.sla_enabled and j.deadline is not None:
         remaining = j.remaining_work if j.remaining_work is not None else j.backlog
         need = sla_need(remaining, j.throughput_per_worker, j.deadline, now, hi, cfg.sla)

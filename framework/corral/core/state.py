@@ -143,6 +143,13 @@ class Job:
     load: LoadReport | None = None   # the master's latest load report (core.workload)
     cost: JobCost = field(default_factory=JobCost)   # resource-time by market (core.cost)
     key: str = field(init=False)   # spec.key, read on every hot path (a spec never changes key)
+    # The workers the policy counts as running (a worker slot's current attempt, live and
+    # not being stopped) and what they hold (cpus, mem, disk, gpus), kept by the mutators
+    # so a policy pass costs O(jobs), not O(tasks).
+    held_workers: int = 0
+    held_sum: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
+    # ``progress`` summed (done, total, backlog, rerun), kept by set/drop_progress.
+    progress_sum: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
 
     def __post_init__(self) -> None:
         self.key = self.spec.key
@@ -188,11 +195,7 @@ class Job:
         master = self.master.current or self.master.last
         if master is not None and master.task_id in self.progress:
             return self.progress[master.task_id]
-        done = total = backlog = rerun = 0
-        for p in self.progress.values():
-            done, total = done + p.done, total + p.total
-            backlog, rerun = backlog + p.backlog, rerun + p.rerun
-        return Progress(done, total, backlog, rerun)
+        return Progress(*self.progress_sum)
 
 
 class Held:
@@ -290,6 +293,9 @@ class CoreState:
         self.jobs: dict[str, Job] = {}
         self.attempts: dict[str, Attempt] = {}
         self.agents: dict[str, Agent] = {}
+        # Agents whose held resources or lost flag changed since the policy last looked
+        # (``take_touched_agents``): its capacity estimate is kept up to date from them.
+        self.touched_agents: set[str] = set()
         self.session = Session()
         self.pending_jobs: dict[str, None] = {}   # jobs with PENDING slots
         self.finished_jobs: dict[str, float] = {}  # terminal jobs, oldest first -> when
@@ -377,6 +383,33 @@ class CoreState:
             job.retired += 1
         self.mark_changed(job)
 
+    def set_progress(self, job: Job, task_id: str, p: Progress) -> None:
+        """Record a task's progress report (the job's view changes)."""
+        self.drop_progress(job, task_id)
+        job.progress[task_id] = p
+        s = job.progress_sum
+        s[0], s[1], s[2], s[3] = s[0] + p.done, s[1] + p.total, s[2] + p.backlog, \
+            s[3] + p.rerun
+        self.mark_changed(job)
+
+    def drop_progress(self, job: Job, task_id: str) -> None:
+        old = job.progress.pop(task_id, None)
+        if old is not None:
+            s = job.progress_sum
+            s[0], s[1], s[2], s[3] = s[0] - old.done, s[1] - old.total, \
+                s[2] - old.backlog, s[3] - old.rerun
+
+    def set_agent_lost(self, agent_id: str, lost: bool) -> None:
+        """Mesos said the agent is gone (``lost``), or it offered again."""
+        agent = self.agent(agent_id)
+        if agent.lost != lost:
+            agent.lost = lost
+            self.touched_agents.add(agent_id)
+
+    def take_touched_agents(self) -> set[str]:
+        out, self.touched_agents = self.touched_agents, set()
+        return out
+
     def next_seq(self) -> int:
         self._seq += 1
         return self._seq
@@ -395,8 +428,9 @@ class CoreState:
 
     def set_mesos(self, att: Attempt, state: TaskState) -> None:
         """Record an attempt's Mesos state; liveness indexes follow."""
-        was = att.live
+        was, held = att.live, _held_worker(att)
         att.mesos = state
+        _count_held(att, held)
         if att.live != was:
             self._set_live(att, att.live)
             self.mark_changed(att.job, durable=True)
@@ -419,8 +453,10 @@ class CoreState:
             if self.attempts.get(att.task_id) is att:
                 self.tally.attempt(att, att.life, -1)
                 self.tally.attempt(att, life, 1)
+            held = _held_worker(att)
             att.life = life
             att.edges += 1
+            _count_held(att, held)
         else:
             counted = slot.current is None and self._owned(slot)
             if counted:
@@ -437,13 +473,19 @@ class CoreState:
         """``att`` becomes the slot's current attempt."""
         if slot.current is None and self._owned(slot):
             self._tally_vacancy(slot, -1)
+        held = _held_worker(att)
         slot.current = att
+        _count_held(att, held)
         slot.why = None
         self._index_pending(att.job, slot)
 
     def vacate(self, slot: Slot, vacancy: Life) -> Attempt | None:
         """The slot's current attempt leaves it (ended or detached)."""
-        att, slot.current = slot.current, None
+        att = slot.current
+        held = att is not None and _held_worker(att)
+        slot.current = None
+        if att is not None:
+            _count_held(att, held)
         if att is None and self._owned(slot):
             self._tally_vacancy(slot, -1)
         slot.vacancy = vacancy
@@ -455,7 +497,7 @@ class CoreState:
             old, slot.last = slot.last, att
             if old is not None and old is not att and job is not None \
                     and old.task_id not in self.attempts:
-                job.progress.pop(old.task_id, None)   # only the latest report is shown
+                self.drop_progress(job, old.task_id)   # only the latest report is shown
         if att is not None and att.live and att.life is not Life.ENDED:
             slot.retiring[att.task_id] = att
         if job is not None:
@@ -480,7 +522,7 @@ class CoreState:
         job.usage.pop(att.task_id, None)
         slot = job.slot_if(att.key)
         if slot is None or slot.last is not att:
-            job.progress.pop(att.task_id, None)
+            self.drop_progress(job, att.task_id)
 
     def finished(self, job: Job) -> None:
         """``job`` reached a terminal phase: it is retired after the retention rules."""
@@ -578,6 +620,8 @@ class CoreState:
 
     def _set_live(self, att: Attempt, live: bool) -> None:
         agent = self.agent(att.agent_id) if att.agent_id else None
+        if agent is not None:
+            self.touched_agents.add(agent.agent_id)
         if live:
             att.job.live.add(att.task_id)
             if agent is not None and att.task_id not in agent.tasks:
@@ -631,6 +675,20 @@ class CoreState:
             if job.active() and job.span - len(job.holes) != job.effective_workers():
                 yield (f"{key}: wants {job.span - len(job.holes)} workers, effective "
                        f"{job.effective_workers()}")
+            sums = [sum(getattr(p, f) for p in job.progress.values())
+                    for f in ("done", "total", "backlog", "rerun")]
+            if sums != job.progress_sum:
+                yield f"{key}: progress sum {job.progress_sum} != {sums}"
+            n, h = 0, [0.0, 0.0, 0.0, 0.0]
+            for slot in job.workers.values():
+                if slot.current is not None and _held_worker(slot.current):
+                    n += 1
+                    r = slot.current.resources
+                    h = [h[0] + r.cpus, h[1] + r.mem, h[2] + r.disk, h[3] + r.gpus]
+            if n != job.held_workers or any(abs(x - y) > 1e-6
+                                            for x, y in zip(h, job.held_sum, strict=True)):
+                yield (f"{key}: held workers {job.held_workers} {job.held_sum} != "
+                       f"{n} {h}")
             if job.phase.terminal and any(
                     s.current is not None and s.current.life.active for s in job.slots()):
                 yield f"{key}: {job.phase.value} with an active attempt"
@@ -692,3 +750,30 @@ class CoreState:
         if cur is not None and cur.life.active and not job.wants(slot.key) and \
                 cur.life is not Life.KILL_SENT:
             yield f"{where}: unwanted attempt {cur.task_id} still {cur.life}"
+
+
+def _held_worker(att: Attempt) -> bool:
+    """Whether ``att`` is one of its job's held workers: the current attempt of a worker
+    slot, live, and not being stopped (what the policy counts as running)."""
+    if att.key.kind is not TaskKind.WORKER or not att.life.active or not att.mesos.live:
+        return False
+    slot = att.job.workers.get(att.key.index)
+    return slot is not None and slot.current is att
+
+
+def _count_held(att: Attempt, was: bool) -> None:
+    """Bring the job's held-worker aggregate in line after a change to ``att``."""
+    now = _held_worker(att)
+    if now == was:
+        return
+    sign = 1.0 if now else -1.0
+    job, r = att.job, att.resources
+    job.held_workers += 1 if now else -1
+    h = job.held_sum
+    if job.held_workers == 0:
+        h[:] = [0.0, 0.0, 0.0, 0.0]   # no float drift survives an empty job
+        return
+    h[0] += sign * r.cpus
+    h[1] += sign * r.mem
+    h[2] += sign * r.disk
+    h[3] += sign * r.gpus

@@ -361,6 +361,8 @@ def set_target(st: CoreState, ctx: Ctx, job: Job, workers: int, reason: str,
     job.desired = workers
     job.target_reason = reason
     st.mark_changed(job, durable=True)
+    if workers == before and not named:
+        return  # only the reason changed: no slot to add or stop (resizing is O(workers))
     why = f"target {before} -> {workers}: {reason}" if workers != before else reason
     resize(st, ctx, job, named, why)
 

@@ -73,7 +73,7 @@ def accept_inverse_offers(st: CoreState, ctx: Ctx) -> None:
 
 def on_agent_lost(st: CoreState, e: ev.AgentLost, ctx: Ctx) -> None:
     # Mesos sends a status update for every task there; count nothing here.
-    st.agent(e.agent_id).lost = True
+    st.set_agent_lost(e.agent_id, True)
     ctx.note(f"agent {e.agent_id} lost")
 
 

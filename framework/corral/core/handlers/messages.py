@@ -74,8 +74,7 @@ def on_message(st: CoreState, e: ev.ExecutorMessage, ctx: Ctx) -> None:
             return
         p = Progress(*(x or 0 for x in nums))
         if job.progress.get(tid) != p:
-            job.progress[tid] = p
-            st.mark_changed(job)
+            st.set_progress(job, tid, p)
     elif kind == "usage":
         cpu, rss = _sample(data.get("cpu_percent")), _sample(data.get("rss_mb"))
         if cpu is None or rss is None:

@@ -57,7 +57,7 @@ def observe(st: CoreState, offers: tuple[Offer, ...] | list[Offer], ctx: Ctx) ->
         agent = st.agent(o.agent_id)
         agent.attributes = dict(o.attributes)
         agent.hostname = o.hostname
-        agent.lost = False
+        st.set_agent_lost(o.agent_id, False)
         if o.unavailable_at is not None and agent.drain is None:
             maintenance.notice(st, ctx, o.agent_id, o.unavailable_at, None,
                                f"offer unavailability from {o.unavailable_at:.0f}")
