@@ -46,7 +46,7 @@ from corral.core.scaling import ScaleMemory, WorkerState
 from corral.core.workload import usable_load
 
 if TYPE_CHECKING:
-    from corral.core.state import Attempt, CoreState, Job
+    from corral.core.state import Agent, Attempt, CoreState, Job
 
 MANUAL_REASON = "scaled by request"
 # The agent attribute that marks a spot machine (localmesos sets it on its spot agents;
@@ -141,6 +141,23 @@ def _at_least_zero(r: Resources) -> Resources:
     return Resources(max(r.cpus, 0.0), max(r.mem, 0.0), max(r.disk, 0.0), max(r.gpus, 0.0))
 
 
+def _contribution(offered: tuple[Resources, Resources] | None,
+                  agent: Agent | None) -> tuple[float, ...] | None:
+    """One agent's part of the capacity (cpus, mem, disk, gpus; then revocable): what it
+    offers plus what our tasks hold there; None if it is lost or has nothing."""
+    if agent is not None and agent.lost:
+        return None
+    o_res, o_rev = offered or (ZERO, ZERO)
+    out = [o_res.cpus, o_res.mem, o_res.disk, o_res.gpus,
+           o_rev.cpus, o_rev.mem, o_rev.disk, o_rev.gpus]
+    if agent is not None:
+        h = agent.held
+        for i, x in enumerate((h.cpus, h.mem, h.disk, h.gpus,
+                               h.rcpus, h.rmem, h.rdisk, h.rgpus)):
+            out[i] += max(x, 0.0)
+    return tuple(out) if any(out) else None
+
+
 @dataclass(slots=True)
 class PolicyBase:
     """Defaults every policy shares: the capacity estimate from offers, no usage
@@ -149,6 +166,11 @@ class PolicyBase:
     name: str = "base"
     last_shares: dict[str, float] = field(default_factory=dict)  # role -> fair share
     _offered: dict[str, tuple[Resources, Resources]] = field(default_factory=dict)
+    # The capacity estimate, kept per agent and in total so a pass costs only the agents
+    # that changed since the last one (offers, launches, held resources, lost flags).
+    _contrib: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    _total: list[float] = field(default_factory=lambda: [0.0] * 8)
+    _dirty: set[str] = field(default_factory=set)
 
     def observe_offers(self, offers: Sequence[Offer]) -> None:
         """Remember what each agent offers now (non-revocable, revocable)."""
@@ -157,6 +179,7 @@ class PolicyBase:
             res, rev = by_agent.get(o.agent_id, (ZERO, ZERO))
             by_agent[o.agent_id] = (res + o.resources, rev + o.revocable)
         self._offered.update(by_agent)
+        self._dirty.update(by_agent)
 
     def observe_launch(self, agent_id: str, taken: Resources, revocable: bool) -> None:
         """``taken`` of the agent's offer went to a task of ours: from now on it counts as
@@ -168,40 +191,28 @@ class PolicyBase:
         else:
             res = _at_least_zero(res - taken)
         self._offered[agent_id] = (res, rev)
+        self._dirty.add(agent_id)
 
     def observe_usage(self, att: Attempt, cpus: float, mem: float) -> None:
         return None
 
     def capacity(self, st: CoreState) -> tuple[Resources, Resources]:
         """(non-revocable, revocable) capacity: last offers plus what our tasks hold on
-        every agent not reported lost."""
-        c = [0.0, 0.0, 0.0, 0.0]
-        r = [0.0, 0.0, 0.0, 0.0]
-        agents = st.agents
-        for agent_id in set(self._offered) | {a for a, ag in agents.items() if ag.tasks}:
-            agent = agents.get(agent_id)
-            if agent is not None and agent.lost:
-                continue
-            o_res, o_rev = self._offered.get(agent_id, (ZERO, ZERO))
-            c[0] += o_res.cpus
-            c[1] += o_res.mem
-            c[2] += o_res.disk
-            c[3] += o_res.gpus
-            r[0] += o_rev.cpus
-            r[1] += o_rev.mem
-            r[2] += o_rev.disk
-            r[3] += o_rev.gpus
-            if agent is not None:
-                h = agent.held
-                c[0] += max(h.cpus, 0.0)
-                c[1] += max(h.mem, 0.0)
-                c[2] += max(h.disk, 0.0)
-                c[3] += max(h.gpus, 0.0)
-                r[0] += max(h.rcpus, 0.0)
-                r[1] += max(h.rmem, 0.0)
-                r[2] += max(h.rdisk, 0.0)
-                r[3] += max(h.rgpus, 0.0)
-        return Resources(*c), Resources(*r)
+        every agent not reported lost. Only agents that changed since the last call are
+        looked at again (O(changes), not O(agents))."""
+        changed = self._dirty | st.take_touched_agents()
+        self._dirty = set()
+        total = self._total
+        for agent_id in changed:
+            new = _contribution(self._offered.get(agent_id), st.agents.get(agent_id))
+            old = self._contrib.pop(agent_id, None)
+            if new is not None:
+                self._contrib[agent_id] = new
+            for i in range(8):
+                total[i] += (new[i] if new is not None else 0.0) - \
+                    (old[i] if old is not None else 0.0)
+        t = [max(x, 0.0) for x in total]   # float residue of many adds never goes negative
+        return Resources(*t[:4]), Resources(*t[4:])
 
     def step(self, st: CoreState, now: float) -> list[Decision]:
         return []
@@ -293,6 +304,7 @@ class Elastic(PolicyBase):
             for a in gone:
                 self._spot.discard(a)
                 self._offered.pop(a, None)
+                self._dirty.add(a)
 
     def constraints(self, st: CoreState, job: Job, kind: TaskKind) -> Constraints | None:
         """Workers go to spot agents first: while the spot agents' last offers had room
