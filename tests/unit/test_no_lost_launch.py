@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from corral.core import effects as fx
 from corral.core import events as ev
+from corral.core.scheduler import Scheduler
 from corral.core.slot_state import Life
 from corral.core.views import JobState
 from tests.unit.test_scheduler import KEY, Harness, launches, make_spec, of
@@ -160,3 +161,18 @@ def test_kill_of_a_killed_job_is_retried_until_confirmed_and_the_job_ends() -> N
     assert kills >= 3                      # never given up, backing off
     h.status(m.task_id, "TASK_KILLED")
     assert h.s.view(KEY).state is JobState.KILLED
+
+
+def test_a_burst_of_due_timers_is_spread_over_events() -> None:
+    from corral.core.handlers.context import CoreConfig
+    from corral.core.state import TimerKind
+
+    s = Scheduler(timers_per_event=3)
+    for i in range(10):
+        s.state.add_timer(5.0, TimerKind.STAGING, task_id=f"gone-{i}")  # stale: no attempt
+    assert isinstance(s.config, CoreConfig)
+    s.handle(ev.Tick(), 10.0)
+    assert len(s.state.timers) == 7          # three fired, the rest wait
+    for _ in range(3):
+        s.handle(ev.Tick(), 11.0)
+    assert not s.state.timers

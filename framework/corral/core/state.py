@@ -589,8 +589,12 @@ class CoreState:
         self._timer_seq += 1
         heapq.heappush(self.timers, Timer(at, self._timer_seq, kind, task_id, slot, token))
 
-    def due_timers(self, now: float) -> Iterator[Timer]:
-        while self.timers and self.timers[0].at <= now:
+    def due_timers(self, now: float, limit: int) -> Iterator[Timer]:
+        """Timers due at ``now``, earliest first, at most ``limit`` of them (the rest
+        stay due for the next event: a burst of launches arms a burst of timers, and
+        no single event should pay for all of them)."""
+        while limit > 0 and self.timers and self.timers[0].at <= now:
+            limit -= 1
             yield heapq.heappop(self.timers)
 
     def note(self, now: float, text: str) -> None:

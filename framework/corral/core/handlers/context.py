@@ -35,7 +35,8 @@ class CoreConfig:
     ``finished_jobs_kept`` / ``finished_job_ttl``: finished jobs stay visible (GetJob,
     ListJobs) while among the newest this many and younger than this; then they leave
     the core and the store (a job's history belongs in the history store).
-    ``cost``: the price table and role budgets (``core.cost``).
+    ``cost``: the price table and role budgets (``core.cost``). ``timers_per_event``: at
+    most this many due timers fire before one event; the rest fire before the next ones.
     """
 
     executor_overhead: Resources = ZERO
@@ -50,6 +51,7 @@ class CoreConfig:
     stale_after: float = 900.0
     stale_check_interval: float = 60.0
     stale_batch: int = 1000
+    timers_per_event: int = 5000   # timers fired before one event at most; the rest wait
     gate_deadline: float = 60.0
     gate_backoff: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
     finished_jobs_kept: int = 1000
