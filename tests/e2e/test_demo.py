@@ -51,14 +51,20 @@ def test_demo_chaos_loses_two_spot_machines_and_still_gets_every_bit_right(tmp_p
     # notice; the noticed worker drains and is replaced.
     assert kinds[:2] == ["chaos", "chaos"], out           # terminated, a new agent joins
     assert kinds.index("lost") < kinds.index("replaced") < kinds.index("notice"), out
-    assert sorted(kinds) == sorted(["chaos"] * 4 + ["lost", "notice", "replaced", "replaced",
-                                                     "drained"]), out
-    assert re.search(r"running worker-\d, terminated without notice at \d+%", out), out
-    assert re.search(r"running worker-\d, gets a 6 s notice at \d+%, then goes", out), out
+    # Workers go to spot machines first, so a machine may take several with it: each is
+    # lost (or noticed) and replaced, and each noticed one drains.
+    lost, noticed = kinds.count("lost"), kinds.count("notice")
+    assert lost >= 1 and noticed >= 1, out
+    assert sorted(kinds) == sorted(["chaos"] * 4 + ["lost"] * lost + ["notice"] * noticed
+                                   + ["replaced"] * (lost + noticed) + ["drained"] * noticed), out
+    workers = r"worker-\d(?:, worker-\d)*(?: and worker-\d)?"
+    assert re.search(rf"running {workers}, terminated without notice at \d+%", out), out
+    assert re.search(rf"running {workers}, gets a 6 s notice at \d+%, then goes", out), out
     assert re.search(r"drained  worker-\d attempt \d finished its chunk, checkpointed and "
                      r"exited before agent-\d \(spot\) went", out), out
     assert "machines taken   2 of 2 planned" in out
-    assert "losses           2, recovered 2: replacement running" in out
+    assert f"losses           {lost + noticed}, recovered {lost + noticed}: replacement " \
+        "running" in out, out
     assert re.search(r"work lost        [\d.]+ s of task time .*0\.0 s, drained on notice", out)
     assert "chunks scored    48/48" in out
     assert "OK: 48 chunks identical" in out

@@ -51,8 +51,8 @@ def test_first_fault_waits_for_a_quarter_and_spares_the_masters_agent() -> None:
     hit = chaos.next_fault(c, view(10), ROWS)
     assert hit is not None
     # worker-1 runs on S1, which also holds the master: S2 is the one taken.
-    assert (hit.agent_id, hit.slot, hit.task_id, hit.percent) == (
-        "S2", "worker-2", tid("worker-2"), 25)
+    assert (hit.agent_id, hit.workers, hit.percent) == (
+        "S2", (("worker-2", tid("worker-2")),), 25)
     assert hit.fault.notice is None
     assert chaos.describe_hit(hit) == (
         "chaos    agent-2 (spot), running worker-2, terminated without notice at 25%")
@@ -78,8 +78,10 @@ def test_second_fault_is_a_notice_after_the_first_loss_recovered() -> None:
                    replacement_task_id=tid("worker-2", 2))
     hit = chaos.next_fault(c, view(25, losses=(back,), tasks=moved), rows)
     assert hit is not None and hit.fault.notice == 5 and hit.agent_id == "S3"
-    assert hit.slot == "worker-1"                 # not worker-2 again
-    assert "gets a 5 s notice at 62%" in chaos.describe_hit(hit)
+    # Every worker on the machine is named: worker-1 and the replacement of worker-2.
+    assert hit.workers == (("worker-1", tid("worker-1")), ("worker-2", tid("worker-2", 2)))
+    assert chaos.describe_hit(hit) == ("chaos    agent-3 (spot), running worker-1 and "
+                                       "worker-2, gets a 5 s notice at 62%, then goes")
     c = chaos.carried_out(c, hit)
     assert c.complete and chaos.next_fault(c, view(30, losses=(back,)), rows) is None
 
@@ -100,8 +102,8 @@ def test_losses_recoveries_and_drains_are_told_once() -> None:
                      "1.2 s after the loss"]
     assert chaos.observe(c, view(15, losses=(back,), tasks=tasks), ROWS)[1] == []
 
-    hit = chaos.Hit(chaos.Fault(0.5, 5), "S1", "agent-1 (spot)", "worker-1", tid("worker-1"),
-                    50)
+    hit = chaos.Hit(chaos.Fault(0.5, 5), "S1", "agent-1 (spot)",
+                    (("worker-1", tid("worker-1")),), 50)
     c = chaos.carried_out(c, hit)
     notice = LossView("worker-1", tid("worker-1"), "notice", 110.0)
     c, lines = chaos.observe(c, view(20, losses=(back, notice)), ROWS)
@@ -116,8 +118,8 @@ def test_losses_recoveries_and_drains_are_told_once() -> None:
 
 def test_summary_names_machines_losses_and_work_lost() -> None:
     c = chaos.plan(notice=5)
-    c = chaos.carried_out(c, chaos.Hit(chaos.Fault(0.25), "S2", "agent-2 (spot)", "worker-2",
-                                       tid("worker-2"), 25))
+    c = chaos.carried_out(c, chaos.Hit(chaos.Fault(0.25), "S2", "agent-2 (spot)",
+                                       (("worker-2", tid("worker-2")),), 25))
     lost = LossView("worker-2", tid("worker-2"), "lost", 100.0, 1.5, 101.2, 1.2,
                     tid("worker-2", 2))
     notice = LossView("worker-1", tid("worker-1"), "notice", 110.0, 0.0, 110.7, 0.7,

@@ -36,14 +36,20 @@ class Fault:
 
 @dataclass(frozen=True)
 class Hit:
-    """A fault carried out: the agent taken and the worker attempt it was running."""
+    """A fault carried out: the agent taken and the worker attempts it was running
+    (workers go to spot agents first, so a spot machine often runs several)."""
 
     fault: Fault
     agent_id: str
     agent: str        # "agent-3 (spot)"
-    slot: str         # "worker-1"
-    task_id: str      # the attempt that ran there
+    workers: tuple[tuple[str, str], ...]   # (slot, task id) of each worker there
     percent: int      # of the chunks done when it happened
+
+    @property
+    def slots(self) -> str:
+        """``worker-1`` or ``worker-1 and worker-3`` or ``worker-0, worker-1 and worker-3``."""
+        names = [s for s, _ in self.workers]
+        return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 @dataclass(frozen=True)
@@ -64,10 +70,10 @@ class Chaos:
         return len(self.hits) == len(self.plan)
 
     @property
-    def draining(self) -> tuple[Hit, ...]:
-        """Noticed attempts whose end has not been told yet."""
-        return tuple(h for h in self.hits
-                     if h.fault.notice is not None and h.task_id not in self.told_drains)
+    def draining(self) -> tuple[tuple[Hit, str, str], ...]:
+        """Noticed attempts (hit, slot, task id) whose end has not been told yet."""
+        return tuple((h, slot, tid) for h in self.hits if h.fault.notice is not None
+                     for slot, tid in h.workers if tid not in self.told_drains)
 
 
 def plan(notice: float) -> Chaos:
@@ -97,16 +103,17 @@ def next_fault(c: Chaos, view: JobView, rows: Iterable[Mapping[str, Any]]) -> Hi
     usable = {r["id"]: r for r in rows
               if r.get("alive") and not r.get("unavailability") and not r.get("draining")
               and (r.get("attributes") or {}).get("market") == "spot"}
-    hit_before = {h.slot for h in c.hits}  # a different worker each time, if possible
+    hit_before = {s for h in c.hits for s, _ in h.workers}  # others first, if possible
     running = sorted((t for t in view.tasks if t.slot.startswith("worker")
                       and t.state == "TASK_RUNNING" and t.task_id and t.agent_id in usable
                       and t.agent_id != master), key=lambda t: (t.slot in hit_before, t.slot))
     if not running:
         return None
-    t = running[0]
-    assert t.task_id is not None and t.agent_id is not None
-    return Hit(fault, t.agent_id, agent_label(usable[t.agent_id]), t.slot, t.task_id,
-               round(100 * done))
+    agent_id = running[0].agent_id
+    assert agent_id is not None
+    there = tuple((t.slot, t.task_id) for t in sorted(running, key=lambda t: t.slot)
+                  if t.agent_id == agent_id and t.task_id)
+    return Hit(fault, agent_id, agent_label(usable[agent_id]), there, round(100 * done))
 
 
 def carried_out(c: Chaos, hit: Hit) -> Chaos:
@@ -115,9 +122,9 @@ def carried_out(c: Chaos, hit: Hit) -> Chaos:
 
 def describe_hit(hit: Hit) -> str:
     if hit.fault.notice is None:
-        return (f"chaos    {hit.agent}, running {hit.slot}, terminated without notice "
+        return (f"chaos    {hit.agent}, running {hit.slots}, terminated without notice "
                 f"at {hit.percent}%")
-    return (f"chaos    {hit.agent}, running {hit.slot}, gets a {hit.fault.notice:g} s notice "
+    return (f"chaos    {hit.agent}, running {hit.slots}, gets a {hit.fault.notice:g} s notice "
             f"at {hit.percent}%, then goes")
 
 
@@ -156,12 +163,12 @@ def drains(c: Chaos, task_states: Mapping[str, str]) -> tuple[Chaos, list[str]]:
     """Tell how each noticed attempt ended, once Mesos reports it ended."""
     lines: list[str] = []
     told = set(c.told_drains)
-    for h in c.draining:
-        state = task_states.get(h.task_id)
-        if state not in _ENDED or h.task_id in told:
+    for h, slot, tid in c.draining:
+        state = task_states.get(tid)
+        if state not in _ENDED or tid in told:
             continue
-        told.add(h.task_id)
-        who = f"{h.slot} attempt {_attempt(h.task_id)}"
+        told.add(tid)
+        who = f"{slot} attempt {_attempt(tid)}"
         if state == "TASK_FINISHED":
             lines.append(f"drained  {who} finished its chunk, checkpointed and exited "
                          f"before {h.agent} went")
