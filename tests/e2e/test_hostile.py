@@ -275,11 +275,13 @@ def test_quota_refuses_with_the_numbers_and_frees_up_on_kill(env: Env) -> None:
 
 
 def test_a_flood_keeps_the_scheduler_responsive_and_its_memory_bounded(env: Env) -> None:
-    """Rounds of concurrent oversized, undecodable and unknown-key requests: every answer
-    is a clean code, GetJob still answers, and memory stays bounded: ten rounds move
-    ~760 MB of refused requests, and the scheduler's RSS levels off well below that (it
-    holds at most one round's requests at a time; the allocator keeps its high-water
-    mark, so RSS rises over the first rounds, then stays)."""
+    """Waves of concurrent oversized, undecodable and unknown-key requests: every answer
+    is a clean code, GetJob still answers, and memory does not grow with what was sent:
+    ten rounds move ~760 MB of refused requests, and the scheduler's RSS stays far below
+    that. Each wave has 10 of each kind in flight: the peak a flood costs grows with how
+    many large requests are in flight at once (2 MiB each, and their decoded copies;
+    docs/operations.md), and that, with the allocator's high-water marks, would swamp
+    a test of whether the scheduler keeps what it refused."""
     proc = psutil.Process(env.cluster.scheduler.pid)
     before_latency = getjob_seconds(env, "hostile/test/anchor")
     big = pb.SubmitJobRequest(request_id="big", spec=spec_dict_to_proto(spec("big")))
@@ -289,19 +291,22 @@ def test_a_flood_keeps_the_scheduler_responsive_and_its_memory_bounded(env: Env)
     garbage = env.channel.unary_unary("/corral.v1.JobService/SubmitJob")
     rss = [proc.memory_info().rss]
     for _ in range(10):
-        futures = []
-        for i in range(40):
-            futures.append(env.stub.SubmitJob.future(big, metadata=Env.md(), timeout=60))
-            futures.append(garbage.future(bytes([i]) * 100_000, metadata=Env.md(), timeout=60))
-            futures.append(env.stub.GetJob.future(
-                pb.GetJobRequest(key=f"hostile/test/no{i}"), metadata=Env.md(), timeout=60))
-        futures += [env.stub.SubmitJob.future(huge, metadata=Env.md(), timeout=60)
-                    for _ in range(10)]
-        codes = [f.exception().code() if f.exception() else grpc.StatusCode.OK
-                 for f in futures]
-        assert set(codes[:-10]) <= {grpc.StatusCode.INVALID_ARGUMENT,
-                                    grpc.StatusCode.NOT_FOUND}, set(codes)
-        assert set(codes[-10:]) == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+        for wave in range(4):
+            futures = []
+            for i in range(wave * 10, wave * 10 + 10):
+                futures.append(env.stub.SubmitJob.future(big, metadata=Env.md(), timeout=60))
+                futures.append(garbage.future(bytes([i]) * 100_000, metadata=Env.md(),
+                                              timeout=60))
+                futures.append(env.stub.GetJob.future(
+                    pb.GetJobRequest(key=f"hostile/test/no{i}"), metadata=Env.md(),
+                    timeout=60))
+            futures += [env.stub.SubmitJob.future(huge, metadata=Env.md(), timeout=60)
+                        for _ in range(3)]
+            codes = [f.exception().code() if f.exception() else grpc.StatusCode.OK
+                     for f in futures]
+            assert set(codes[:-3]) <= {grpc.StatusCode.INVALID_ARGUMENT,
+                                       grpc.StatusCode.NOT_FOUND}, set(codes)
+            assert set(codes[-3:]) == {grpc.StatusCode.RESOURCE_EXHAUSTED}
         rss.append(proc.memory_info().rss)
     after_latency = getjob_seconds(env, "hostile/test/anchor")
     mib = [round(r / 2**20) for r in rss]
@@ -309,7 +314,7 @@ def test_a_flood_keeps_the_scheduler_responsive_and_its_memory_bounded(env: Env)
           f"ms after; scheduler RSS MiB before and after each round: {mib}")
     # Liveness, not a speed target (those live in bench/): the scheduler still answers.
     assert after_latency < 1.0
-    assert max(rss) - rss[0] < 450 * 2**20, mib
+    assert max(rss) - rss[0] < 300 * 2**20, mib
 
 
 def test_tasks_stay_in_their_sandbox(env: Env, tmp_path: Path) -> None:
