@@ -98,6 +98,7 @@ class Build:
     def handle(self, e: ev.Event) -> list[fx.Effect]:
         self.now += 0.001
         out = self.s.handle(e, self.now)
+        self.s.state.take_ended()   # the shell hands ended jobs to the history every turn
         for x in out:
             if isinstance(x, fx.LaunchTasks):
                 for t in x.tasks:

@@ -48,6 +48,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from corral_executor import sdk
+from corral_executor.net import accepts_connections
 
 log = logging.getLogger("corral_executor.dask_runner")
 
@@ -327,15 +328,6 @@ def _worker_class() -> Any:
     return CorralWorker
 
 
-def reachable(address: str, timeout: float = 1.0) -> bool:
-    host, _, port = address.rpartition(":")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
-            return True
-    except (OSError, ValueError):
-        return False
-
-
 async def _wait_for_scheduler(stop: asyncio.Event, give_up: float) -> str | None:
     """The master's ``host:port`` once something listens there; None on give-up/stop."""
     deadline = time.monotonic() + give_up
@@ -343,7 +335,7 @@ async def _wait_for_scheduler(stop: asyncio.Event, give_up: float) -> str | None
     while time.monotonic() < deadline and not stop.is_set():
         addr = sdk.master_address()
         if addr:
-            up = await asyncio.to_thread(reachable, addr)
+            up = await asyncio.to_thread(accepts_connections, addr)
             if up:
                 return addr
         with contextlib.suppress(TimeoutError):

@@ -38,9 +38,9 @@ from corral_executor.dask_runner import (
     EXIT_NO_SCHEDULER,
     exit_status,
     missing,
-    reachable,
     worker_host,
 )
+from corral_executor.net import accepts_connections
 
 #: The store key a worker sets when its torchrun finished training successfully.
 FINISHED_KEY = "corral/finished"
@@ -116,7 +116,7 @@ def _wait_master(give_up: float) -> str | None:
     delay = 0.05
     while time.monotonic() < deadline:
         addr = sdk.master_address()
-        if addr and reachable(addr):
+        if addr and accepts_connections(addr):
             return addr
         time.sleep(delay)
         delay = min(delay * 2, 1.0)

@@ -45,6 +45,7 @@ from kazoo.protocol.states import KazooState, WatchedEvent
 from corral.store.errors import DuplicateIdentity, StateCorrupt, StoreError
 from corral.store.layout import election_dir, epoch_path
 from corral.store.retry import TRANSIENT, operation_policy
+from corral_executor.net import accepts_connections
 
 log = logging.getLogger(__name__)
 
@@ -119,13 +120,6 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _accepts_connections(address: str, timeout: float = 0.5) -> bool:
-    host, _, port = address.rpartition(":")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
-            return True
-    except (OSError, ValueError):
-        return False
 
 
 def _seq(name: str) -> int | None:
@@ -300,7 +294,7 @@ class LeaderElection:
         if other.host and other.host == self.info.host:
             return _pid_alive(other.pid)
         if other.api_address and other.api_address != self.info.api_address:
-            return _accepts_connections(other.api_address)
+            return accepts_connections(other.api_address, timeout=0.5)
         return False
 
     def _refuse_duplicate_identity(self) -> None:
