@@ -8,6 +8,10 @@ younger than ``finished_job_ttl``, then leave the core and the store.
 
 from __future__ import annotations
 
+import contextlib
+import gc
+from collections.abc import Iterator
+
 import pytest
 
 from corral.core import effects as fx
@@ -81,3 +85,47 @@ def test_resubmitting_a_finished_key_keeps_the_new_job() -> None:
     h(ev.SubmitJob(make_spec(0), "r2"))
     h(ev.Tick(), 5)
     assert h.s.view(KEY).request_id == "r2" and h.s.view(KEY).state is JobState.PENDING
+
+
+@contextlib.contextmanager
+def cyclic_garbage() -> Iterator[list[object]]:
+    """The objects only the cyclic collector could free that the block left behind."""
+    found: list[object] = []
+    gc.collect()
+    flags = gc.get_debug()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        yield found
+        gc.collect()
+        found.extend(o for o in gc.garbage
+                     if type(o).__module__.startswith("corral.core"))
+    finally:
+        gc.set_debug(flags)
+        gc.garbage.clear()
+
+
+def test_dropped_jobs_are_freed_by_reference_counting() -> None:
+    """A job replaced by a resubmission (its kill's last update arriving after it) or
+    retired leaves no reference cycle behind: the runtime freezes its heap between full
+    collections (``runtime.gcpolicy``), so a cycle would be kept until the next one."""
+    h = Harness(finished_jobs_kept=0, finished_job_ttl=0.0)
+    with cyclic_garbage() as garbage:
+        m, ws = started(h, workers=3)
+        for w in ws:
+            h.status(w.task_id, "TASK_RUNNING")
+        h.status(m, "TASK_FINISHED")             # ended; its workers are being killed
+        for w in ws[1:]:
+            h.status(w.task_id, "TASK_KILLED")
+        assert h.s.view(KEY).state is JobState.FINISHED
+        h.s.take_ended(h.now)                      # what the shell does every turn
+        h(ev.SubmitJob(make_spec(1), "req-2"))     # replaces it, one worker still live
+        assert h.s.view(KEY).state is JobState.PENDING
+        h.status(ws[0].task_id, "TASK_KILLED")     # the old job's last word
+        h.s.take_ended(h.now)
+        (m2,) = launches(h.offers(1))
+        h.status(m2.task_id, "TASK_FINISHED")
+        h.s.take_ended(h.now)
+        h(ev.Tick(), 5)                             # retired
+        assert h.s.views() == []
+        h.s.validate()
+    assert garbage == []

@@ -260,6 +260,7 @@ class Scheduler:
                 continue
             job.cost.fold(max(now, job.cost.at or 0.0), job.desired)
             out.append((job_view(self.state, job, prices), job.cost.stored()))
+            self.state.let_go(job)   # a job already retired or replaced: freed now
         self.state.ended.extend(keep)
         return out
 

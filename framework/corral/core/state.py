@@ -415,7 +415,10 @@ class CoreState:
         return self._seq
 
     def add_job(self, job: Job) -> None:
+        old = self.jobs.get(job.key)
         self.jobs[job.key] = job
+        if old is not None and old is not job:
+            self.let_go(old)   # resubmitted under the same key
         self.mark_changed(job, durable=True)
 
     def add_attempt(self, att: Attempt) -> None:
@@ -559,8 +562,29 @@ class CoreState:
             del self.jobs[key]
             self.pending_jobs.pop(key, None)
             self.durable[key] = None
+            self.let_go(job)
             out.append(key)
         return out
+
+    def let_go(self, job: Job) -> None:
+        """Unlink a job the state no longer holds (retired, or replaced by a resubmission)
+        once the history has taken it (``take_ended`` calls this too) and none of its
+        attempts is still tracked.
+
+        An attempt points at its job and a slot at its attempts: left alone, a dropped job
+        is a reference cycle that only the cyclic garbage collector can free, a full pass
+        later (and never, between full passes, in a process that freezes its heap: see
+        ``corral.runtime.gcpolicy``). Unlinked, reference counting frees it at once."""
+        if self.jobs.get(job.key) is job or job.live or job in self.ended:
+            return
+        slots = list(job.slots())
+        for slot in slots:
+            for att in (slot.current, slot.last, *slot.retiring.values()):
+                if att is not None and self.attempts.get(att.task_id) is att:
+                    return   # a late update may still reach it
+        for slot in slots:
+            slot.current = slot.last = None
+            slot.retiring.clear()
 
     def heard(self, att: Attempt) -> None:
         """Corral just heard of ``att`` (``att.heard_at``): it goes to the back."""
