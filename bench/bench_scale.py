@@ -10,8 +10,12 @@ agents x running tasks asked for, then times:
 * tick    - one policy tick (the elastic pass over every job), every 5 s of `now`;
 * placements per CPU second (tasks placed / process time of the offers events), over the
   build and in one round placing 950 workers on 1,000 offers;
-* memory per running task (tracemalloc, after building) and a full GC pass;
-* the same memory and GC after 20,000 more attempts have finished (kill-and-resubmit).
+* memory per running task (tracemalloc, after building) and the garbage collector's
+  pauses: the hourly full pass and a pass between them (the runtime's policy,
+  ``corral.runtime.gcpolicy``, runs here as it does in the scheduler: every event
+  is a turn);
+* memory across 20,000 more finished attempts (kill-and-resubmit), measured after a first
+  20,000 have replaced what was built before tracing began: it must stay flat.
 
 It also times the shell's decode of 100 / 1,000 / 10,000-offer OFFERS events (JSON text
 to core events) and, as a baseline in the same run, a 20-line first-fit placement of the
@@ -54,6 +58,7 @@ from corral.core.scaling import ScalingConfig  # noqa: E402
 from corral.core.scheduler import Scheduler  # noqa: E402
 from corral.mesos import codec  # noqa: E402
 from corral.runtime import translate  # noqa: E402
+from corral.runtime.gcpolicy import GcPolicy  # noqa: E402
 
 MARKETS = ("spot-a", "spot-b", "spot-c", "on-demand")
 AGENT_CPUS, AGENT_MEM = 96.0, 384 * 1024.0
@@ -80,6 +85,7 @@ class Build:
         self.placed_cpu = 0.0
         self.placed = 0
         self.live: dict[str, str] = {}       # running task id -> agent
+        self.gc = GcPolicy()                 # as the runtime runs it, after every turn
         self.s.handle(ev.Subscribed("bench"), self.now)
         per_job = max(1, tasks // jobs - 1)
         self.per_job = per_job
@@ -98,7 +104,8 @@ class Build:
     def handle(self, e: ev.Event) -> list[fx.Effect]:
         self.now += 0.001
         out = self.s.handle(e, self.now)
-        self.s.state.take_ended()   # the shell hands ended jobs to the history every turn
+        self.s.take_ended(self.now)   # the shell hands ended jobs to the history every turn
+        self.gc.after_turn()
         for x in out:
             if isinstance(x, fx.LaunchTasks):
                 for t in x.tasks:
@@ -160,10 +167,15 @@ def memory_now() -> int:
     return tracemalloc.get_traced_memory()[0]
 
 
-def gc_pause() -> float:
+def gc_pauses(b: Build) -> str:
+    """The collector's pauses under the runtime's policy: a pass between full passes
+    (walks what was allocated since the last freeze) and the hourly full pass."""
     t0 = time.perf_counter()
     gc.collect()
-    return time.perf_counter() - t0
+    between = time.perf_counter() - t0
+    b.gc.full(time.monotonic())
+    return (f"GC full pass (hourly) {b.gc.last_full_s * 1e3:.0f} ms, a pass between "
+            f"them {between * 1e3:.0f} ms")
 
 
 def timed(fn: Callable[[], Any], rounds: int) -> list[float]:
@@ -223,18 +235,19 @@ def run(agents: int, tasks: int, jobs: int, rounds: int) -> None:
     running = b.running()
     mem = memory_now() - base
     tracemalloc.stop()
-    gc1 = gc_pause()
     print(f"\n== {agents:,} agents, {running:,} running tasks, {jobs:,} jobs "
           f"(built in {build_s:.1f} s)")
-    # Offers while workers are pending: lose 1,000 workers first.
+    # Offers while workers are pending: lose 1,000 workers first. The first round places
+    # most of them; the rest place what the losses of ``lose_and_replace`` free.
     for tid in b.rng.sample(list(b.live), min(1000, len(b.live))):
         b.handle(ev.StatusUpdate(tid, "TASK_LOST", b.live.pop(tid),
                                  reason="REASON_AGENT_REMOVED", uuid="u"))
-    offers_t = []
+    offers_t, placed = [], []
     for _ in range(rounds):
         t = time.perf_counter()
-        b.offer_round(1000)
+        _, n = b.offer_round(1000)
         offers_t.append(time.perf_counter() - t)
+        placed.append(n)
     lost_t, run_t = [], []
     for _ in range(rounds * 5):
         a, c = lose_and_replace(b)
@@ -242,7 +255,8 @@ def run(agents: int, tasks: int, jobs: int, rounds: int) -> None:
         run_t.append(c)
     ticks = timed(lambda: (setattr(b, "now", b.now + 5.0), b.handle(ev.Tick())), rounds)
     print(f"offers (1,000)   p50 {pct(offers_t, .5) * 1e3:8.1f} ms   max "
-          f"{max(offers_t) * 1e3:8.1f} ms   (incl. the placed tasks' RUNNING updates)")
+          f"{max(offers_t) * 1e3:8.1f} ms   (incl. the placed tasks' RUNNING updates; "
+          f"the first round placed {placed[0]:,}, its time {offers_t[0] * 1e3:.1f} ms)")
     print(f"status lost      p50 {pct(lost_t, .5) * 1e6:8.0f} us   max "
           f"{max(lost_t) * 1e6:8.0f} us")
     print(f"status running   p50 {pct(run_t, .5) * 1e6:8.0f} us   max "
@@ -253,16 +267,17 @@ def run(agents: int, tasks: int, jobs: int, rounds: int) -> None:
     print(f"placements       {rate:,.0f} per CPU second over the build ({b.placed:,} placed; "
           "its last rounds place few tasks on 1,000 offers each)")
     print(f"memory           {mem / max(running, 1):,.0f} B per running task; "
-          f"full GC {gc1 * 1e3:.0f} ms; attempts kept {len(b.s.state.attempts):,}")
+          f"{gc_pauses(b)}; attempts kept {len(b.s.state.attempts):,}")
     tracemalloc.start()
+    churn(b, 20_000)     # replaces what was built untraced: its frees are not counted
     before = memory_now()
     churn(b, 20_000)
     after = memory_now()
     tracemalloc.stop()
-    gc2 = gc_pause()
-    print(f"after 20,000 finished attempts: memory {(after - before) / 2**20:+.1f} MiB, "
-          f"full GC {gc2 * 1e3:.0f} ms, attempts kept {len(b.s.state.attempts):,}, "
+    print(f"20,000 more finished attempts: memory {(after - before) / 2**20:+.1f} MiB, "
+          f"{gc_pauses(b)}, attempts kept {len(b.s.state.attempts):,}, "
           f"jobs kept {len(b.s.state.jobs):,}")
+    b.gc.stop()
 
 
 def job_size_bench(rounds: int) -> None:
@@ -277,6 +292,7 @@ def job_size_bench(rounds: int) -> None:
             run_t.append(c)
         print(f"W={workers:<5} lost p50 {pct(lost_t, .5) * 1e6:6.0f} us   running p50 "
               f"{pct(run_t, .5) * 1e6:6.0f} us   (live {b.running():,})")
+        b.gc.stop()
 
 
 def offers_json(n: int) -> bytes:
@@ -336,6 +352,7 @@ def first_fit_bench(rounds: int) -> None:
         t0 = time.perf_counter()
         ff = first_fit(pending, offers)
         ff_t.append(time.perf_counter() - t0)
+        b.gc.stop()
     core, base = statistics.median(core_t), statistics.median(ff_t)
     print(f"\n== baseline: {placed} workers on 1,000 offers: first fit p50 {base * 1e3:.2f} ms "
           f"({ff} placed); the core's whole OFFERS decision p50 {core * 1e3:.1f} ms "

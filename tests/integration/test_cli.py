@@ -342,6 +342,10 @@ def test_scheduler_rejects_a_bad_policy_before_starting(tmp_path: Path) -> None:
     p = corral("scheduler", "--master", "http://127.0.0.1:9", "--overprovision", "-1")
     assert p.returncode == 2 and "--overprovision must be a number >= 0" in p.stderr
     no_traceback(p)
+    for bad_gc in ("5", "nan"):
+        p = corral("scheduler", "--master", "http://127.0.0.1:9", "--gc-full-every", bad_gc)
+        assert p.returncode == 2 and "--gc-full-every must be 0" in p.stderr, p.stderr
+        no_traceback(p)
 
 
 def test_scheduler_rejects_a_master_address_it_cannot_use() -> None:

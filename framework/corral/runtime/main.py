@@ -41,6 +41,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from corral.runtime.gcpolicy import GcPolicy
 from corral.runtime.service import RuntimeConfig, SchedulerService, default_executor_command
 
 if TYPE_CHECKING:
@@ -188,6 +189,12 @@ def build_parser(prog: str = "corral scheduler") -> argparse.ArgumentParser:
         help="how often executors report a task's CPU and memory use (what right-sizing "
              "measures; default %(default)s)",
     )
+    p.add_argument(
+        "--gc-full-every", type=float, default=3600.0, metavar="SECONDS",
+        help="freeze the long-lived heap so Python's garbage collector does not walk the "
+             "whole state in an event, and collect it whole this often (default "
+             "%(default)s; 0: Python's defaults; see docs/operations.md)",
+    )
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return p
 
@@ -305,6 +312,10 @@ def policy_settings(args: argparse.Namespace, config: RuntimeConfig) -> str | No
     if not (0.1 <= args.usage_interval <= 3600):
         return f"--usage-interval must be between 0.1 and 3600 seconds, got {args.usage_interval}"
     config.usage_interval = args.usage_interval
+    if not (args.gc_full_every == 0 or 60 <= args.gc_full_every <= 7 * 86400):
+        return ("--gc-full-every must be 0 (Python's defaults) or between 60 and 604800 "
+                f"seconds, got {args.gc_full_every}")
+    config.gc = GcPolicy(full_every_s=args.gc_full_every) if args.gc_full_every else None
     config.elastic = args.elastic
     config.overprovision = args.overprovision
     config.spread_attribute = args.spread_attribute or None

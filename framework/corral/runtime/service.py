@@ -59,6 +59,7 @@ from corral.mesos.errors import (
     MesosError,
 )
 from corral.runtime import translate
+from corral.runtime.gcpolicy import GcPolicy
 from corral.runtime.persist import MemoryStore, Persist, batch_for
 
 if TYPE_CHECKING:
@@ -106,6 +107,9 @@ class RuntimeConfig:
     prices: PriceTable | None = None  # --prices: the cost ledger's price table
     # Metrics, job history and progress samples (corral.observe), across terms.
     observer: Observer | None = field(default=None, repr=False, compare=False)
+    # The cyclic garbage collector's policy while acting (corral.runtime.gcpolicy);
+    # None: Python's defaults (embedded runtimes, tests).
+    gc: GcPolicy | None = field(default=None, repr=False, compare=False)
 
     def make_core(self, term: int = 0) -> Scheduler:
         """A fresh scheduler core configured from this (each leader term builds one)."""
@@ -262,6 +266,8 @@ class SchedulerService:
         self.acting = False
         self.halt_reason = reason
         log.warning("not acting any more: %s", reason)
+        if self.config.gc is not None:
+            self.config.gc.stop()   # this term's state is dropped: let Python free it
         while not self._outbox.empty():
             self._outbox.get_nowait()
         while not self._inbox.empty():
@@ -380,6 +386,8 @@ class SchedulerService:
                 self._outbox.put_nowait(effect)
             self._wake(changed)
             self._observe_turn(changed)
+            if self.config.gc is not None:
+                self.config.gc.after_turn()
             for cmd in cmds:
                 if cmd.done and not cmd.done.done():
                     cmd.done.set_result(None)
