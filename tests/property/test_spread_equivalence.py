@@ -17,11 +17,11 @@ from corral.core.placement import JobFacts, PendingTask, PlacementFacts, place, 
 from corral.core.resources import Resources
 
 
-def scan_spread(group, ctx, cap, score, attr, job, plan) -> int:  # type: ignore[no-untyped-def]
+def scan_spread(group, ctx, cap, score, jit, attr, job, plan) -> int:  # type: ignore[no-untyped-def]
     codes, table = ctx.pool.attr_codes(attr)
     used = np.array([job.spread_counts.get(v, 0) if v is not None else stack._BIG
                      for v in table], dtype=np.int64)
-    jit = rank.jitter(group[0].key.job, len(ctx.pool))
+    assert np.array_equal(jit, rank.jitter(group[0].key.job, len(ctx.pool)))
     absent = np.iinfo(np.int64).max
     done = 0
     while done < len(group):

@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 
 from corral.core import cost
+from corral.core import effects as fx
 from corral.core import events as ev
 from corral.core.cost import Budget, CostConfig, PriceFileError, parse_prices
 from corral.core.intent import export_job
@@ -175,3 +176,23 @@ def test_spend_the_history_reports_counts_against_the_budget() -> None:
     h(ev.SpendReported((("ml", 1.0),)))     # older jobs left the window
     h(ev.Tick(), 0.5)
     assert launches(h.offers("S4"))
+
+
+def test_running_ledgers_are_stored_a_few_per_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Jobs started together are not all written in one tick: at most
+    ``STORED_PER_CHECK`` ledgers per budget check, the rest at the next checks."""
+    monkeypatch.setattr(cost, "STORED_PER_CHECK", 2)
+    h = Harness(cost=CostConfig(prices=PRICES))
+    h(ev.Subscribed("fw"))
+    names = [f"j{i}" for i in range(5)]
+    for i, name in enumerate(names):
+        h(ev.SubmitJob(replace(make_spec(0), name=name), f"r{i}"))
+    for (agent, t) in launches(h.offers("S1", "S2", "S3", "S4")):
+        h.status(t.task_id, "TASK_RUNNING", agent)
+    h(ev.Tick(), cost.BUDGET_CHECK_EVERY)
+    stored = []
+    for _ in range(3):
+        out = h(ev.Tick(), cost.PERSIST_EVERY if not stored else cost.BUDGET_CHECK_EVERY)
+        stored.append(sorted(e.key for e in out if isinstance(e, fx.PersistJob)))
+    assert [len(s) for s in stored] == [2, 2, 1]
+    assert sorted(k for s in stored for k in s) == sorted(f"ml/prod/{n}" for n in names)

@@ -55,6 +55,10 @@ REVOCABLE_MARKET = "revocable"
 MAX_CHECKPOINT_SECONDS = 86400.0            # a reported checkpoint time above this is bad
 PERSIST_EVERY = 300.0                       # seconds of running between stored ledgers
 BUDGET_CHECK_EVERY = 10.0                   # seconds between budget checks (on ticks)
+# Ledgers stored per check at most: jobs started together would otherwise all be due in
+# the same tick (2,000 folds and writes at once); the rest wait for the next check, and
+# stay spread out after.
+STORED_PER_CHECK = 200
 
 Vec = list[float]
 
@@ -393,12 +397,16 @@ def after_event(st: CoreState, cfg: CostConfig, now: float, tick: bool) -> None:
             led.fold(now, job.desired)
     if tick and now - st.budget.checked_at >= BUDGET_CHECK_EVERY:
         st.budget.checked_at = now
+        left = STORED_PER_CHECK
         for job in st.active_jobs():
             led = job.cost
             if led.runs and now - led.stored_at >= PERSIST_EVERY:
                 led.fold(now, job.desired)
                 led.stored_at = now
                 st.mark_changed(job, durable=True)
+                left -= 1
+                if not left:
+                    break
         if cfg.budgets:
             check_budgets(st, cfg, now)
 

@@ -150,6 +150,10 @@ class Job:
     held_sum: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
     # ``progress`` summed (done, total, backlog, rerun), kept by set/drop_progress.
     progress_sum: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
+    # Live attempts per agent (all kinds, and workers only), kept with ``live``: what
+    # placement spreads a job's tasks by, read without walking the job.
+    on_agent: dict[str, int] = field(default_factory=dict)
+    workers_on: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.key = self.spec.key
@@ -248,14 +252,14 @@ class TimerKind(StrEnum):
     DEADLINE = "deadline"        # a draining worker must stop now
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(frozen=True, slots=True)
 class Timer:
     at: float
     seq: int
-    kind: TimerKind = field(compare=False)
-    task_id: str = field(compare=False, default="")
-    slot: TaskKey | None = field(compare=False, default=None)
-    token: int = field(compare=False, default=0)   # attempt.edges / slot.vacated when armed
+    kind: TimerKind
+    task_id: str = ""
+    slot: TaskKey | None = None
+    token: int = 0                 # attempt.edges / slot.vacated when armed
 
 
 @dataclass(slots=True)
@@ -303,7 +307,9 @@ class CoreState:
         self.inverse_accepted: set[str] = set()
         # Live attempts by when Corral last heard of them, oldest first.
         self._heard: dict[str, float] = {}
-        self.timers: list[Timer] = []
+        # A heap of (at, seq, timer): tuples compare in C (a burst of 5,000 due timers
+        # costs ~70,000 comparisons; a dataclass's generated ``__lt__`` made that ~20 ms).
+        self.timers: list[tuple[float, int, Timer]] = []
         self.notes: deque[tuple[float, str]] = deque(maxlen=1000)
         self.term = term
         self._seq = 0
@@ -368,7 +374,7 @@ class CoreState:
         """The policy's new memory of ``job``; ``durable``: a change a new leader must
         know (written with the job's intent). A non-durable change (the measured rate
         moved a little) is kept without waking watchers or writing the store."""
-        if memory == job.policy:
+        if memory is job.policy or memory == job.policy:
             return
         job.policy = memory
         if durable:
@@ -611,15 +617,20 @@ class CoreState:
     def add_timer(self, at: float, kind: TimerKind, *, task_id: str = "",
                   slot: TaskKey | None = None, token: int = 0) -> None:
         self._timer_seq += 1
-        heapq.heappush(self.timers, Timer(at, self._timer_seq, kind, task_id, slot, token))
+        heapq.heappush(self.timers, (at, self._timer_seq,
+                                     Timer(at, self._timer_seq, kind, task_id, slot, token)))
+
+    def next_timer_at(self) -> float | None:
+        """When the earliest timer is due (None: no timer)."""
+        return self.timers[0][0] if self.timers else None
 
     def due_timers(self, now: float, limit: int) -> Iterator[Timer]:
         """Timers due at ``now``, earliest first, at most ``limit`` of them (the rest
         stay due for the next event: a burst of launches arms a burst of timers, and
         no single event should pay for all of them)."""
-        while limit > 0 and self.timers and self.timers[0].at <= now:
+        while limit > 0 and self.timers and self.timers[0][0] <= now:
             limit -= 1
-            yield heapq.heappop(self.timers)
+            yield heapq.heappop(self.timers)[2]
 
     def note(self, now: float, text: str) -> None:
         self.notes.append((now, text))
@@ -650,13 +661,20 @@ class CoreState:
         agent = self.agent(att.agent_id) if att.agent_id else None
         if agent is not None:
             self.touched_agents.add(agent.agent_id)
+        job = att.job
         if live:
-            att.job.live.add(att.task_id)
+            if att.task_id not in job.live:
+                job.live.add(att.task_id)
+                if agent is not None:
+                    _count_on(job, att, agent.agent_id, 1)
             if agent is not None and att.task_id not in agent.tasks:
                 agent.tasks.add(att.task_id)
                 agent.held.add(att.resources, att.revocable, 1.0)
         else:
-            att.job.live.discard(att.task_id)
+            if att.task_id in job.live:
+                job.live.discard(att.task_id)
+                if agent is not None:
+                    _count_on(job, att, agent.agent_id, -1)
             if agent is not None and att.task_id in agent.tasks:
                 agent.tasks.discard(att.task_id)
                 agent.held.add(att.resources, att.revocable, -1.0)
@@ -697,6 +715,17 @@ class CoreState:
             live = {a.task_id for a in self.attempts.values() if a.job is job and a.live}
             if live != job.live:
                 yield f"{key}: live index {sorted(job.live)} != {sorted(live)}"
+            per_agent: dict[str, int] = defaultdict(int)
+            workers_on: dict[str, int] = defaultdict(int)
+            for tid in live:
+                att = self.attempts[tid]
+                if att.agent_id:
+                    per_agent[att.agent_id] += 1
+                    if att.key.kind is TaskKind.WORKER:
+                        workers_on[att.agent_id] += 1
+            if per_agent != job.on_agent or workers_on != job.workers_on:
+                yield (f"{key}: per-agent counts {job.on_agent}/{job.workers_on} "
+                       f"!= {dict(per_agent)}/{dict(workers_on)}")
             seen_live |= live
             if any(h >= job.span or h < 0 for h in job.holes):
                 yield f"{key}: holes {sorted(job.holes)} outside the span {job.span}"
@@ -778,6 +807,18 @@ class CoreState:
         if cur is not None and cur.life.active and not job.wants(slot.key) and \
                 cur.life is not Life.KILL_SENT:
             yield f"{where}: unwanted attempt {cur.task_id} still {cur.life}"
+
+
+def _count_on(job: Job, att: Attempt, agent_id: str, n: int) -> None:
+    """``att`` (live) arrives on (1) or leaves (-1) ``agent_id``: the job's counts."""
+    tables = (job.on_agent, job.workers_on) if att.key.kind is TaskKind.WORKER \
+        else (job.on_agent,)
+    for table in tables:
+        left = table.get(agent_id, 0) + n
+        if left:
+            table[agent_id] = left
+        else:
+            del table[agent_id]
 
 
 def _held_worker(att: Attempt) -> bool:

@@ -242,9 +242,9 @@ class Simulation:
         self.stats.handled += 1
         for e in out:
             self._carry_out(e)
-        timers = self.sched.state.timers
-        if timers:
-            at = max(timers[0].at, self.now)
+        due = self.sched.state.next_timer_at()
+        if due is not None:
+            at = max(due, self.now)
             if at < self.next_tick and (self.timer_wake is None or at < self.timer_wake
                                         or self.timer_wake <= self.now):
                 self.timer_wake = at

@@ -130,20 +130,17 @@ def placement_inputs(st: CoreState, ctx: Ctx) -> tuple[list[PendingTask], Placem
 
 
 def job_facts(st: CoreState, ctx: Ctx, job: Job) -> JobFacts:
-    per_agent: Counter[str] = Counter()
+    """Where ``job``'s live tasks are: per agent (the state keeps the counts) and, for
+    its workers, per value of the attribute it spreads over."""
     spread: Counter[str] = Counter()
     attr = job.spec.constraints.spread_over or ctx.config.default_spread
-    for tid in job.live:
-        att = st.attempts[tid]
-        if att.agent_id is None:
-            continue
-        per_agent[att.agent_id] += 1
-        if attr and att.key.kind is TaskKind.WORKER:
-            agent = st.agents.get(att.agent_id)
+    if attr:
+        for agent_id, n in job.workers_on.items():
+            agent = st.agents.get(agent_id)
             value = agent.attributes.get(attr) if agent is not None else None
             if value is not None:
-                spread[value] += 1
-    return JobFacts(master_running=job.master_running(), tasks_per_agent=per_agent,
+                spread[value] += n
+    return JobFacts(master_running=job.master_running(), tasks_per_agent=job.on_agent,
                     spread_counts=spread)
 
 

@@ -86,14 +86,15 @@ def _place_group(group: list[PendingTask], pool: AgentPool, facts: PlacementFact
         return
     ctx = _context(task, pool, job, counts)
     cap = _capacity(ctx, static_mask(ctx))
-    score = rank.scores(ctx) + rank.jitter(task.key.job, len(pool))
+    jit = rank.jitter(task.key.job, len(pool))
+    score = rank.scores(ctx) + jit
     spread = task.constraints.spread_over if task.key.kind is TaskKind.WORKER else None
     if spread and pool.attr_codes(spread)[1] == [None]:
         spread = None  # no offered agent has the attribute: nothing to spread over
     if spread:
-        done = _choose_spread(group, ctx, cap, score, spread, job, plan)
+        done = _choose_spread(group, ctx, cap, score, jit, spread, job, plan)
     else:
-        done = _choose_binpack(group, ctx, cap, score, plan)
+        done = _choose_binpack(group, ctx, cap, score, jit, plan)
     if done < len(group):
         _veto(plan, group[done:], explain(ctx))
 
@@ -156,9 +157,8 @@ def _assign(group: list[PendingTask], start: int, k: int, i: int, ctx: GroupCont
 
 
 def _choose_binpack(group: list[PendingTask], ctx: GroupContext, cap: np.ndarray,
-                    score: np.ndarray, plan: Plan) -> int:
+                    score: np.ndarray, jit: np.ndarray, plan: Plan) -> int:
     done = 0
-    jit = rank.jitter(group[0].key.job, len(ctx.pool))
     while done < len(group):
         masked = np.where(cap > 0, score, -np.inf)
         i = int(np.argmax(masked))
@@ -171,7 +171,8 @@ def _choose_binpack(group: list[PendingTask], ctx: GroupContext, cap: np.ndarray
 
 
 def _choose_spread(group: list[PendingTask], ctx: GroupContext, cap: np.ndarray,
-                   score: np.ndarray, attr: str, job: JobFacts, plan: Plan) -> int:
+                   score: np.ndarray, jit: np.ndarray, attr: str, job: JobFacts,
+                   plan: Plan) -> int:
     """Each task to the least-used attribute value among the agents that can take it (the
     lowest code on a tie), and within the value to the agent with the best score less
     ``_HOST_SPREAD`` per task of the job already there (the lowest index on a tie).
@@ -184,7 +185,6 @@ def _choose_spread(group: list[PendingTask], ctx: GroupContext, cap: np.ndarray,
     codes, table = ctx.pool.attr_codes(attr)
     # Agents lacking the attribute form their own bucket, used only as a last resort.
     used = [job.spread_counts.get(v, 0) if v is not None else int(_BIG) for v in table]
-    jit = rank.jitter(group[0].key.job, len(ctx.pool))
     if len(table) == 1:
         codes = np.zeros(len(ctx.pool), dtype=np.int64)  # one bucket: nothing to balance
     alive = np.bincount(codes[cap > 0], minlength=len(table))
