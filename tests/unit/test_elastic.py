@@ -3,14 +3,15 @@ their reason and fair share; a job scaled by hand is left alone."""
 
 from __future__ import annotations
 
+from corral.core import effects as fx
 from corral.core import events as ev
-from corral.core.elastic import Elastic
+from corral.core.elastic import MANUAL_REASON, Elastic
 from corral.core.fairness import RolePolicy
-from corral.core.model import Offer
+from corral.core.model import Offer, TaskKind
 from corral.core.policy import PolicyConfig
 from corral.core.resources import Resources
 from corral.core.scaling import ScalingConfig
-from tests.unit.test_scheduler import KEY, Harness, launches, make_spec, started
+from tests.unit.test_scheduler import KEY, Harness, launches, make_spec, of, started
 
 FAST = PolicyConfig(scaling=ScalingConfig(target_duration_s=60.0, cooldown_up_s=0.0,
                                           cooldown_down_s=0.0))
@@ -161,3 +162,61 @@ def test_quota_limits_the_target() -> None:
     # 4 cpus: the master (1) and three 1-cpu workers.
     assert view.desired_workers == 3, view.target_reason
     assert view.target_reason.startswith("quota:")
+
+
+NAMES = [f"j{i}" for i in range(5)]
+
+
+def five_nearly_done(per_step: int) -> Harness:
+    """Five 4-worker jobs (min 1) that each report 98 of 100 units done after a pass."""
+    h = Harness(elastic=Elastic(config=FAST, interval=5.0, jobs_per_step=per_step))
+    h(ev.Subscribed("fw-1"))
+    for n in NAMES:
+        h(ev.SubmitJob(make_spec(4, lo=1, hi=8, name=n), f"r-{n}"))
+    masters: dict[str, tuple[str, str]] = {}
+    for _ in range(2):   # the masters, then (once they run) the workers
+        for launch in of(h.offers(1, 2, 3, 4), fx.LaunchTasks):
+            for t in launch.tasks:
+                h.status(t.task_id, "TASK_RUNNING", launch.agent_id)
+                if t.key.kind is TaskKind.MASTER:
+                    masters[t.key.job] = (t.task_id, launch.agent_id)
+    assert len(masters) == 5
+    assert all(t.state == "TASK_RUNNING" for k in masters for t in h.s.view(k).tasks)
+    for done in (0, 98):
+        for tid, agent in masters.values():
+            h(ev.ExecutorMessage(agent, tid, {"kind": "progress", "task_id": tid,
+                                              "done": done, "total": 100,
+                                              "backlog": 100 - done, "rerun": 0}),
+              dt=10 if done else 1)
+        h(ev.Tick(), dt=5)
+        for _ in range(5):       # a split pass goes on over the next ticks
+            h(ev.Tick(), dt=0.01)
+    return h
+
+
+def test_a_pass_split_across_ticks_decides_what_one_pass_decides() -> None:
+    whole, split = five_nearly_done(1000), five_nearly_done(2)
+    for n in NAMES:
+        a, b = whole.s.view(f"ml/prod/{n}"), split.s.view(f"ml/prod/{n}")
+        assert a.desired_workers == b.desired_workers == 1, (a.target_reason, b.target_reason)
+        assert a.target_reason == b.target_reason
+
+
+def test_a_split_pass_takes_a_share_per_tick_and_skips_what_changed() -> None:
+    h = five_nearly_done(2)
+    policy = h.s.elastic
+    assert isinstance(policy, Elastic)
+    steps = []
+    for _ in range(5):
+        h(ev.Tick(), dt=5 if not steps else 0.01)
+        p = policy._pass
+        steps.append(None if p is None else (p.next, p.result is not None))
+        if len(steps) == 2:
+            h(ev.KillJob("ml/prod/j4"), dt=0.01)     # ends while its demand is gathered
+        if len(steps) == 4:
+            h(ev.ScaleJob("ml/prod/j3", 5), dt=0.01)  # scaled by hand before its decision
+    # Gathered two jobs per tick, computed and decided two, then the rest.
+    assert steps == [(2, False), (4, False), (5, False), (2, True), None]
+    assert [h.s.view(f"ml/prod/j{i}").desired_workers for i in range(4)] == [1, 1, 1, 5]
+    assert h.s.view("ml/prod/j3").target_reason == MANUAL_REASON
+    h.s.validate()

@@ -32,14 +32,20 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Protocol, overload
 
 from corral.core import accounting as acct
 from corral.core.fairness import RolePolicy
 from corral.core.memory import PolicyMemory
 from corral.core.model import Constraints, Offer, TaskKind, Tier
-from corral.core.policy import JobDemand, PolicyConfig, PolicyState, compute_targets
+from corral.core.policy import (
+    JobDemand,
+    PolicyConfig,
+    PolicyResult,
+    PolicyState,
+    compute_targets,
+)
 from corral.core.resources import ZERO, Resources
 from corral.core.rightsizing import explain, percentile
 from corral.core.scaling import ScaleMemory, WorkerState
@@ -55,6 +61,10 @@ SPOT = ("spot", "true")
 # A measured rate that moved by more than this fraction since it was last persisted is
 # persisted again (smaller moves are kept in memory only: no store write per pass).
 RATE_PERSIST_CHANGE = 0.2
+# What the policy remembers that a new leader must see: everything but the measured rate
+# and the wording of the size's reason, which move at every pass (``Elastic._durable``).
+_MOVING = frozenset({"rate_at", "rate_done", "rate_per_s", "rate_measured", "size_reason"})
+_DURABLE_FIELDS = tuple(f.name for f in fields(PolicyMemory) if f.name not in _MOVING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +85,22 @@ class Decision:
     retire: tuple[str, ...] = ()
     memory: PolicyMemory | None = None
     durable: bool = False
+
+
+@dataclass(slots=True)
+class _Pass:
+    """A policy pass under way: the jobs it sizes and what it has learned of them."""
+
+    jobs: list[Job]
+    next: int = 0                      # jobs gathered so far; once computed, decided
+    memories: dict[str, PolicyMemory] = field(default_factory=dict)
+    sizes: dict[str, tuple[Resources | None, Resources | None, int]] = field(
+        default_factory=dict)
+    demands: dict[str, JobDemand] = field(default_factory=dict)
+    desired: dict[str, int] = field(default_factory=dict)
+    scale: dict[str, ScaleMemory] = field(default_factory=dict)
+    victims: dict[str, tuple[tuple[str, ...], str]] = field(default_factory=dict)
+    result: PolicyResult | None = None
 
 
 class PolicyHooks(Protocol):
@@ -262,8 +288,11 @@ class Elastic(PolicyBase):
     _spot_room: list[float] = field(default_factory=lambda: [0.0, 0.0])
     _at_risk: set[str] = field(default_factory=set)       # deadline jobs at risk
     _persisted_rate: dict[str, float] = field(default_factory=dict)
+    # A pass over more active jobs than this is split across ticks (``step``).
+    jobs_per_step: int = 1000
     _seeded: bool = False
     _last_pass: float | None = None
+    _pass: _Pass | None = None
 
     # ------------------------------------------------------------ observations
 
@@ -357,7 +386,6 @@ class Elastic(PolicyBase):
         # The state keeps how many workers run and what they hold; the workers one by
         # one are built only if the pass asks (a job it shrinks or preempts from).
         n = job.held_workers
-        held = Resources(*job.held_sum) if n else ZERO
         per_worker = memory.rate_per_s / n if memory.rate_measured and n > 0 else 0.0
         progress = job.progress_total()
         # A job that never reported progress has an unknown load, not an empty one: NaN
@@ -371,7 +399,7 @@ class Elastic(PolicyBase):
             backlog=backlog,
             throughput_per_worker=per_worker, measured_per_worker=measured,
             peak_per_worker=peak,
-            running_resources=held.scale(1.0 / n) if n else None,
+            running_resources=Resources(*(x / n for x in job.held_sum)) if n else None,
             wanted_workers=load.workers if load else None,
             load_detail=load.detail if load else "",
         )
@@ -388,9 +416,42 @@ class Elastic(PolicyBase):
 
     def step(self, st: CoreState, now: float) -> list[Decision]:
         """One policy pass if ``interval`` has passed: a ``Decision`` for every active job
-        (the core applies them)."""
-        if self._last_pass is not None and now - self._last_pass < self.interval:
-            return []
+        (the core applies them).
+
+        A pass over more than ``jobs_per_step`` active jobs is split across calls (ticks),
+        so no single event holds the loop for the whole pass: the jobs' demands are
+        gathered ``jobs_per_step`` at a time, the targets computed at once in the next
+        call, and the decisions handed out ``jobs_per_step`` at a time from then on. A job
+        that ended meanwhile drops out; one submitted meanwhile waits for the next pass;
+        a job scaled by hand meanwhile keeps its target."""
+        p = self._pass
+        if p is None:
+            if self._last_pass is not None and now - self._last_pass < self.interval:
+                return []
+            p = self._pass = self._begin(st, now)
+            if p is None:
+                return []
+        split = len(p.jobs) > self.jobs_per_step
+        if p.result is None:
+            if p.next < len(p.jobs):
+                end = p.next + self.jobs_per_step if split else len(p.jobs)
+                for j in p.jobs[p.next:end]:
+                    self._gather(p, j, now)
+                p.next = min(end, len(p.jobs))
+                if split:
+                    return []   # the targets in the next call
+            if not self._compute(st, p, now):
+                self._pass = None
+                return []
+        end = p.next + self.jobs_per_step if split else len(p.jobs)
+        out = [self._decide(p, job, now) for job in p.jobs[p.next:end]
+               if st.jobs.get(job.key) is job and job.active()]
+        p.next = end
+        if p.next >= len(p.jobs):
+            self._pass = None
+        return out
+
+    def _begin(self, st: CoreState, now: float) -> _Pass | None:
         self._last_pass = now
         jobs = st.active_jobs()
         active = {j.key for j in jobs}
@@ -399,60 +460,63 @@ class Elastic(PolicyBase):
         for key in [k for k in self._persisted_rate if k not in active]:
             del self._persisted_rate[key]
         self._at_risk &= active
+        return _Pass(jobs) if jobs else None
+
+    def _gather(self, p: _Pass, j: Job, now: float) -> None:
+        """What the pass must know of one job: its measured rate, usage and demand."""
+        mem = measured_rate(j.policy, j.progress_total().done, now, self.smoothing) \
+            if j.progress else j.policy
+        p.memories[j.key] = mem
+        size = p.sizes[j.key] = self._measured(j)
+        p.demands[j.key] = self._demand(j, mem, size[0], size[1], now)
+        if mem.load_target is not None:
+            p.desired[j.key] = mem.load_target
+        # A job the policy has not sized yet: its submission is its last change.
+        p.scale[j.key] = ScaleMemory(mem.last_up_at, mem.last_down_at) \
+            if mem.last_up_at is not None or mem.last_down_at is not None \
+            else ScaleMemory(last_up_at=j.submitted_at)
+
+    def _compute(self, st: CoreState, p: _Pass, now: float) -> bool:
+        """The targets of the pass's jobs still active (False: no capacity seen yet;
+        today's targets stay)."""
         capacity, revocable = self.capacity(st)
-        if not jobs or capacity.is_empty():
-            return []  # nothing to size, or no offer seen yet: keep today's targets
+        if capacity.is_empty():
+            return False
         if not self._seeded:
             self._seed_window(st, now)
         self._forget_lost(st)
-        memories: dict[str, PolicyMemory] = {}
-        sizes: dict[str, tuple[Resources | None, Resources | None, int]] = {}
-        demands = []
-        desired: dict[str, int] = {}
-        scale: dict[str, ScaleMemory] = {}
-        for j in jobs:
-            mem = measured_rate(j.policy, j.progress_total().done, now, self.smoothing) \
-                if j.progress else j.policy
-            memories[j.key] = mem
-            sizes[j.key] = self._measured(j)
-            demands.append(self._demand(j, mem, sizes[j.key][0], sizes[j.key][1], now))
-            if mem.load_target is not None:
-                desired[j.key] = mem.load_target
-            # A job the policy has not sized yet: its submission is its last change.
-            scale[j.key] = ScaleMemory(mem.last_up_at, mem.last_down_at) \
-                if mem.last_up_at is not None or mem.last_down_at is not None \
-                else ScaleMemory(last_up_at=j.submitted_at)
-        state = PolicyState(desired=desired, memory=scale, preemptions=self.window)
-        result = compute_targets(demands, capacity, self.roles, state, now, self.config,
-                                 revocable_capacity=revocable)
+        p.jobs = [j for j in p.jobs if st.jobs.get(j.key) is j and j.active()]
+        state = PolicyState(desired=p.desired, memory=p.scale, preemptions=self.window)
+        result = compute_targets([p.demands[j.key] for j in p.jobs], capacity, self.roles,
+                                 state, now, self.config, revocable_capacity=revocable)
         self.window = dict(result.state.preemptions)
         self.last_shares = dict(result.role_shares)
-        victims: dict[str, tuple[tuple[str, ...], str]] = {}
-        for p in result.preemptions:
-            ids, _ = victims.get(p.job, ((), ""))
-            victims[p.job] = (ids + p.victims, p.reason)
-        out: list[Decision] = []
-        for job in jobs:
-            target = result.targets.get(job.key)
-            mem = self._remember(job, memories[job.key], result.state.memory.get(job.key),
-                                 result.state.desired.get(job.key), target, sizes[job.key],
-                                 victims.get(job.key, ((), ""))[0], now)
-            durable = self._durable(job, mem)
-            if target is None or job.target_reason == MANUAL_REASON:
-                out.append(Decision(job.key, memory=mem, durable=durable))
-                continue
-            reason = f"{target.reason}: {target.detail}; fair share {target.fair_share:.0%}"
-            if target.deadline_risk:
-                reason += f"; deadline at risk: {target.deadline_risk}"
-            if target.deadline_risk:
-                self._at_risk.add(job.key)
-            else:
-                self._at_risk.discard(job.key)
-            ids, why = victims.get(job.key, ((), ""))
-            out.append(Decision(job.key, target.workers, reason, preempt=ids,
-                                preempt_reason=why, retire=target.retire, memory=mem,
-                                durable=durable))
-        return out
+        for v in result.preemptions:
+            ids, _ = p.victims.get(v.job, ((), ""))
+            p.victims[v.job] = (ids + v.victims, v.reason)
+        p.result = result
+        p.next = 0
+        return True
+
+    def _decide(self, p: _Pass, job: Job, now: float) -> Decision:
+        result = p.result
+        assert result is not None
+        target = result.targets.get(job.key)
+        mem = self._remember(job, p.memories[job.key], result.state.memory.get(job.key),
+                             result.state.desired.get(job.key), target, p.sizes[job.key],
+                             p.victims.get(job.key, ((), ""))[0], now)
+        durable = self._durable(job, mem)
+        if target is None or job.target_reason == MANUAL_REASON:
+            return Decision(job.key, memory=mem, durable=durable)
+        reason = f"{target.reason}: {target.detail}; fair share {target.fair_share:.0%}"
+        if target.deadline_risk:
+            reason += f"; deadline at risk: {target.deadline_risk}"
+            self._at_risk.add(job.key)
+        else:
+            self._at_risk.discard(job.key)
+        ids, why = p.victims.get(job.key, ((), ""))
+        return Decision(job.key, target.workers, reason, preempt=ids, preempt_reason=why,
+                        retire=target.retire, memory=mem, durable=durable)
 
     def _remember(self, job: Job, mem: PolicyMemory, scale: ScaleMemory | None,
                   load: int | None, target: object, size: tuple, preempted: tuple[str, ...],
@@ -467,13 +531,17 @@ class Elastic(PolicyBase):
             worker_size = None if new_size == reserved else new_size
             size_reason = explain(reserved, new_size, measured, self.config.rightsizing,
                                   samples)
-        return replace(
-            mem,
-            last_up_at=scale.last_up_at if scale is not None else mem.last_up_at,
-            last_down_at=scale.last_down_at if scale is not None else mem.last_down_at,
-            load_target=load if load is not None else mem.load_target,
-            preempted_at=times, worker_size=worker_size, size_reason=size_reason,
-            peak=peak if peak is not None else mem.peak)
+        up = scale.last_up_at if scale is not None else mem.last_up_at
+        down = scale.last_down_at if scale is not None else mem.last_down_at
+        load = load if load is not None else mem.load_target
+        peak = peak if peak is not None else mem.peak
+        if (up, down, load, times, worker_size, size_reason, peak) == (
+                mem.last_up_at, mem.last_down_at, mem.load_target, mem.preempted_at,
+                mem.worker_size, mem.size_reason, mem.peak):
+            return mem   # most passes change nothing a job remembers: no new value
+        return replace(mem, last_up_at=up, last_down_at=down, load_target=load,
+                       preempted_at=times, worker_size=worker_size,
+                       size_reason=size_reason, peak=peak)
 
     def _durable(self, job: Job, new: PolicyMemory) -> bool:
         """Whether the change is one a new leader must see (not a small rate move, not a
@@ -481,10 +549,9 @@ class Elastic(PolicyBase):
         old = job.policy
         # The rate and the words of the size's reason move at every pass: alone, they are
         # kept in memory and written with the job's next durable change.
-        if replace(new, rate_at=old.rate_at, rate_done=old.rate_done,
-                   rate_per_s=old.rate_per_s, rate_measured=old.rate_measured,
-                   size_reason=old.size_reason) != old:
-            return True
+        for name in _DURABLE_FIELDS:
+            if getattr(new, name) != getattr(old, name):
+                return True
         if new.rate_measured != old.rate_measured:
             self._persisted_rate[job.key] = new.rate_per_s
             return True

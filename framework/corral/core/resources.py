@@ -31,11 +31,12 @@ class Resources:
                  gpus: float = 0.0) -> None:
         # Hand-written (no dataclass __post_init__ walking fields): values are built on
         # every offer, launch and policy pass.
+        # ``_q`` inlined: this runs ~10^5 times per policy pass at 100,000 tasks.
         setter = object.__setattr__
-        setter(self, "cpus", _q(cpus))
-        setter(self, "mem", _q(mem))
-        setter(self, "disk", _q(disk))
-        setter(self, "gpus", _q(gpus))
+        setter(self, "cpus", round(cpus * _SCALE) / _SCALE)
+        setter(self, "mem", round(mem * _SCALE) / _SCALE)
+        setter(self, "disk", round(disk * _SCALE) / _SCALE)
+        setter(self, "gpus", round(gpus * _SCALE) / _SCALE)
 
     def __add__(self, other: Resources) -> Resources:
         return Resources(
