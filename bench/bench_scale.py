@@ -88,6 +88,7 @@ class Build:
         self.placed = 0
         self.live: dict[str, str] = {}       # running task id -> agent
         self.gc = GcPolicy()                 # as the runtime runs it, after every turn
+        self.cycles = 0                      # kill-and-resubmit cycles (``churn``)
         self.s.handle(ev.Subscribed("bench"), self.now)
         per_job = max(1, tasks // jobs - 1)
         self.per_job = per_job
@@ -107,7 +108,10 @@ class Build:
         self.now += 0.001
         out = self.s.handle(e, self.now)
         self.s.take_ended(self.now)   # the shell hands ended jobs to the history every turn
-        self.gc.after_turn()
+        # The runtime runs the collector's policy on its clock; here ``now`` is the clock
+        # (the bench replays a day's events in minutes: on the wall clock, one freeze
+        # would span far more allocation than the scheduler makes in 5 s).
+        self.gc.after_turn(self.now)
         for x in out:
             if isinstance(x, fx.LaunchTasks):
                 for t in x.tasks:
@@ -175,7 +179,7 @@ def gc_pauses(b: Build) -> str:
     t0 = time.perf_counter()
     gc.collect()
     between = time.perf_counter() - t0
-    b.gc.full(time.monotonic())
+    b.gc.full(b.now)
     return (f"GC full pass (hourly) {b.gc.last_full_s * 1e3:.0f} ms, a pass between "
             f"them {between * 1e3:.0f} ms")
 
@@ -211,9 +215,8 @@ def lose_and_replace(b: Build) -> tuple[float, float]:
 def churn(b: Build, attempts: int) -> None:
     """``attempts`` more attempts finish: jobs killed and resubmitted under the same keys."""
     done = 0
-    cycle = 0
     while done < attempts:
-        cycle += 1
+        b.cycles += 1   # request ids stay unique across calls
         for j in range(b.jobs):
             key = f"role{j % 20}/bench/job{j}"
             out = b.handle(ev.KillJob(key))
@@ -222,10 +225,11 @@ def churn(b: Build, attempts: int) -> None:
                     b.handle(ev.StatusUpdate(x.task_id, "TASK_KILLED", x.agent_id, uuid="u"))
                     b.live.pop(x.task_id, None)
                     done += 1
-            b.submit(j, b.per_job, f"r{cycle}")
+            b.submit(j, b.per_job, f"r{b.cycles}")
         b.fill()
-        b.now += 60.0           # time passes: timers of the ended attempts expire
-        b.handle(ev.Tick())
+        for _ in range(60):     # a minute passes, ticking as the runtime does: the timers
+            b.now += 1.0        # of the ended attempts fire (at most 5,000 per tick)
+            b.handle(ev.Tick())
 
 
 def run(agents: int, tasks: int, jobs: int, rounds: int) -> None:
