@@ -4,7 +4,9 @@ Builds the real core through its public events, the way the runtime does (elasti
 on, workers spread over four `market` values, agents of 96 cpus), at every combination of
 agents x running tasks asked for, then times:
 
-* offers  - one OFFERS event of 1,000 offers while workers are pending (losses replaced);
+* offers  - one OFFERS event of 1,000 offers while workers are pending: 1,000 workers
+  of ~800 jobs lost at once are placed over the first rounds (at most
+  ``groups_per_offers`` jobs' groups per event), then losses replaced one by one;
 * status  - one status update (a worker lost, its slot re-planned), and a TASK_RUNNING;
   also against one job of 10 / 100 / 1,000 workers (the cost must not grow with the job);
 * tick    - one tick, every 1 s of `now` as the runtime ticks: a policy pass over every
@@ -129,16 +131,19 @@ class Build:
         return tuple(out)
 
     def offer_round(self, count: int = 1000) -> tuple[float, int]:
-        t0 = time.process_time()
-        out = self.handle(ev.OffersReceived(self.offers(count)))
-        cpu = time.process_time() - t0
+        """One OFFERS event, then a TASK_RUNNING for each task it placed: the event's own
+        wall time and the number placed (its CPU time counts to the placement rate)."""
+        offers = ev.OffersReceived(self.offers(count))
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = self.handle(offers)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         launched = [(x.agent_id, t.task_id) for x in out if isinstance(x, fx.LaunchTasks)
                     for t in x.tasks]
         self.placed_cpu += cpu
         self.placed += len(launched)
         for agent, tid in launched:
             self.handle(ev.StatusUpdate(tid, "TASK_RUNNING", agent, uuid="u"))
-        return cpu, len(launched)
+        return wall, len(launched)
 
     def fill(self) -> None:
         for _ in range(10_000):
@@ -250,9 +255,8 @@ def run(agents: int, tasks: int, jobs: int, rounds: int) -> None:
                                  reason="REASON_AGENT_REMOVED", uuid="u"))
     offers_t, placed = [], []
     for _ in range(rounds):
-        t = time.perf_counter()
-        _, n = b.offer_round(1000)
-        offers_t.append(time.perf_counter() - t)
+        wall, n = b.offer_round(1000)
+        offers_t.append(wall)
         placed.append(n)
     lost_t, run_t = [], []
     for _ in range(rounds * 5):
@@ -263,8 +267,8 @@ def run(agents: int, tasks: int, jobs: int, rounds: int) -> None:
     # ``Elastic.jobs_per_step`` active jobs, goes on over the next ticks.
     ticks = timed(lambda: (setattr(b, "now", b.now + 1.0), b.handle(ev.Tick())), rounds * 5)
     print(f"offers (1,000)   p50 {pct(offers_t, .5) * 1e3:8.1f} ms   max "
-          f"{max(offers_t) * 1e3:8.1f} ms   (incl. the placed tasks' RUNNING updates; "
-          f"the first round placed {placed[0]:,}, its time {offers_t[0] * 1e3:.1f} ms)")
+          f"{max(offers_t) * 1e3:8.1f} ms   (placed per round: "
+          f"{', '.join(str(n) for n in placed)})")
     print(f"status lost      p50 {pct(lost_t, .5) * 1e6:8.0f} us   max "
           f"{max(lost_t) * 1e6:8.0f} us")
     print(f"status running   p50 {pct(run_t, .5) * 1e6:8.0f} us   max "

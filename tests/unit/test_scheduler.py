@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from corral.core import effects as fx
@@ -432,3 +434,27 @@ def test_executor_overhead_reserved_in_placement() -> None:
     assert launches(h(ev.OffersReceived((offer(1, cpus=1.2),)))) == []
     (m,) = launches(h(ev.OffersReceived((offer(2, cpus=1.5),))))
     assert m.resources == Resources(1, 512)
+
+
+def masters_of(out: list[fx.Effect]) -> list[str]:
+    return [t.key.job.rsplit("/", 1)[1] for t in launches(out)]
+
+
+def test_an_offers_event_places_a_bounded_number_of_groups_and_resumes() -> None:
+    """At most ``groups_per_offers`` groups per OFFERS event; the next event goes on where
+    the last stopped, so jobs that cannot be placed at the head never starve the rest."""
+    h = Harness(groups_per_offers=2)
+    h(ev.Subscribed("fw-1"))
+    names = [f"j{i}" for i in range(5)]
+    for i, name in enumerate(names):
+        big = Resources(64 if i < 2 else 1, 512)      # j0 and j1 fit on no agent
+        h(ev.SubmitJob(replace(make_spec(0, name=name), master=TaskTemplate("m", big)),
+                       f"r{i}"))
+    out = h.offers(1, 2)
+    assert launches(out) == []                        # j0 and j1 tried, nothing else
+    assert of(out, fx.DeclineOffers)[0].refuse_seconds == 5.0   # more is pending
+    assert h.s.view("ml/prod/j0").tasks[0].why      # why they wait is still said
+    assert masters_of(h.offers(1, 2)) == ["j2", "j3"]
+    assert masters_of(h.offers(1, 2)) == ["j4"]   # then j0 again: all tried
+    assert h.s.state.offers_resume == "ml/prod/j1"
+    h.s.validate()

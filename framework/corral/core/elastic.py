@@ -167,8 +167,10 @@ class RunningWorkers(Sequence[WorkerState]):
         return iter(self._all())
 
 
-def _at_least_zero(r: Resources) -> Resources:
-    return Resources(max(r.cpus, 0.0), max(r.mem, 0.0), max(r.disk, 0.0), max(r.gpus, 0.0))
+def _less(r: Resources, taken: Resources) -> Resources:
+    """``r - taken``, never below zero (one value built, not two: runs per launch)."""
+    return Resources(max(r.cpus - taken.cpus, 0.0), max(r.mem - taken.mem, 0.0),
+                     max(r.disk - taken.disk, 0.0), max(r.gpus - taken.gpus, 0.0))
 
 
 def _contribution(offered: tuple[Resources, Resources] | None,
@@ -223,9 +225,9 @@ class PolicyBase:
         the cluster look bigger than it is until the agent's next offer)."""
         res, rev = self._offered.get(agent_id, (ZERO, ZERO))
         if revocable:
-            rev = _at_least_zero(rev - taken)
+            rev = _less(rev, taken)
         else:
-            res = _at_least_zero(res - taken)
+            res = _less(res, taken)
         self._offered[agent_id] = (res, rev)
         self._dirty.add(agent_id)
 

@@ -324,6 +324,9 @@ class CoreState:
         self.counters: defaultdict[str, float] = defaultdict(float)
         self.budget = BudgetState()      # role budgets (core.cost)
         self.last_now = 0.0              # ``now`` of the latest event handled
+        # Where the next OFFERS event starts placing, after one that left pending groups
+        # for later (``CoreConfig.groups_per_offers``); None: at the head of the order.
+        self.offers_resume: str | None = None
 
     # ------------------------------------------------------------------ read API
 
@@ -631,6 +634,10 @@ class CoreState:
         while limit > 0 and self.timers and self.timers[0][0] <= now:
             limit -= 1
             yield heapq.heappop(self.timers)[2]
+
+    def resume_offers_at(self, key: str | None) -> None:
+        """The next OFFERS event starts placing at job ``key`` (None: at the head)."""
+        self.offers_resume = key
 
     def note(self, now: float, text: str) -> None:
         self.notes.append((now, text))

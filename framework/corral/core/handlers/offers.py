@@ -70,14 +70,14 @@ def observe(st: CoreState, offers: tuple[Offer, ...] | list[Offer], ctx: Ctx) ->
 def decide(st: CoreState, ctx: Ctx, offers: tuple[Offer, ...] | list[Offer]) -> None:
     """Place what is pending on ``offers``; answer every offer."""
     cfg = ctx.config
-    pending, facts = placement_inputs(st, ctx)
+    pending, facts, deferred = placement_inputs(st, ctx)
     if not pending:
         ids = tuple(o.id for o in offers)
         if ids:
             ctx.emit(fx.DeclineOffers(ids, cfg.refuse_long))
         return
     plan = place(pending, offers, facts)
-    refuse = cfg.refuse_short if plan.vetoes else cfg.refuse_long
+    refuse = cfg.refuse_short if plan.vetoes or deferred else cfg.refuse_long
     for agent, assigned in plan.assignments.items():
         launches = tuple(launch(st, ctx, a) for a in assigned)
         if ctx.elastic is not None:
@@ -90,24 +90,40 @@ def decide(st: CoreState, ctx: Ctx, offers: tuple[Offer, ...] | list[Offer]) -> 
     record_vetoes(st, plan)
 
 
-def placement_inputs(st: CoreState, ctx: Ctx) -> tuple[list[PendingTask], PlacementFacts]:
-    """Pending tasks in placement order and what placement must know of their jobs.
+def placement_inputs(st: CoreState, ctx: Ctx
+                     ) -> tuple[list[PendingTask], PlacementFacts, bool]:
+    """Pending tasks in placement order, what placement must know of their jobs, and
+    whether pending groups were left for the next offers (``groups_per_offers``).
 
     The order is priority, then submission; a policy may reorder the jobs (``order``: a
     baseline's placement order, e.g. lowest role share first) and constrain a job's
     masters or workers to agent attributes (``constraints``: e.g. spot agents first);
-    placement itself is the same."""
+    placement itself is the same. After an event that left groups for later, the next
+    one starts where it stopped and wraps around, so jobs that cannot be placed at the
+    head of the order never starve the ones behind them."""
     cfg = ctx.config
     order = sorted(st.pending_jobs, key=lambda k: (-st.jobs[k].spec.priority, st.jobs[k].seq))
     policy = ctx.elastic
     if policy is not None:
         order = policy.order(st, order)
+    resume = st.offers_resume
+    if resume is not None and resume in st.pending_jobs and resume in order:
+        at = order.index(resume)
+        order = order[at:] + order[:at]
     pending: list[PendingTask] = []
     jobs: dict[str, JobFacts] = {}
+    groups = 0
+    deferred = False
     for k in order:
         job = st.jobs[k]
         if job.cost.held:
             continue  # its role is over budget (core.cost): not placed, says why
+        kinds = {key.kind for key in job.pending}
+        if groups and groups + len(kinds) > cfg.groups_per_offers:
+            st.resume_offers_at(k)
+            deferred = True
+            break
+        groups += len(kinds)
         spec = job.spec
         # What a task takes and where it may go are the same for a job's workers: work
         # them out once per kind.
@@ -126,7 +142,10 @@ def placement_inputs(st: CoreState, ctx: Ctx) -> tuple[list[PendingTask], Placem
                     job.template(key).ports, constraints)
             pending.append(PendingTask(key, how[0], how[1], spec.tier, how[2]))
         jobs[k] = job_facts(st, ctx, job)
-    return pending, PlacementFacts(jobs=jobs, draining=st.draining_agents(), now=ctx.now)
+    if not deferred:
+        st.resume_offers_at(None)
+    return pending, PlacementFacts(jobs=jobs, draining=st.draining_agents(), now=ctx.now), \
+        deferred
 
 
 def job_facts(st: CoreState, ctx: Ctx, job: Job) -> JobFacts:
