@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from corral.core import events as ev
 from corral.core.model import Offer
 from corral.core.resources import Resources
 from corral.mesos.codec import (
@@ -25,6 +26,7 @@ from corral.mesos.codec import (
     task_info_json,
     task_status_fields,
 )
+from corral.runtime.translate import OFFERS_PER_EVENT, event_from_mesos
 
 Json = dict[str, Any]
 
@@ -208,3 +210,13 @@ def test_port_ranges_cover_exactly_the_ports(ports: list[int]) -> None:
 @given(st.binary(min_size=16, max_size=16))
 def test_uuid_round_trip(raw: bytes) -> None:
     assert decode_uuid(encode_uuid(raw)) == raw
+
+
+def test_a_large_offers_event_becomes_core_events_of_at_most_a_thousand_offers() -> None:
+    many = [{**OFFER, "id": {"value": f"O{i}"}} for i in range(2 * OFFERS_PER_EVENT + 500)]
+    out = event_from_mesos({"type": "OFFERS", "offers": {"offers": many}})
+    assert all(isinstance(e, ev.OffersReceived) for e in out)
+    assert [len(e.offers) for e in out] == [OFFERS_PER_EVENT, OFFERS_PER_EVENT, 500]
+    assert [o.id for e in out for o in e.offers] == [f"O{i}" for i in range(len(many))]
+    assert event_from_mesos({"type": "OFFERS", "offers": {"offers": []}}) == \
+        [ev.OffersReceived(())]

@@ -3,7 +3,9 @@
 One loop owns the core. Mesos events (translated by ``translate``), API commands and a
 one-second tick enter through a single inbox and are handed to ``Scheduler.handle`` one at
 a time with ``now`` from the injected clock. Each loop *turn* drains the inbox (up to
-``_TURN_LIMIT`` commands), handles them, writes the intent of the jobs that changed
+``_TURN_LIMIT`` commands, and no more once ``_TURN_BUDGET_S`` of handling has passed, so
+one turn never holds the event loop long), handles them, writes the intent of the jobs
+that changed
 durably as ONE batch to the store, and only then releases the turn's effects to the
 outbox, which one worker carries out as Mesos calls, in order (write-ahead: a task is
 durable before it is launched, so a successor always knows it). A write that fails
@@ -164,6 +166,10 @@ class _Command:
 Verify = Callable[[], Awaitable[bool]]
 
 _TURN_LIMIT = 512  # commands handled per loop turn (one batch write per turn)
+# A turn takes no more commands once it has handled for this long: the loop gets back
+# to the API and to Mesos between turns (a 10,000-offer event is handled as ten events
+# of at most 1,000 offers, ``translate.OFFERS_PER_EVENT``, which can land in ten turns).
+_TURN_BUDGET_S = 0.05
 _GC_HOLD_OFFERS = 100  # OFFERS events larger than this are translated with the GC held
 
 
@@ -353,15 +359,19 @@ class SchedulerService:
         while self.acting:
             cmds.clear()
             cmds.append(await self._inbox.get())
-            while len(cmds) < _TURN_LIMIT and not self._inbox.empty():
-                cmds.append(self._inbox.get_nowait())
             if not self.acting:
                 break
             effects: list[fx.Effect] = []
             changed: set[str] = set()
             durable: set[str] = set()
-            for cmd in cmds:
-                self._handle(cmd, effects, changed, durable)
+            stop = time.perf_counter() + _TURN_BUDGET_S
+            self._handle(cmds[0], effects, changed, durable)
+            while len(cmds) < _TURN_LIMIT and not self._inbox.empty() and self.acting \
+                    and time.perf_counter() < stop:
+                cmds.append(self._inbox.get_nowait())
+                self._handle(cmds[-1], effects, changed, durable)
+            if not self.acting:
+                break
             new_fid = self.core.framework_id
             if new_fid == self._stored_fid:
                 new_fid = None

@@ -27,6 +27,8 @@ Json = dict[str, Any]
 
 # What Corral's executor itself takes out of a task's request (Mesos counts executor
 # resources separately; carving them out keeps the total equal to what placement used).
+# An OFFERS event of more offers becomes several core events of at most this many.
+OFFERS_PER_EVENT = 1000
 EXECUTOR_CPUS = 0.05
 EXECUTOR_MEM = 32.0
 
@@ -78,7 +80,12 @@ def event_from_mesos(event: Mapping[str, Any]) -> list[ev.Event]:
         if kind == "SUBSCRIBED":
             return [ev.Subscribed(str(event["subscribed"]["framework_id"]["value"]))]
         if kind == "OFFERS":
-            return [ev.OffersReceived(tuple(codec.offers_from_event(event)))]
+            offers = tuple(codec.offers_from_event(event))
+            # A large event becomes several core events (each one decision, placed and
+            # answered on its own): one event of 10,000 offers held the core ~300 ms.
+            return [ev.OffersReceived(offers[i:i + OFFERS_PER_EVENT])
+                    for i in range(0, len(offers), OFFERS_PER_EVENT)] or \
+                [ev.OffersReceived(())]
         if kind == "RESCIND":
             return [ev.OfferRescinded(str(event["rescind"]["offer_id"]["value"]))]
         if kind == "INVERSE_OFFERS":
