@@ -3,7 +3,10 @@ their reason and fair share; a job scaled by hand is left alone."""
 
 from __future__ import annotations
 
+import pytest
+
 from corral.core import effects as fx
+from corral.core import elastic
 from corral.core import events as ev
 from corral.core.elastic import MANUAL_REASON, Elastic
 from corral.core.fairness import RolePolicy
@@ -220,3 +223,22 @@ def test_a_split_pass_takes_a_share_per_tick_and_skips_what_changed() -> None:
     assert [h.s.view(f"ml/prod/j{i}").desired_workers for i in range(4)] == [1, 1, 1, 5]
     assert h.s.view("ml/prod/j3").target_reason == MANUAL_REASON
     h.s.validate()
+
+
+def test_a_new_leaders_first_pass_waits_for_the_capacity_to_catch_up(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """When more agents changed than one tick folds (a failover: all of them), the first
+    pass waits while the capacity estimate catches up a share per tick."""
+    monkeypatch.setattr(elastic, "_FOLD_PER_STEP", 2)
+    h = Harness(elastic=Elastic(config=FAST, interval=5.0))
+    policy = h.s.elastic
+    assert isinstance(policy, Elastic)
+    started(h, workers=1)
+    h.offers(2, 3, 4, 5, 6)                  # six agents changed in all
+    backlog = []
+    for _ in range(4):
+        h(ev.Tick(), dt=1)
+        backlog.append((len(policy._dirty) + len(h.s.state.touched_agents),
+                        policy._last_pass is not None))
+    assert backlog == [(4, False), (2, False), (0, True), (0, True)]
+    assert policy.capacity(h.s.state)[0].cpus >= 8 * 6   # all six agents counted

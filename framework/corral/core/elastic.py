@@ -451,6 +451,13 @@ class Elastic(PolicyBase):
         if p is None:
             if self._last_pass is not None and now - self._last_pass < self.interval:
                 return []
+            if self._last_pass is None and \
+                    len(self._dirty) + len(st.touched_agents) > _FOLD_PER_STEP:
+                # A new leader's first pass: every agent changed at once. The capacity
+                # estimate catches up a share per tick first (at 50,000 agents, ~5
+                # ticks), so no single tick folds them all.
+                self.fold_changes(st, _FOLD_PER_STEP)
+                return []
             p = self._pass = self._begin(st, now)
             if p is None:
                 return []
