@@ -239,6 +239,9 @@ class Agent:
     attributes: dict[str, str] = field(default_factory=dict)
     lost: bool = False                   # Mesos said it is gone; cleared by its next offer
     tasks: set[str] = field(default_factory=set)   # our live attempts there
+    # The most ``tasks`` held since the set was last rebuilt: a set never shrinks its
+    # table, so one that fell to a quarter of it is rebuilt (``CoreState._set_live``).
+    tasks_peak: int = 0
     held: Held = field(default_factory=Held)
     drain: tuple[float, float | None] | None = None  # maintenance window (start, end)
     inverse_offers: set[str] = field(default_factory=set)
@@ -676,6 +679,7 @@ class CoreState:
                     _count_on(job, att, agent.agent_id, 1)
             if agent is not None and att.task_id not in agent.tasks:
                 agent.tasks.add(att.task_id)
+                agent.tasks_peak = max(agent.tasks_peak, len(agent.tasks))
                 agent.held.add(att.resources, att.revocable, 1.0)
         else:
             if att.task_id in job.live:
@@ -685,6 +689,9 @@ class CoreState:
             if agent is not None and att.task_id in agent.tasks:
                 agent.tasks.discard(att.task_id)
                 agent.held.add(att.resources, att.revocable, -1.0)
+                if agent.tasks_peak >= 8 and len(agent.tasks) <= agent.tasks_peak // 4:
+                    agent.tasks = set(agent.tasks)
+                    agent.tasks_peak = len(agent.tasks)
 
     def _index_pending(self, job: Job, slot: Slot) -> None:
         if slot.current is None and slot.vacancy is Life.PENDING:
