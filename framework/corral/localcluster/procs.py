@@ -122,12 +122,7 @@ def start_localmesos(work: Path, logs: Path, *, agents: int, spot: int = 0,
         "--allocation-interval", f"{allocation_interval:g}", "--work-dir", str(work),
         *(extra or []),
     ], logs / "localmesos.log")
-    try:
-        url = child.wait_for_line(r"localmesos master at (\S+)", timeout).group(1)
-    except ChildFailed:
-        child.stop(grace=5)
-        raise
-    return child, url
+    return child, _announced(child, r"localmesos master at (\S+)", timeout)
 
 
 def start_scheduler(master_url: str, logs: Path, *, extra: list[str] | None = None,
@@ -137,9 +132,14 @@ def start_scheduler(master_url: str, logs: Path, *, extra: list[str] | None = No
         sys.executable, "-m", "corral.runtime.main", "--master", master_url,
         "--api", "127.0.0.1:0", *(extra or []),
     ], logs / f"{name}.log")
+    return child, _announced(child, r"corral scheduler API at (\S+)", timeout)
+
+
+def _announced(child: Child, pattern: str, timeout: float) -> str:
+    """The address ``child`` prints on the line matching ``pattern`` (its first group);
+    a child that fails first or does not say it in time is stopped and ChildFailed raised."""
     try:
-        api = child.wait_for_line(r"corral scheduler API at (\S+)", timeout).group(1)
+        return child.wait_for_line(pattern, timeout).group(1)
     except ChildFailed:
         child.stop(grace=5)
         raise
-    return child, api
