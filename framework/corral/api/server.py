@@ -62,7 +62,7 @@ from corral.api.watchdelta import DeltaEncoder
 from corral.api.wire import LEADER_METADATA_KEY, NOT_LEADER_PREFIX
 from corral.core import limits
 from corral.core.admission import QuotaExceeded
-from corral.core.model import NAME_RE, JobSpec
+from corral.core.model import NAME_RE, JobSpec, role_of
 from corral.core.spec import FieldError, SpecError
 from corral.core.summary import summarize
 from corral.core.views import AlreadyExists, Conflict, JobBackend, NotFound, NotLeader
@@ -189,7 +189,7 @@ def _authorized_key(key: str) -> str:
     """Authorise the caller for the key's role, then check the key is well formed."""
     if not key:
         raise InvalidRequest([FieldError("key", "is required (role/environment/name)")])
-    authorize(key.split("/", 1)[0])
+    authorize(role_of(key))
     if not paging.is_job_key(key):
         raise InvalidRequest([FieldError("key", f"{limits.shown(key)} is not a job key "
                                                 "(role/environment/name)")])
@@ -265,7 +265,7 @@ class JobServicer(pb_grpc.JobServiceServicer):
                 raise InvalidRequest([FieldError(e.field, str(e))]) from None
             # Keys first, views only for the page: a page costs its own jobs, not all.
             keys = await self.backend.keys(request.role or None)
-            shown = sorted(k for k in keys if who.may_act_for(k.split("/", 1)[0]))
+            shown = sorted(k for k in keys if who.may_act_for(role_of(k)))
             chosen, token = paging.page(shown, shown, after, size)
             summaries = []
             for key in chosen:

@@ -127,6 +127,10 @@ class JobSpec:
         return f"{self.role}/{self.environment}/{self.name}"
 
 
+def role_of(key: str) -> str:
+    """The role of a job key ``role/environment/name`` (``JobSpec.key``)."""
+    return key.split("/", 1)[0]
+
 @dataclass(frozen=True, slots=True)
 class Offer:
     """One Mesos offer, reduced to what placement needs.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from corral.core.model import Tier
+from corral.core.model import Tier, role_of
 from corral.core.views import JobState, JobView, Progress
 
 SUMMARY_MESSAGE_MAX = 256  # characters of the job's message a summary keeps
@@ -33,7 +33,7 @@ class JobSummary:
 
     @property
     def role(self) -> str:
-        return self.key.split("/", 1)[0]
+        return role_of(self.key)
 
 
 def running_workers(view: JobView) -> int:

@@ -40,6 +40,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
+from corral.core.model import role_of
+
 log = logging.getLogger("corral.history")
 _T = TypeVar("_T")
 
@@ -356,7 +358,7 @@ def select(db: Database, conn: Any, q: Query) -> list[HistoryRecord]:
 def select_one(db: Database, conn: Any, key: str, roles: frozenset[str] | None
                ) -> HistoryRecord | None:
     """The newest record of ``key`` (None: none the caller may see)."""
-    role = key.split("/", 1)[0]
+    role = role_of(key)
     if roles is not None and role not in roles:
         return None
     cur = conn.cursor()

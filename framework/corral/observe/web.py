@@ -33,6 +33,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from corral.api.auth import AuthConfig, Principal
+from corral.core.model import role_of
 from corral.observe import reports
 from corral.observe.history import BadQuery, parse_since
 from corral.observe.webauth import COOKIE, allowed_roles, principal_of
@@ -123,8 +124,9 @@ class Data:
 
         if not KEY_RE.fullmatch(key):
             raise BadQuery("not a job key (role/environment/name)")
-        if not reports.visible(allowed, key.split("/", 1)[0]):
-            raise PermissionError(f"you may not see jobs of role {key.split('/', 1)[0]}")
+        role = role_of(key)
+        if not reports.visible(allowed, role):
+            raise PermissionError(f"you may not see jobs of role {role}")
         svc = self.obs.service()
         if svc is not None:
             try:

@@ -47,7 +47,7 @@ from corral.core import events as ev
 from corral.core.admission import Admissions
 from corral.core.cost import CostConfig, PriceTable
 from corral.core.elastic import Elastic
-from corral.core.model import JobSpec
+from corral.core.model import JobSpec, role_of
 from corral.core.policyfile import SchedulerPolicy
 from corral.core.scheduler import Scheduler
 from corral.core.spot import OverProvision
@@ -585,7 +585,7 @@ class SchedulerService:
         return [v for v in self.core.views() if role is None or v.spec.role == role]
 
     async def keys(self, role: str | None = None) -> Sequence[str]:
-        return [k for k in self.core.job_keys() if role is None or k.split("/", 1)[0] == role]
+        return [k for k in self.core.job_keys() if role is None or role_of(k) == role]
 
     async def kill(self, key: str) -> JobView:
         self.core.check_kill(key)  # NotFound / already over: before anything else
