@@ -71,13 +71,14 @@ def decide(st: CoreState, ctx: Ctx, offers: tuple[Offer, ...] | list[Offer]) -> 
     """Place what is pending on ``offers``; answer every offer."""
     cfg = ctx.config
     pending, facts, deferred = placement_inputs(st, ctx)
+    st.resume_offers_at(deferred)
     if not pending:
         ids = tuple(o.id for o in offers)
         if ids:
             ctx.emit(fx.DeclineOffers(ids, cfg.refuse_long))
         return
     plan = place(pending, offers, facts)
-    refuse = cfg.refuse_short if plan.vetoes or deferred else cfg.refuse_long
+    refuse = cfg.refuse_short if plan.vetoes or deferred is not None else cfg.refuse_long
     for agent, assigned in plan.assignments.items():
         launches = tuple(launch(st, ctx, a) for a in assigned)
         if ctx.elastic is not None:
@@ -91,9 +92,9 @@ def decide(st: CoreState, ctx: Ctx, offers: tuple[Offer, ...] | list[Offer]) -> 
 
 
 def placement_inputs(st: CoreState, ctx: Ctx
-                     ) -> tuple[list[PendingTask], PlacementFacts, bool]:
-    """Pending tasks in placement order, what placement must know of their jobs, and
-    whether pending groups were left for the next offers (``groups_per_offers``).
+                     ) -> tuple[list[PendingTask], PlacementFacts, str | None]:
+    """Pending tasks in placement order, what placement must know of their jobs, and the
+    first job left for the next offers (``groups_per_offers``; None: none left).
 
     The order is priority, then submission; a policy may reorder the jobs (``order``: a
     baseline's placement order, e.g. lowest role share first) and constrain a job's
@@ -113,15 +114,14 @@ def placement_inputs(st: CoreState, ctx: Ctx
     pending: list[PendingTask] = []
     jobs: dict[str, JobFacts] = {}
     groups = 0
-    deferred = False
+    deferred: str | None = None
     for k in order:
         job = st.jobs[k]
         if job.cost.held:
             continue  # its role is over budget (core.cost): not placed, says why
         kinds = {key.kind for key in job.pending}
         if groups and groups + len(kinds) > cfg.groups_per_offers:
-            st.resume_offers_at(k)
-            deferred = True
+            deferred = k
             break
         groups += len(kinds)
         spec = job.spec
@@ -142,8 +142,6 @@ def placement_inputs(st: CoreState, ctx: Ctx
                     job.template(key).ports, constraints)
             pending.append(PendingTask(key, how[0], how[1], spec.tier, how[2]))
         jobs[k] = job_facts(st, ctx, job)
-    if not deferred:
-        st.resume_offers_at(None)
     return pending, PlacementFacts(jobs=jobs, draining=st.draining_agents(), now=ctx.now), \
         deferred
 
